@@ -1,0 +1,69 @@
+//! One structured audit record per decision: who, what, which rule, and the outcome.
+//! Records never hold a credential; a presented credential appears only as a short
+//! SHA-256 fingerprint, enough to correlate requests made with the same token.
+
+use alloc::string::String;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::access::Access;
+use crate::decision::{Decision, Reason};
+use crate::identity::Identity;
+use crate::request::RequestFacts;
+use crate::route::{RepoName, RouteClass};
+use crate::time::UnixTime;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditRecord<'d> {
+    /// Unix time in milliseconds.
+    pub time_ms: u64,
+    pub allow: bool,
+    pub status: u16,
+    pub reason: Reason,
+    pub rule: Option<&'d str>,
+    pub identity: Option<&'d Identity>,
+    pub class: Option<RouteClass>,
+    pub repo: Option<&'d RepoName>,
+    pub access: Option<Access>,
+    pub method: String,
+    pub path: String,
+    pub client_ip: Option<String>,
+    /// First 16 hex digits of the SHA-256 of the Authorization header, if any.
+    pub credential_fingerprint: Option<String>,
+    pub retry_after: Option<u64>,
+}
+
+impl Decision {
+    /// The audit record for this decision about `facts`, made at `now`.
+    pub fn audit<'d>(&'d self, facts: &RequestFacts<'_>, now: UnixTime) -> AuditRecord<'d> {
+        let fingerprint = facts.header_values("authorization").next().map(|v| {
+            let digest = Sha256::digest(v.as_bytes());
+            let mut hex = hex::encode(digest);
+            hex.truncate(16);
+            hex
+        });
+        AuditRecord {
+            time_ms: now.as_nanos() / 1_000_000,
+            allow: self.allow,
+            status: self.status,
+            reason: self.reason,
+            rule: self.rule.as_deref(),
+            identity: self.identity.as_ref(),
+            class: self.class,
+            repo: self.repo.as_ref(),
+            access: self.access,
+            method: String::from(facts.method),
+            // The raw path, without the query (which may carry secrets of other kinds).
+            path: String::from(facts.path),
+            client_ip: facts.client_ip.map(String::from),
+            credential_fingerprint: fingerprint,
+            retry_after: self.retry_after,
+        }
+    }
+}
+
+impl AuditRecord<'_> {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,131 @@
+//! `[[test]]` cases written in a policy file: a request, a time, and what the decision
+//! must say. Expectations are checked against a decision's JSON form, so the same case
+//! runs against the native engine and against any host that answers in that JSON
+//! (the WASM module, the edge workers).
+
+use alloc::{collections::BTreeMap, format, string::String, vec::Vec};
+use serde_json::Value;
+
+use crate::access::Access;
+use crate::policy::Position;
+use crate::request::OwnedRequest;
+use crate::time::UnixTime;
+
+/// The time a case runs at when it names none: 2026-01-01T00:00:00Z.
+pub const DEFAULT_TEST_NOW: u64 = 1_767_225_600;
+
+#[derive(Clone, Debug)]
+pub struct TestCase {
+    pub name: String,
+    /// Where the case's `expect` table starts in the policy file.
+    pub position: Position,
+    pub now: UnixTime,
+    /// Send the request this many times (sharing rate-limit state); the expectation is
+    /// checked on the last answer.
+    pub repeat: u32,
+    pub request: OwnedRequest,
+    pub expect: Expectation,
+}
+
+/// Fields left `None` are not checked.
+#[derive(Clone, Debug, Default)]
+pub struct Expectation {
+    pub allow: Option<bool>,
+    pub status: Option<u16>,
+    pub reason: Option<String>,
+    pub rule: Option<String>,
+    pub user: Option<String>,
+    pub repo: Option<String>,
+    pub access: Option<Access>,
+    pub retry_after: Option<u64>,
+    /// Response headers (challenges, Retry-After); names compared case-insensitively.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Origin headers, compared on their displayed (redacted) values.
+    pub set: Option<BTreeMap<String, String>>,
+    pub strip: Option<Vec<String>>,
+}
+
+impl Expectation {
+    /// Every way `decision` (the JSON of a [`crate::Decision`]) differs from the expectation.
+    pub fn check(&self, decision: &Value) -> Vec<String> {
+        let mut mismatches = Vec::new();
+        let mut field = |name: &str, expected: Option<Value>, actual: &Value| {
+            if let Some(expected) = expected {
+                if expected != *actual {
+                    mismatches.push(format!("{name}: expected {expected}, got {actual}"));
+                }
+            }
+        };
+        let get = |key: &str| decision.get(key).cloned().unwrap_or(Value::Null);
+        field("allow", self.allow.map(Value::from), &get("allow"));
+        field("status", self.status.map(Value::from), &get("status"));
+        field(
+            "reason",
+            self.reason.clone().map(Value::from),
+            &get("reason"),
+        );
+        field("rule", self.rule.clone().map(Value::from), &get("rule"));
+        let user = decision
+            .get("identity")
+            .and_then(|i| i.get("user"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        field("user", self.user.clone().map(Value::from), &user);
+        field("repo", self.repo.clone().map(Value::from), &get("repo"));
+        field(
+            "access",
+            self.access.map(|a| Value::from(a.as_str())),
+            &get("access"),
+        );
+        field(
+            "retry_after",
+            self.retry_after.map(Value::from),
+            &get("retry_after"),
+        );
+        field("strip", self.strip.clone().map(Value::from), &get("strip"));
+        for (key, expected) in [("headers", &self.headers), ("set", &self.set)] {
+            let Some(expected) = expected else { continue };
+            let lower = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+                m.iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect()
+            };
+            let actual: BTreeMap<String, String> = decision
+                .get(key)
+                .and_then(Value::as_object)
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.to_ascii_lowercase(),
+                                v.as_str().map(String::from).unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if lower(expected) != actual {
+                mismatches.push(format!(
+                    "{key}: expected {}, got {}",
+                    serde_json::to_string(&lower(expected)).unwrap_or_default(),
+                    serde_json::to_string(&actual).unwrap_or_default()
+                ));
+            }
+        }
+        mismatches
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_none()
+            && self.status.is_none()
+            && self.reason.is_none()
+            && self.rule.is_none()
+            && self.user.is_none()
+            && self.repo.is_none()
+            && self.access.is_none()
+            && self.retry_after.is_none()
+            && self.headers.is_none()
+            && self.set.is_none()
+            && self.strip.is_none()
+    }
+}

@@ -1,0 +1,207 @@
+use alloc::{format, string::String, vec::Vec};
+use core::fmt;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use crate::access::Access;
+use crate::identity::Identity;
+use crate::jwt::TokenRejection;
+use crate::rate::PendingRate;
+use crate::route::{RepoName, RouteClass};
+
+/// What [`crate::Engine::decide`] returns: a final decision, or an allow that still has to
+/// pass a rate limit whose state only the host can load.
+#[derive(Clone, Debug)]
+pub enum Verdict {
+    Decided(Decision),
+    Pending(PendingRate),
+}
+
+/// Why a decision came out the way it did. [`Reason::code`] is stable: audit pipelines and
+/// `tollgate eval` consumers match on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The request may go to the origin.
+    Allowed,
+    /// The path or query could make edge and origin disagree about the target.
+    BadPath,
+    /// A credential in the query string.
+    CredentialInQuery,
+    /// An Authorization header that cannot be read unambiguously.
+    BadCredentials,
+    /// No credential, and anonymous callers may not do this.
+    MissingCredential,
+    /// A credential that failed verification.
+    InvalidCredential(TokenRejection),
+    /// Authenticated, but no grant gives enough access.
+    InsufficientAccess,
+    /// Authenticated, but a deny rule takes the access away.
+    DeniedByRule,
+    /// The identity may not even read the repository, so it is reported missing, as Gogs does.
+    NotFound,
+    /// A non-repository page or API call that the gateway settings close.
+    SiteClosed,
+    /// Over the rate limit.
+    RateLimited,
+    /// The origin credential for this identity is not configured on the host.
+    OriginCredentialMissing,
+}
+
+impl Reason {
+    pub const fn code(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::BadPath => "bad_path",
+            Reason::CredentialInQuery => "credential_in_query",
+            Reason::BadCredentials => "bad_credentials",
+            Reason::MissingCredential => "missing_credential",
+            Reason::InvalidCredential(rejection) => rejection.code(),
+            Reason::InsufficientAccess => "insufficient_access",
+            Reason::DeniedByRule => "denied_by_rule",
+            Reason::NotFound => "not_found",
+            Reason::SiteClosed => "site_closed",
+            Reason::RateLimited => "rate_limited",
+            Reason::OriginCredentialMissing => "origin_credential_missing",
+        }
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A header to set on the origin request or on a denial. Values built from secrets carry
+/// a redacted form, which is all that `Debug`, JSON output and audit records ever show.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Header {
+    name: String,
+    value: String,
+    redacted: Option<String>,
+}
+
+impl Header {
+    pub(crate) fn new(name: &str, value: String) -> Self {
+        Header {
+            name: String::from(name),
+            value,
+            redacted: None,
+        }
+    }
+
+    pub(crate) fn secret(name: &str, value: String, redacted: String) -> Self {
+        Header {
+            name: String::from(name),
+            value,
+            redacted: Some(redacted),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The value to send. May contain an origin secret: never log it.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// The value as it may be shown: secrets replaced by a description of which secret.
+    pub fn display_value(&self) -> &str {
+        self.redacted.as_deref().unwrap_or(&self.value)
+    }
+}
+
+impl fmt::Debug for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.name, self.display_value())
+    }
+}
+
+fn headers_as_map<S: Serializer>(headers: &[Header], s: S) -> Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(headers.len()))?;
+    for h in headers {
+        map.serialize_entry(h.name(), h.display_value())?;
+    }
+    map.end()
+}
+
+/// One line of a decision's explanation: which rule was looked at and what came of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExplainStep {
+    pub rule: String,
+    pub outcome: String,
+}
+
+impl ExplainStep {
+    pub(crate) fn new(rule: impl Into<String>, outcome: impl Into<String>) -> Self {
+        ExplainStep {
+            rule: rule.into(),
+            outcome: outcome.into(),
+        }
+    }
+}
+
+/// The engine's answer for one request. Serialized, this is `tollgate eval`'s output (see
+/// the README for the schema), identical on every host.
+#[derive(Clone, Debug, Serialize)]
+pub struct Decision {
+    pub allow: bool,
+    pub status: u16,
+    pub reason: Reason,
+    /// A sentence for the client and the logs; never contains a secret.
+    pub message: String,
+    /// The rule that decided (`grant:NAME`, `rate_limit:NAME`, `gateway.site_web`, ...).
+    pub rule: Option<String>,
+    pub identity: Option<Identity>,
+    pub class: Option<RouteClass>,
+    pub repo: Option<RepoName>,
+    pub access: Option<Access>,
+    /// Request headers (lowercase names) the host must remove before forwarding.
+    pub strip: Vec<String>,
+    /// Headers the host must set on the origin request.
+    #[serde(serialize_with = "headers_as_map")]
+    pub set: Vec<Header>,
+    /// Headers for the host's own response when the request is denied (challenges,
+    /// `Retry-After`).
+    #[serde(serialize_with = "headers_as_map")]
+    pub headers: Vec<Header>,
+    /// Seconds until a rate-limited request may be retried.
+    pub retry_after: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub explain: Vec<ExplainStep>,
+}
+
+impl Decision {
+    /// The body a host answers a denial with, and its content type, so that every platform
+    /// sends the same bytes: JSON for LFS and the API, plain text for git and the web.
+    pub fn denial_body(&self) -> (&'static str, String) {
+        #[derive(Serialize)]
+        struct Message<'a> {
+            message: &'a str,
+        }
+        let json = || {
+            serde_json::to_string(&Message {
+                message: &self.message,
+            })
+            .unwrap_or_default()
+        };
+        match self.class {
+            Some(RouteClass::Lfs) => ("application/vnd.git-lfs+json", json()),
+            Some(RouteClass::Api) => ("application/json", json()),
+            _ => ("text/plain; charset=utf-8", format!("{}\n", self.message)),
+        }
+    }
+
+    /// The decision as one line of JSON (what `tollgate eval` prints).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,473 @@
+use alloc::{boxed::Box, format, string::String, vec::Vec};
+use serde::Deserialize;
+
+use crate::access::Access;
+use crate::apikey::{self, ApiKey};
+use crate::credential::{self, CredentialError, Presented};
+use crate::decision::{Decision, ExplainStep, Header, Reason, Verdict};
+use crate::identity::Identity;
+use crate::jwt::{self, Issuer, TokenRejection};
+use crate::keys::KeyStore;
+use crate::origin::{OriginConfig, SecretStore};
+use crate::rate::{Gcra, PendingRate};
+use crate::request::RequestFacts;
+use crate::route::{self, Route, RouteClass, Target};
+use crate::scope::{self, any_matches, Grant, Principal};
+use crate::time::UnixTime;
+
+/// Who may reach pages and API calls that are not inside one repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SiteAccess {
+    Anonymous,
+    Authenticated,
+    Deny,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Gateway {
+    pub(crate) realm: String,
+    pub(crate) max_token_bytes: usize,
+    pub(crate) hide_forbidden_repos: bool,
+    pub(crate) site_web: SiteAccess,
+    pub(crate) site_api: SiteAccess,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct RateLimit {
+    pub(crate) name: String,
+    pub(crate) who: Vec<Principal>,
+    pub(crate) gcra: Gcra,
+    pub(crate) shared: bool,
+}
+
+/// A validated, compiled policy. Build one with [`crate::policy::compile`] (or
+/// [`Engine::from_toml`]) and ask it with [`Engine::decide`]; it is immutable and cheap to
+/// share between requests.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub(crate) gateway: Gateway,
+    pub(crate) origin: OriginConfig,
+    pub(crate) issuers: Vec<Issuer>,
+    pub(crate) api_keys: Vec<ApiKey>,
+    pub(crate) grants: Vec<Grant>,
+    pub(crate) rate_limits: Vec<RateLimit>,
+}
+
+/// Partial decision state threaded through the steps of [`Engine::decide`].
+struct Draft {
+    class: Option<RouteClass>,
+    repo: Option<route::RepoName>,
+    access: Option<Access>,
+    identity: Option<Identity>,
+    explain: Vec<ExplainStep>,
+}
+
+impl Draft {
+    fn finish(
+        self,
+        allow: bool,
+        status: u16,
+        reason: Reason,
+        message: String,
+        rule: Option<String>,
+    ) -> Decision {
+        Decision {
+            allow,
+            status,
+            reason,
+            message,
+            rule,
+            identity: self.identity,
+            class: self.class,
+            repo: self.repo,
+            access: self.access,
+            strip: Vec::new(),
+            set: Vec::new(),
+            headers: Vec::new(),
+            retry_after: None,
+            explain: self.explain,
+        }
+    }
+}
+
+impl Engine {
+    /// Parses, validates and compiles a policy; `file` only labels error positions.
+    pub fn from_toml(source: &str, file: &str) -> Result<Engine, crate::PolicyError> {
+        crate::policy::Policy::parse(source, file).map(|p| p.engine)
+    }
+
+    /// Issuers whose keys the host must fetch: `(issuer name, JWKS URL)`.
+    pub fn jwks_urls(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.issuers
+            .iter()
+            .filter_map(|i| i.jwks_url.as_deref().map(|url| (i.name.as_str(), url)))
+    }
+
+    /// Decides one request. Pure: the same arguments always give the same verdict.
+    pub fn decide(
+        &self,
+        facts: &RequestFacts<'_>,
+        now: UnixTime,
+        keys: &dyn KeyStore,
+        secrets: &dyn SecretStore,
+    ) -> Verdict {
+        let mut draft = Draft {
+            class: None,
+            repo: None,
+            access: None,
+            identity: None,
+            explain: Vec::new(),
+        };
+
+        let route = match route::classify(facts.method, facts.path, facts.query, facts.body) {
+            Ok(route) => route,
+            Err(e) => {
+                draft.explain.push(ExplainStep::new("route", e.message()));
+                return Verdict::Decided(draft.finish(
+                    false,
+                    400,
+                    Reason::BadPath,
+                    e.message().into(),
+                    None,
+                ));
+            }
+        };
+        draft.class = Some(route.class);
+        if let Target::Repo { repo, access } = &route.target {
+            draft.repo = Some(repo.clone());
+            draft.access = Some(*access);
+            draft.explain.push(ExplainStep::new(
+                "route",
+                format!(
+                    "{} request on `{repo}` needs {access}",
+                    route.class.as_str()
+                ),
+            ));
+        } else {
+            draft.explain.push(ExplainStep::new(
+                "route",
+                format!("{} request outside any repository", route.class.as_str()),
+            ));
+        }
+
+        let identity = match self.authenticate(facts, now, keys, &mut draft.explain) {
+            Ok(identity) => identity,
+            Err((reason, message)) => {
+                let status = if reason == Reason::CredentialInQuery {
+                    400
+                } else {
+                    401
+                };
+                let mut decision = draft.finish(false, status, reason, String::from(message), None);
+                if status == 401 {
+                    decision.headers = self.challenge(route.class, true);
+                }
+                return Verdict::Decided(decision);
+            }
+        };
+        draft.identity = identity;
+
+        let rule = match self.authorize(&route, &mut draft) {
+            Ok(rule) => rule,
+            Err(denial) => return Verdict::Decided(*denial),
+        };
+
+        let strip = self.origin.strip(route.class);
+        let set = match self
+            .origin
+            .credential(route.class, draft.identity.as_ref(), secrets)
+        {
+            Ok(set) => set,
+            Err(missing) => {
+                let message = format!("origin credential `{}` is not configured", missing.0);
+                draft
+                    .explain
+                    .push(ExplainStep::new("origin", message.clone()));
+                return Verdict::Decided(draft.finish(
+                    false,
+                    500,
+                    Reason::OriginCredentialMissing,
+                    message,
+                    None,
+                ));
+            }
+        };
+        let identity_label = match &draft.identity {
+            Some(id) => id.user.clone(),
+            None => String::from("anonymous"),
+        };
+        let mut allowed = draft.finish(
+            true,
+            200,
+            Reason::Allowed,
+            format!("{identity_label} allowed"),
+            rule,
+        );
+        allowed.strip = strip;
+        allowed.set = set;
+
+        match self.rate_limit_for(allowed.identity.as_ref()) {
+            Some(limit) => {
+                let subject = match (&allowed.identity, facts.client_ip) {
+                    (Some(id), _) => format!("user:{}", id.user),
+                    (None, Some(ip)) => format!("anon:{ip}"),
+                    (None, None) => String::from("anon:unknown"),
+                };
+                let key = if limit.shared {
+                    limit.name.clone()
+                } else {
+                    format!("{}/{subject}", limit.name)
+                };
+                Verdict::Pending(PendingRate {
+                    key,
+                    limit_name: limit.name.clone(),
+                    gcra: limit.gcra,
+                    now,
+                    allowed,
+                })
+            }
+            None => Verdict::Decided(allowed),
+        }
+    }
+
+    /// Convenience for hosts without shared state (tests, one-shot `eval`): decides, and
+    /// resolves a pending rate limit against `state` in place.
+    pub fn decide_with_state(
+        &self,
+        facts: &RequestFacts<'_>,
+        now: UnixTime,
+        keys: &dyn KeyStore,
+        secrets: &dyn SecretStore,
+        state: &mut dyn FnMut(&str, Option<crate::RateState>) -> Option<crate::RateState>,
+    ) -> Decision {
+        match self.decide(facts, now, keys, secrets) {
+            Verdict::Decided(decision) => decision,
+            Verdict::Pending(pending) => {
+                let prior = state(pending.key(), None);
+                let (decision, update) = pending.resolve(prior);
+                if let Some(update) = update {
+                    state(&update.key, Some(update.state));
+                }
+                decision
+            }
+        }
+    }
+
+    fn authenticate(
+        &self,
+        facts: &RequestFacts<'_>,
+        now: UnixTime,
+        keys: &dyn KeyStore,
+        explain: &mut Vec<ExplainStep>,
+    ) -> Result<Option<Identity>, (Reason, &'static str)> {
+        let candidates = match credential::extract(facts) {
+            Ok(Presented::Nothing) => {
+                explain.push(ExplainStep::new("credential", "none presented: anonymous"));
+                return Ok(None);
+            }
+            Ok(Presented::Candidates(c)) => c,
+            Err(e) => {
+                explain.push(ExplainStep::new("credential", e.message()));
+                let reason = match e {
+                    CredentialError::InQuery => Reason::CredentialInQuery,
+                    _ => Reason::BadCredentials,
+                };
+                return Err((reason, e.message()));
+            }
+        };
+        let mut rejection = TokenRejection::UnknownApiKey;
+        for candidate in &candidates {
+            if credential::looks_like_jwt(candidate) {
+                // A JWT is unambiguous: its verdict is final, whichever Basic field held it.
+                return match jwt::verify(
+                    candidate,
+                    &self.issuers,
+                    keys,
+                    now,
+                    self.gateway.max_token_bytes,
+                ) {
+                    Ok(identity) => {
+                        explain.push(ExplainStep::new(
+                            format!("issuer:{}", issuer_name(&identity)),
+                            format!("token verified for `{}`", identity.user),
+                        ));
+                        Ok(Some(identity))
+                    }
+                    Err(r) => {
+                        explain.push(ExplainStep::new("credential", r.message()));
+                        Err((Reason::InvalidCredential(r), r.message()))
+                    }
+                };
+            }
+            if candidate.len() > self.gateway.max_token_bytes {
+                rejection = TokenRejection::TooLarge;
+                continue;
+            }
+            if let Some(identity) = apikey::lookup(&self.api_keys, candidate) {
+                explain.push(ExplainStep::new(
+                    format!("api_key:{}", issuer_name(&identity)),
+                    format!("API key verified for `{}`", identity.user),
+                ));
+                return Ok(Some(identity));
+            }
+        }
+        explain.push(ExplainStep::new("credential", rejection.message()));
+        Err((Reason::InvalidCredential(rejection), rejection.message()))
+    }
+
+    /// `Ok` with the deciding rule when the request may proceed; the denial otherwise.
+    fn authorize(&self, route: &Route, draft: &mut Draft) -> Result<Option<String>, Box<Decision>> {
+        let who = draft.identity.clone();
+        match &route.target {
+            Target::Site => {
+                let (setting, rule) = match route.class {
+                    RouteClass::Api => (self.gateway.site_api, "gateway.site_api"),
+                    _ => (self.gateway.site_web, "gateway.site_web"),
+                };
+                let open = match setting {
+                    SiteAccess::Anonymous => true,
+                    SiteAccess::Authenticated => who.is_some(),
+                    SiteAccess::Deny => false,
+                };
+                draft.explain.push(ExplainStep::new(
+                    rule,
+                    if open {
+                        "open"
+                    } else {
+                        "closed to this caller"
+                    },
+                ));
+                if open {
+                    return Ok(Some(rule.into()));
+                }
+                if who.is_none() && setting == SiteAccess::Authenticated {
+                    let mut d = draft_take(draft).finish(
+                        false,
+                        401,
+                        Reason::MissingCredential,
+                        "authentication required".into(),
+                        Some(rule.into()),
+                    );
+                    d.headers = self.challenge(route.class, false);
+                    return Err(Box::new(d));
+                }
+                Err(Box::new(draft_take(draft).finish(
+                    false,
+                    403,
+                    Reason::SiteClosed,
+                    "this part of the site is closed at the gateway".into(),
+                    Some(rule.into()),
+                )))
+            }
+            Target::Repo { repo, access } => {
+                let scope = scope::evaluate(&self.grants, who.as_ref(), repo, &mut draft.explain);
+                if scope.effective.is_some_and(|e| e >= *access) {
+                    return Ok(scope.best_allow.map(|g| format!("grant:{}", g.name)));
+                }
+                let denied_by_rule = scope.deny.filter(|d| d.access <= *access);
+                let rule = denied_by_rule
+                    .or(scope.best_allow)
+                    .map(|g| format!("grant:{}", g.name));
+                let Some(identity) = who else {
+                    // Anonymous: challenge, so git asks for (or sends) credentials.
+                    let mut d = draft_take(draft).finish(
+                        false,
+                        401,
+                        Reason::MissingCredential,
+                        format!("authentication required for `{repo}`"),
+                        rule,
+                    );
+                    d.headers = self.challenge(route.class, false);
+                    return Err(Box::new(d));
+                };
+                if scope.effective.is_none() && self.gateway.hide_forbidden_repos {
+                    return Err(Box::new(draft_take(draft).finish(
+                        false,
+                        404,
+                        Reason::NotFound,
+                        format!("repository `{repo}` not found"),
+                        rule,
+                    )));
+                }
+                let (reason, message) = match (denied_by_rule, scope.effective) {
+                    (Some(_), _) => (
+                        Reason::DeniedByRule,
+                        format!(
+                            "`{}` may not {} on `{repo}`: denied by policy",
+                            identity.user,
+                            verb(*access)
+                        ),
+                    ),
+                    (None, Some(have)) => (
+                        Reason::InsufficientAccess,
+                        format!(
+                            "`{}` has {have} access to `{repo}`; this needs {access}",
+                            identity.user
+                        ),
+                    ),
+                    (None, None) => (
+                        Reason::InsufficientAccess,
+                        format!("`{}` has no access to `{repo}`", identity.user),
+                    ),
+                };
+                Err(Box::new(
+                    draft_take(draft).finish(false, 403, reason, message, rule),
+                ))
+            }
+        }
+    }
+
+    fn rate_limit_for(&self, who: Option<&Identity>) -> Option<&RateLimit> {
+        self.rate_limits.iter().find(|l| any_matches(&l.who, who))
+    }
+
+    /// The challenge that makes each client send credentials: git and browsers need
+    /// `WWW-Authenticate: Basic`, git-lfs reads `LFS-Authenticate`, API clients get Bearer.
+    fn challenge(&self, class: RouteClass, invalid: bool) -> Vec<Header> {
+        let realm = &self.gateway.realm;
+        let basic = format!("Basic realm=\"{realm}\"");
+        match class {
+            RouteClass::Git | RouteClass::Web => {
+                alloc::vec![Header::new("www-authenticate", basic)]
+            }
+            RouteClass::Lfs => alloc::vec![
+                Header::new("lfs-authenticate", basic.clone()),
+                Header::new("www-authenticate", basic),
+            ],
+            RouteClass::Api => {
+                let bearer = if invalid {
+                    format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
+                } else {
+                    format!("Bearer realm=\"{realm}\"")
+                };
+                alloc::vec![Header::new("www-authenticate", bearer)]
+            }
+        }
+    }
+}
+
+fn draft_take(draft: &mut Draft) -> Draft {
+    Draft {
+        class: draft.class,
+        repo: draft.repo.take(),
+        access: draft.access,
+        identity: draft.identity.take(),
+        explain: core::mem::take(&mut draft.explain),
+    }
+}
+
+fn issuer_name(identity: &Identity) -> &str {
+    match &identity.via {
+        crate::identity::Via::Jwt { issuer, .. } => issuer,
+        crate::identity::Via::ApiKey { key } => key,
+    }
+}
+
+fn verb(access: Access) -> &'static str {
+    match access {
+        Access::Read => "read",
+        Access::Write => "write (push)",
+        Access::Admin => "administer",
+    }
+}

@@ -1,0 +1,46 @@
+use alloc::{string::String, vec::Vec};
+use serde::Serialize;
+
+use crate::keys::Algorithm;
+
+/// A caller whose credential was verified. Only [`crate::jwt`] and [`crate::apikey`] make
+/// these, so holding one means verification happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// Gogs user name, lowercased (Gogs names are case-insensitive).
+    pub user: String,
+    pub groups: Vec<String>,
+    #[serde(flatten)]
+    pub via: Via,
+}
+
+/// How the identity was established.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub enum Via {
+    Jwt {
+        issuer: String,
+        alg: Algorithm,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kid: Option<String>,
+    },
+    ApiKey {
+        key: String,
+    },
+}
+
+/// Longest user or group name taken from a token.
+pub(crate) const MAX_NAME_LEN: usize = 64;
+/// Most groups taken from one token; more is refused rather than truncated.
+pub(crate) const MAX_GROUPS: usize = 256;
+
+/// A Gogs user name: it reaches the origin in headers, so nothing else may pass.
+pub(crate) fn valid_user(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name != "."
+        && name != ".."
+}

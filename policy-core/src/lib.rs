@@ -1,0 +1,72 @@
+//! Tollgate's policy engine.
+//!
+//! Everything that decides whether a request may reach the Gogs origin lives here, and
+//! nothing else does. The crate is `#![no_std]` + `alloc` and sans-IO: it never reads a
+//! clock, draws randomness, opens a socket or touches a platform API. Hosts (the CLI, the
+//! wasmtime module, the Cloudflare and Fastly workers, the Azure handler) hand it:
+//!
+//! - the request, as [`RequestFacts`];
+//! - the time, as a [`UnixTime`] argument;
+//! - verification keys for issuers configured with a JWKS URL, through [`KeyStore`];
+//! - origin secrets (Gogs tokens), through [`SecretStore`];
+//! - rate-limit state, through [`PendingRate::resolve`], which returns the update to store.
+//!
+//! ```text
+//! Policy TOML --parse/validate--> Engine --decide(facts, now, keys, secrets)--> Verdict
+//!                                                     Verdict::Pending --resolve(state)--> Decision + RateUpdate
+//! ```
+#![no_std]
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
+extern crate alloc;
+#[cfg(any(feature = "std", test))]
+extern crate std;
+
+mod access;
+mod apikey;
+mod audit;
+pub mod cases;
+mod credential;
+mod decision;
+mod engine;
+mod glob;
+mod identity;
+mod jwt;
+mod keys;
+mod no_random;
+mod origin;
+pub mod policy;
+mod rate;
+mod request;
+mod route;
+mod scope;
+mod serde_util;
+mod time;
+
+pub use access::Access;
+pub use apikey::api_key_hash_hex;
+pub use audit::AuditRecord;
+pub use decision::{Decision, ExplainStep, Header, Reason, Verdict};
+pub use engine::Engine;
+pub use identity::{Identity, Via};
+pub use jwt::TokenRejection;
+pub use keys::{Algorithm, KeySet, KeySetError, KeyStore, NoKeys};
+pub use origin::{NoSecrets, SecretStore};
+pub use policy::{PolicyError, Position};
+pub use rate::{Gcra, PendingRate, RateState, RateUpdate};
+pub use request::{OwnedRequest, RequestFacts};
+pub use route::{RepoName, RouteClass};
+pub use serde_util::OneOrMany;
+pub use time::UnixTime;

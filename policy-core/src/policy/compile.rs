@@ -1,0 +1,565 @@
+//! Validation: raw policy structs become the engine's typed form, or an error that points
+//! at the offending value.
+
+use alloc::{borrow::ToOwned, collections::BTreeSet, format, string::String, vec::Vec};
+use core::ops::Range;
+use toml::Spanned;
+
+use super::schema::{
+    RawApiKey, RawEffect, RawGrant, RawIssuer, RawOrigin, RawPolicy, RawRateLimit, RawTestCase,
+};
+use super::{Policy, PolicyError, Source};
+use crate::apikey::ApiKey;
+use crate::cases::{Expectation, TestCase, DEFAULT_TEST_NOW};
+use crate::engine::{Engine, Gateway, RateLimit, SiteAccess};
+use crate::identity::{valid_user, MAX_NAME_LEN};
+use crate::jwt::Issuer;
+use crate::keys::{Algorithm, KeySet};
+use crate::origin::{CredentialMode, OriginConfig};
+use crate::rate::Gcra;
+use crate::scope::{Effect, Grant, Principal, RepoPattern};
+use crate::time::UnixTime;
+
+type At<'a> = &'a Source<'a>;
+
+fn err<T>(at: At<'_>, span: Range<usize>, message: String) -> Result<T, PolicyError> {
+    Err(at.error(Some(span), message))
+}
+
+const DEFAULT_MAX_TOKEN_BYTES: u64 = 8 * 1024;
+const MAX_LEEWAY_SECONDS: u32 = 300;
+const MAX_PERIOD_SECONDS: u64 = 30 * 24 * 3600;
+
+pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError> {
+    let gateway = gateway(&raw, at)?;
+    let origin = origin(raw.origin, gateway.site_api, at)?;
+    let issuers = issuers(raw.issuers, at)?;
+    let api_keys = api_keys(raw.api_keys, at)?;
+    let key_names: BTreeSet<String> = api_keys.iter().map(|k| k.name.clone()).collect();
+    let grants = grants(raw.grants, &key_names, at)?;
+    let rate_limits = rate_limits(raw.rate_limits, &key_names, at)?;
+    let tests = tests(raw.tests, at)?;
+    Ok(Policy {
+        engine: Engine {
+            gateway,
+            origin,
+            issuers,
+            api_keys,
+            grants,
+            rate_limits,
+        },
+        tests,
+    })
+}
+
+fn gateway(raw: &RawPolicy, at: At<'_>) -> Result<Gateway, PolicyError> {
+    let g = &raw.gateway;
+    let realm = match &g.realm {
+        Some(realm) => {
+            let ok = !realm.get_ref().is_empty()
+                && realm.get_ref().len() <= 64
+                && realm
+                    .get_ref()
+                    .chars()
+                    .all(|c| (' '..='~').contains(&c) && c != '"' && c != '\\');
+            if !ok {
+                return err(
+                    at,
+                    realm.span(),
+                    format!(
+                        "realm `{}` must be 1-64 printable ASCII characters without `\"` or `\\`",
+                        realm.get_ref()
+                    ),
+                );
+            }
+            realm.get_ref().clone()
+        }
+        None => String::from("Gogs"),
+    };
+    let max_token_bytes = match &g.max_token_bytes {
+        Some(max) if !(256..=65_536).contains(max.get_ref()) => {
+            return err(
+                at,
+                max.span(),
+                format!(
+                    "max_token_bytes must be between 256 and 65536, not {}",
+                    max.get_ref()
+                ),
+            );
+        }
+        Some(max) => *max.get_ref(),
+        None => DEFAULT_MAX_TOKEN_BYTES,
+    };
+    Ok(Gateway {
+        realm,
+        max_token_bytes: usize::try_from(max_token_bytes).unwrap_or(usize::MAX),
+        hide_forbidden_repos: g.hide_forbidden_repos.unwrap_or(true),
+        site_web: g.site_web.unwrap_or(SiteAccess::Authenticated),
+        site_api: g
+            .site_api
+            .as_ref()
+            .map_or(SiteAccess::Authenticated, |s| *s.get_ref()),
+    })
+}
+
+fn header_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn origin(raw: RawOrigin, site_api: SiteAccess, at: At<'_>) -> Result<OriginConfig, PolicyError> {
+    let mode =
+        |m: &Option<Spanned<CredentialMode>>, default| m.as_ref().map_or(default, |m| *m.get_ref());
+    let git = mode(&raw.git, CredentialMode::UserToken);
+    let api = mode(&raw.api, CredentialMode::UserToken);
+    let web = mode(&raw.web, CredentialMode::ReverseProxy);
+    if let Some(g) = &raw.git {
+        if matches!(git, CredentialMode::ReverseProxy | CredentialMode::None) {
+            return err(at, g.span(), "origin.git must be `user-token` or `service-token`: Gogs does not apply reverse-proxy authentication to git over HTTP".to_owned());
+        }
+    }
+    if api == CredentialMode::ServiceToken && site_api != SiteAccess::Deny {
+        let span = raw.api.as_ref().map(Spanned::span);
+        return Err(at.error(span, "origin.api = `service-token` makes every site-wide API call (`/api/v1/user/repos`, ...) run as the service account; set `gateway.site_api = \"deny\"`".to_owned()));
+    }
+    let uses_service = [git, api, web].contains(&CredentialMode::ServiceToken);
+    let service_user = match raw.service_user {
+        Some(user) if !valid_user(user.get_ref()) => {
+            return err(
+                at,
+                user.span(),
+                format!(
+                    "service_user `{}` is not a valid Gogs user name",
+                    user.get_ref()
+                ),
+            );
+        }
+        Some(user) => Some(user.into_inner().to_ascii_lowercase()),
+        None => None,
+    };
+    let service_token_secret = raw.service_token_secret.map(Spanned::into_inner);
+    if uses_service && (service_user.is_none() || service_token_secret.is_none()) {
+        return Err(at.error(None, "[origin] uses `service-token`, so it needs both `service_user` and `service_token_secret`".to_owned()));
+    }
+    let user_token_secret = match raw.user_token_secret {
+        Some(s) if !s.get_ref().contains("{user}") => {
+            return err(
+                at,
+                s.span(),
+                format!(
+                    "user_token_secret `{}` must contain `{{user}}`",
+                    s.get_ref()
+                ),
+            );
+        }
+        Some(s) => s.into_inner(),
+        None => String::from("gogs-token/{user}"),
+    };
+    let user_header = match raw.user_header {
+        Some(h) if !header_name_ok(h.get_ref()) => {
+            return err(
+                at,
+                h.span(),
+                format!("user_header `{}` is not a valid header name", h.get_ref()),
+            );
+        }
+        Some(h) => h.into_inner().to_ascii_lowercase(),
+        None => String::from("x-webauth-user"),
+    };
+    Ok(OriginConfig {
+        git,
+        api,
+        web,
+        user_token_secret,
+        service_user,
+        service_token_secret,
+        user_header,
+    })
+}
+
+fn rule_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn unique_name(
+    seen: &mut BTreeSet<String>,
+    name: &Spanned<String>,
+    what: &str,
+    at: At<'_>,
+) -> Result<String, PolicyError> {
+    if !rule_name_ok(name.get_ref()) {
+        return err(at, name.span(), format!("{what} name `{}` must be 1-{MAX_NAME_LEN} characters of letters, digits, `-`, `_`, `.`", name.get_ref()));
+    }
+    if !seen.insert(name.get_ref().clone()) {
+        return err(
+            at,
+            name.span(),
+            format!("{what} name `{}` is used twice", name.get_ref()),
+        );
+    }
+    Ok(name.get_ref().clone())
+}
+
+fn url_ok(url: &str) -> bool {
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
+    url.starts_with("https://")
+        || loopback.iter().any(|p| {
+            url.strip_prefix(p).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with(':') || rest.starts_with('/')
+            })
+        })
+}
+
+fn issuers(raw: Vec<Spanned<RawIssuer>>, at: At<'_>) -> Result<Vec<Issuer>, PolicyError> {
+    let mut names = BTreeSet::new();
+    let mut isses = BTreeSet::new();
+    let mut out = Vec::new();
+    for spanned in raw {
+        let table = spanned.span();
+        let r = spanned.into_inner();
+        let name = unique_name(&mut names, &r.name, "issuer", at)?;
+        if r.issuer.get_ref().is_empty() {
+            return err(at, r.issuer.span(), "issuer must not be empty".to_owned());
+        }
+        if !isses.insert(r.issuer.get_ref().clone()) {
+            return err(
+                at,
+                r.issuer.span(),
+                format!("issuer `{}` is configured twice", r.issuer.get_ref()),
+            );
+        }
+        if r.audiences.get_ref().is_empty() || r.audiences.get_ref().iter().any(String::is_empty) {
+            return err(at, r.audiences.span(), "audiences must list at least one non-empty audience: tokens minted for other services must not open Gogs".to_owned());
+        }
+        if r.algorithms.is_empty() {
+            return err(
+                at,
+                table,
+                format!("issuer `{name}` needs `algorithms`, e.g. [\"ES256\"]"),
+            );
+        }
+        let mut algorithms = Vec::new();
+        for alg in &r.algorithms {
+            let parsed = match Algorithm::from_name(alg.get_ref()) {
+                Some(a) => a,
+                None if alg.get_ref().eq_ignore_ascii_case("none") => {
+                    return err(
+                        at,
+                        alg.span(),
+                        "algorithm `none` is never accepted: unsigned tokens would let anyone in"
+                            .to_owned(),
+                    );
+                }
+                None => {
+                    return err(at, alg.span(), format!("unsupported algorithm `{}`; expected one of HS256, RS256, PS256, ES256, EdDSA", alg.get_ref()));
+                }
+            };
+            if !algorithms.contains(&parsed) {
+                algorithms.push(parsed);
+            }
+        }
+        let inline_keys = match &r.jwks {
+            Some(jwks) => Some(
+                KeySet::from_json(jwks.get_ref())
+                    .map_err(|e| at.error(Some(jwks.span()), format!("{e}")))?,
+            ),
+            None => None,
+        };
+        if let Some(url) = &r.jwks_url {
+            if !url_ok(url.get_ref()) {
+                return err(
+                    at,
+                    url.span(),
+                    format!(
+                        "jwks_url `{}` must be https:// (plain http only on loopback)",
+                        url.get_ref()
+                    ),
+                );
+            }
+        }
+        if inline_keys.is_none() && r.jwks_url.is_none() {
+            return err(
+                at,
+                table,
+                format!("issuer `{name}` needs `jwks` (inline JSON) or `jwks_url`"),
+            );
+        }
+        let leeway_secs = match &r.leeway_seconds {
+            Some(l) if *l.get_ref() > MAX_LEEWAY_SECONDS => {
+                return err(
+                    at,
+                    l.span(),
+                    format!("leeway_seconds must be at most {MAX_LEEWAY_SECONDS}"),
+                );
+            }
+            Some(l) => *l.get_ref(),
+            None => 30,
+        };
+        out.push(Issuer {
+            name,
+            iss: r.issuer.into_inner(),
+            audiences: r.audiences.into_inner(),
+            algorithms,
+            inline_keys,
+            jwks_url: r.jwks_url.map(Spanned::into_inner),
+            leeway_secs,
+            user_claim: r.user_claim.unwrap_or_else(|| String::from("sub")),
+            groups_claim: r.groups_claim,
+            token_type: r.token_type,
+            require_exp: r.require_exp.unwrap_or(true),
+        });
+    }
+    Ok(out)
+}
+
+fn group_ok(g: &str) -> bool {
+    !g.is_empty() && g.len() <= MAX_NAME_LEN && !g.chars().any(char::is_control)
+}
+
+fn api_keys(raw: Vec<Spanned<RawApiKey>>, at: At<'_>) -> Result<Vec<ApiKey>, PolicyError> {
+    let mut names = BTreeSet::new();
+    let mut hashes = BTreeSet::new();
+    let mut out = Vec::new();
+    for spanned in raw {
+        let r = spanned.into_inner();
+        let name = unique_name(&mut names, &r.name, "api_key", at)?;
+        let hex_hash = r.sha256.get_ref();
+        let mut sha256 = [0u8; 32];
+        if hex::decode_to_slice(hex_hash, &mut sha256).is_err() {
+            return err(
+                at,
+                r.sha256.span(),
+                "sha256 must be 64 hex digits: the SHA-256 of the key (`tollgate hash-key`)"
+                    .to_owned(),
+            );
+        }
+        if !hashes.insert(sha256) {
+            return err(
+                at,
+                r.sha256.span(),
+                "this sha256 is used by another api_key".to_owned(),
+            );
+        }
+        if !valid_user(r.user.get_ref()) {
+            return err(
+                at,
+                r.user.span(),
+                format!("user `{}` is not a valid Gogs user name", r.user.get_ref()),
+            );
+        }
+        if let Some(groups) = &r.groups {
+            if let Some(bad) = groups.get_ref().iter().find(|g| !group_ok(g)) {
+                return err(
+                    at,
+                    groups.span(),
+                    format!("group `{bad}` is not a valid group name"),
+                );
+            }
+        }
+        out.push(ApiKey {
+            name,
+            sha256,
+            user: r.user.get_ref().to_ascii_lowercase(),
+            groups: r.groups.map(Spanned::into_inner).unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+fn principals(
+    who: &Spanned<super::schema::OneOrMany>,
+    keys: &BTreeSet<String>,
+    at: At<'_>,
+) -> Result<Vec<Principal>, PolicyError> {
+    if who.get_ref().0.is_empty() {
+        return err(
+            at,
+            who.span(),
+            "`who` must name at least one principal".to_owned(),
+        );
+    }
+    let mut out = Vec::new();
+    for entry in &who.get_ref().0 {
+        let principal = match entry.split_once(':') {
+            _ if entry == "*" || entry == "anyone" => Principal::Anyone,
+            _ if entry == "authenticated" => Principal::Authenticated,
+            _ if entry == "anonymous" => Principal::Anonymous,
+            Some(("user", user)) if valid_user(user) => Principal::User(user.to_ascii_lowercase()),
+            Some(("group", group)) if group_ok(group) => Principal::Group(String::from(group)),
+            Some(("key", key)) if keys.contains(key) => Principal::Key(String::from(key)),
+            Some(("key", key)) => {
+                return err(at, who.span(), format!("`key:{key}` names no [[api_key]]"))
+            }
+            _ => {
+                return err(at, who.span(), format!("unknown principal `{entry}`; expected `user:NAME`, `group:NAME`, `key:NAME`, `authenticated`, `anonymous` or `*`"));
+            }
+        };
+        out.push(principal);
+    }
+    Ok(out)
+}
+
+fn pattern_part_ok(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 100
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'*' | b'?'))
+}
+
+fn repo_patterns(
+    repos: &Spanned<super::schema::OneOrMany>,
+    at: At<'_>,
+) -> Result<Vec<RepoPattern>, PolicyError> {
+    if repos.get_ref().0.is_empty() {
+        return err(
+            at,
+            repos.span(),
+            "`repos` must list at least one `owner/repo` pattern".to_owned(),
+        );
+    }
+    let mut out = Vec::new();
+    for pattern in &repos.get_ref().0 {
+        let lower = pattern.to_ascii_lowercase();
+        let Some((owner, name)) = lower
+            .split_once('/')
+            .filter(|(o, n)| pattern_part_ok(o) && pattern_part_ok(n))
+        else {
+            return err(at, repos.span(), format!("repository pattern `{pattern}` must be `owner/repo`, each part letters, digits, `-`, `_`, `.`, `*` or `?`"));
+        };
+        if name.ends_with(".git") {
+            return err(at, repos.span(), format!("repository pattern `{pattern}`: drop the `.git` suffix (names are matched without it)"));
+        }
+        out.push(RepoPattern::new(owner, name));
+    }
+    Ok(out)
+}
+
+fn grants(
+    raw: Vec<Spanned<RawGrant>>,
+    keys: &BTreeSet<String>,
+    at: At<'_>,
+) -> Result<Vec<Grant>, PolicyError> {
+    let mut names = BTreeSet::new();
+    let mut out = Vec::new();
+    for (index, spanned) in raw.into_iter().enumerate() {
+        let r = spanned.into_inner();
+        let name = match &r.name {
+            Some(name) => unique_name(&mut names, name, "grant", at)?,
+            None => {
+                let generated = format!("#{}", index + 1);
+                names.insert(generated.clone());
+                generated
+            }
+        };
+        out.push(Grant {
+            name,
+            who: principals(&r.who, keys, at)?,
+            repos: repo_patterns(&r.repos, at)?,
+            access: r.access,
+            effect: match r.effect {
+                Some(RawEffect::Deny) => Effect::Deny,
+                Some(RawEffect::Allow) | None => Effect::Allow,
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn rate_limits(
+    raw: Vec<Spanned<RawRateLimit>>,
+    keys: &BTreeSet<String>,
+    at: At<'_>,
+) -> Result<Vec<RateLimit>, PolicyError> {
+    let mut names = BTreeSet::new();
+    let mut out = Vec::new();
+    for spanned in raw {
+        let r = spanned.into_inner();
+        let name = unique_name(&mut names, &r.name, "rate_limit", at)?;
+        let requests = *r.requests.get_ref();
+        if requests == 0 {
+            return err(
+                at,
+                r.requests.span(),
+                "requests must be at least 1 (use a deny grant to shut someone out)".to_owned(),
+            );
+        }
+        let period = *r.period_seconds.get_ref();
+        if !(1..=MAX_PERIOD_SECONDS).contains(&period) {
+            return err(
+                at,
+                r.period_seconds.span(),
+                format!("period_seconds must be between 1 and {MAX_PERIOD_SECONDS}"),
+            );
+        }
+        let burst = match &r.burst {
+            Some(b) if *b.get_ref() == 0 => {
+                return err(at, b.span(), "burst must be at least 1".to_owned())
+            }
+            Some(b) => *b.get_ref(),
+            None => requests,
+        };
+        let gcra = Gcra::new(requests, period, burst).ok_or_else(|| {
+            at.error(
+                Some(r.requests.span()),
+                "rate limit values out of range".to_owned(),
+            )
+        })?;
+        out.push(RateLimit {
+            name,
+            who: principals(&r.who, keys, at)?,
+            gcra,
+            shared: r.shared.unwrap_or(false),
+        });
+    }
+    Ok(out)
+}
+
+fn tests(raw: Vec<Spanned<RawTestCase>>, at: At<'_>) -> Result<Vec<TestCase>, PolicyError> {
+    let mut out = Vec::new();
+    for spanned in raw {
+        let table = spanned.span();
+        let r = spanned.into_inner();
+        let expect_span = r.expect.span();
+        let e = r.expect.into_inner();
+        let expect = Expectation {
+            allow: e.allow,
+            status: e.status,
+            reason: e.reason,
+            rule: e.rule,
+            user: e.user,
+            repo: e.repo,
+            access: e.access,
+            retry_after: e.retry_after,
+            headers: e.headers,
+            set: e.set,
+            strip: e.strip,
+        };
+        if expect.is_empty() {
+            return err(at, expect_span, format!("test `{}` expects nothing; name at least one field (allow, status, reason, ...)", r.name));
+        }
+        let repeat = match &r.repeat {
+            Some(n) if !(1..=10_000).contains(n.get_ref()) => {
+                return err(
+                    at,
+                    n.span(),
+                    "repeat must be between 1 and 10000".to_owned(),
+                );
+            }
+            Some(n) => *n.get_ref(),
+            None => 1,
+        };
+        out.push(TestCase {
+            name: r.name,
+            position: at.position(table.start),
+            now: UnixTime::from_secs(r.now.unwrap_or(DEFAULT_TEST_NOW)),
+            repeat,
+            request: r.request,
+            expect,
+        });
+    }
+    Ok(out)
+}

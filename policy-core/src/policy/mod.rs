@@ -1,0 +1,94 @@
+//! Policy files: TOML parsed strictly, validated, compiled into an [`Engine`].
+//!
+//! Every error names the file, the line and the column, and says what was expected.
+
+mod compile;
+mod schema;
+
+use alloc::{string::String, vec::Vec};
+use core::fmt;
+use core::ops::Range;
+
+use crate::cases::TestCase;
+use crate::engine::Engine;
+
+/// A 1-based line and column (columns count characters, not bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Position {
+    /// The position of byte `offset` in `source`.
+    pub fn of_offset(source: &str, offset: usize) -> Position {
+        let before = source.get(..offset.min(source.len())).unwrap_or(source);
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before.get(line_start..).map_or(0, |l| l.chars().count()) + 1;
+        Position { line, column }
+    }
+}
+
+/// Why a policy file was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyError {
+    pub file: String,
+    pub position: Option<Position>,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some(Position { line, column }) => {
+                write!(f, "{}:{line}:{column}: {}", self.file, self.message)
+            }
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for PolicyError {}
+
+/// A parsed policy file: the engine and the `[[test]]` cases written beside it.
+#[derive(Debug)]
+pub struct Policy {
+    pub engine: Engine,
+    pub tests: Vec<TestCase>,
+}
+
+impl Policy {
+    /// Parses and validates `source`; `file` labels error messages.
+    pub fn parse(source: &str, file: &str) -> Result<Policy, PolicyError> {
+        let at = Source { file, text: source };
+        let raw: schema::RawPolicy = toml::from_str(source).map_err(|e| {
+            // toml's message already says what was expected; keep its first line (the
+            // rest repeats the source excerpt, which our position replaces).
+            let message = String::from(e.message().lines().next().unwrap_or("invalid TOML").trim());
+            at.error(e.span(), message)
+        })?;
+        compile::compile(raw, &at)
+    }
+}
+
+/// The policy text being compiled, for turning spans into positioned errors.
+pub(crate) struct Source<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    pub(crate) fn position(&self, offset: usize) -> Position {
+        Position::of_offset(self.text, offset)
+    }
+
+    pub(crate) fn error(&self, span: Option<Range<usize>>, message: String) -> PolicyError {
+        PolicyError {
+            file: String::from(self.file),
+            position: span.map(|s| self.position(s.start)),
+            message,
+        }
+    }
+}

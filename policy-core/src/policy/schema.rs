@@ -1,0 +1,132 @@
+//! The policy file as written: strict serde structs (unknown fields are errors) with spans
+//! kept on everything validation may need to point at.
+
+use alloc::{collections::BTreeMap, string::String, vec::Vec};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::access::Access;
+use crate::engine::SiteAccess;
+use crate::origin::CredentialMode;
+use crate::request::OwnedRequest;
+pub(crate) use crate::serde_util::OneOrMany;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicy {
+    #[serde(default)]
+    pub(crate) gateway: RawGateway,
+    #[serde(default)]
+    pub(crate) origin: RawOrigin,
+    #[serde(default, rename = "issuer")]
+    pub(crate) issuers: Vec<Spanned<RawIssuer>>,
+    #[serde(default, rename = "api_key")]
+    pub(crate) api_keys: Vec<Spanned<RawApiKey>>,
+    #[serde(default, rename = "grant")]
+    pub(crate) grants: Vec<Spanned<RawGrant>>,
+    #[serde(default, rename = "rate_limit")]
+    pub(crate) rate_limits: Vec<Spanned<RawRateLimit>>,
+    #[serde(default, rename = "test")]
+    pub(crate) tests: Vec<Spanned<RawTestCase>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGateway {
+    pub(crate) realm: Option<Spanned<String>>,
+    pub(crate) max_token_bytes: Option<Spanned<u64>>,
+    pub(crate) hide_forbidden_repos: Option<bool>,
+    pub(crate) site_web: Option<SiteAccess>,
+    pub(crate) site_api: Option<Spanned<SiteAccess>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOrigin {
+    pub(crate) git: Option<Spanned<CredentialMode>>,
+    pub(crate) api: Option<Spanned<CredentialMode>>,
+    pub(crate) web: Option<Spanned<CredentialMode>>,
+    pub(crate) user_token_secret: Option<Spanned<String>>,
+    pub(crate) service_user: Option<Spanned<String>>,
+    pub(crate) service_token_secret: Option<Spanned<String>>,
+    pub(crate) user_header: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIssuer {
+    pub(crate) name: Spanned<String>,
+    pub(crate) issuer: Spanned<String>,
+    pub(crate) audiences: Spanned<Vec<String>>,
+    pub(crate) algorithms: Vec<Spanned<String>>,
+    pub(crate) jwks: Option<Spanned<String>>,
+    pub(crate) jwks_url: Option<Spanned<String>>,
+    pub(crate) leeway_seconds: Option<Spanned<u32>>,
+    pub(crate) user_claim: Option<String>,
+    pub(crate) groups_claim: Option<String>,
+    pub(crate) token_type: Option<String>,
+    pub(crate) require_exp: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApiKey {
+    pub(crate) name: Spanned<String>,
+    pub(crate) sha256: Spanned<String>,
+    pub(crate) user: Spanned<String>,
+    pub(crate) groups: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawEffect {
+    Allow,
+    Deny,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGrant {
+    pub(crate) name: Option<Spanned<String>>,
+    pub(crate) who: Spanned<OneOrMany>,
+    pub(crate) repos: Spanned<OneOrMany>,
+    pub(crate) access: Access,
+    pub(crate) effect: Option<RawEffect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    pub(crate) name: Spanned<String>,
+    pub(crate) who: Spanned<OneOrMany>,
+    pub(crate) requests: Spanned<u32>,
+    pub(crate) period_seconds: Spanned<u64>,
+    pub(crate) burst: Option<Spanned<u32>>,
+    pub(crate) shared: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTestCase {
+    pub(crate) name: String,
+    pub(crate) now: Option<u64>,
+    pub(crate) repeat: Option<Spanned<u32>>,
+    pub(crate) request: OwnedRequest,
+    pub(crate) expect: Spanned<RawExpect>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExpect {
+    pub(crate) allow: Option<bool>,
+    pub(crate) status: Option<u16>,
+    pub(crate) reason: Option<String>,
+    pub(crate) rule: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) repo: Option<String>,
+    pub(crate) access: Option<Access>,
+    pub(crate) retry_after: Option<u64>,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
+    pub(crate) set: Option<BTreeMap<String, String>>,
+    pub(crate) strip: Option<Vec<String>>,
+}

@@ -1,0 +1,97 @@
+/// What a host knows about one incoming request, borrowed from the host's own request type.
+///
+/// `path` and `query` are exactly as received (still percent-encoded, query without `?`).
+/// `headers` keeps every header line, repeats included, so that ambiguity such as two
+/// `Authorization` headers can be refused rather than resolved one way or another.
+/// `body` is only needed for Git LFS batch requests (their JSON body says whether the
+/// client downloads or uploads); hosts pass up to [`RequestFacts::LFS_BATCH_BODY_LIMIT`]
+/// bytes of it, or `None`, in which case the request is treated as an upload.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: Option<&'a [u8]>,
+    /// The client's address as the host saw it; keys anonymous rate limits.
+    pub client_ip: Option<&'a str>,
+}
+
+impl<'a> RequestFacts<'a> {
+    /// Largest LFS batch body the engine reads; larger ones count as uploads.
+    pub const LFS_BATCH_BODY_LIMIT: usize = 1 << 20;
+
+    /// A GET with no headers: convenient for building facts field by field.
+    pub const fn get(path: &'a str) -> Self {
+        RequestFacts {
+            method: "GET",
+            path,
+            query: "",
+            headers: &[],
+            body: None,
+            client_ip: None,
+        }
+    }
+
+    /// All values of the header `name` (ASCII case-insensitive), in order.
+    pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+
+    /// Does the request need its body for a decision? Hosts that stream bodies ask this
+    /// before deciding, and buffer at most [`Self::LFS_BATCH_BODY_LIMIT`] bytes when it does.
+    pub fn wants_body(method: &str, path: &str) -> bool {
+        method.eq_ignore_ascii_case("POST")
+            && path
+                .to_ascii_lowercase()
+                .trim_end_matches('/')
+                .ends_with("/info/lfs/objects/batch")
+    }
+}
+
+/// An owned request in the JSON shape `tollgate eval` reads and `[[test]]` cases use:
+/// `{"method", "path", "query", "headers": {name: value | [values]}, "body", "client_ip"}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnedRequest {
+    #[serde(default = "default_method")]
+    pub method: alloc::string::String,
+    pub path: alloc::string::String,
+    #[serde(default)]
+    pub query: alloc::string::String,
+    #[serde(default)]
+    pub headers: alloc::collections::BTreeMap<alloc::string::String, crate::serde_util::OneOrMany>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<alloc::string::String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<alloc::string::String>,
+}
+
+fn default_method() -> alloc::string::String {
+    alloc::string::String::from("GET")
+}
+
+impl OwnedRequest {
+    /// Header lines as `(name, value)` pairs, for [`OwnedRequest::facts`].
+    pub fn header_pairs(&self) -> alloc::vec::Vec<(&str, &str)> {
+        self.headers
+            .iter()
+            .flat_map(|(name, values)| values.0.iter().map(move |v| (name.as_str(), v.as_str())))
+            .collect()
+    }
+
+    /// A borrowed view; `pairs` comes from [`OwnedRequest::header_pairs`].
+    pub fn facts<'a>(&'a self, pairs: &'a [(&'a str, &'a str)]) -> RequestFacts<'a> {
+        RequestFacts {
+            method: &self.method,
+            path: &self.path,
+            query: &self.query,
+            headers: pairs,
+            body: self.body.as_deref().map(str::as_bytes),
+            client_ip: self.client_ip.as_deref(),
+        }
+    }
+}

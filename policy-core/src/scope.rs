@@ -1,0 +1,147 @@
+//! Grants: who may do what to which repositories. Allows add up to the highest level any
+//! matching grant gives; a matching deny removes its level and everything above it, and
+//! always wins over allows.
+
+use alloc::{format, string::String, vec::Vec};
+
+use crate::access::Access;
+use crate::decision::ExplainStep;
+use crate::glob::SegmentGlob;
+use crate::identity::{Identity, Via};
+use crate::route::RepoName;
+
+/// One entry of a `who` list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Principal {
+    User(String),
+    Group(String),
+    /// An identity established by the API key with this name.
+    Key(String),
+    Authenticated,
+    Anonymous,
+    Anyone,
+}
+
+impl Principal {
+    pub(crate) fn matches(&self, who: Option<&Identity>) -> bool {
+        match (self, who) {
+            (Principal::Anyone, _)
+            | (Principal::Anonymous, None)
+            | (Principal::Authenticated, Some(_)) => true,
+            (Principal::User(user), Some(id)) => id.user == *user,
+            (Principal::Group(group), Some(id)) => id.groups.iter().any(|g| g == group),
+            (
+                Principal::Key(name),
+                Some(Identity {
+                    via: Via::ApiKey { key },
+                    ..
+                }),
+            ) => key == name,
+            _ => false,
+        }
+    }
+}
+
+pub(crate) fn any_matches(principals: &[Principal], who: Option<&Identity>) -> bool {
+    principals.iter().any(|p| p.matches(who))
+}
+
+/// `owner/repo`, each side a segment glob, lowercase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RepoPattern {
+    owner: SegmentGlob,
+    name: SegmentGlob,
+}
+
+impl RepoPattern {
+    pub(crate) fn new(owner: &str, name: &str) -> Self {
+        RepoPattern {
+            owner: SegmentGlob::new(owner),
+            name: SegmentGlob::new(name),
+        }
+    }
+
+    fn matches(&self, repo: &RepoName) -> bool {
+        self.owner.matches(repo.owner()) && self.name.matches(repo.name())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Effect {
+    Allow,
+    Deny,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Grant {
+    pub(crate) name: String,
+    pub(crate) who: Vec<Principal>,
+    pub(crate) repos: Vec<RepoPattern>,
+    pub(crate) access: Access,
+    pub(crate) effect: Effect,
+}
+
+/// The result of weighing every grant for one identity and repository.
+#[derive(Debug)]
+pub(crate) struct Scope<'g> {
+    /// The access left after denies.
+    pub(crate) effective: Option<Access>,
+    /// The first allow grant giving the highest allowed level.
+    pub(crate) best_allow: Option<&'g Grant>,
+    /// The matching deny with the lowest level.
+    pub(crate) deny: Option<&'g Grant>,
+}
+
+pub(crate) fn evaluate<'g>(
+    grants: &'g [Grant],
+    who: Option<&Identity>,
+    repo: &RepoName,
+    explain: &mut Vec<ExplainStep>,
+) -> Scope<'g> {
+    let mut best_allow: Option<&Grant> = None;
+    let mut deny: Option<&Grant> = None;
+    for grant in grants {
+        let rule = format!("grant:{}", grant.name);
+        if !any_matches(&grant.who, who) {
+            explain.push(ExplainStep::new(rule, "skipped: `who` does not match"));
+            continue;
+        }
+        if !grant.repos.iter().any(|p| p.matches(repo)) {
+            explain.push(ExplainStep::new(
+                rule,
+                format!("skipped: no pattern matches `{repo}`"),
+            ));
+            continue;
+        }
+        match grant.effect {
+            Effect::Allow => {
+                explain.push(ExplainStep::new(
+                    rule,
+                    format!("matched: allows {}", grant.access),
+                ));
+                if best_allow.is_none_or(|best| grant.access > best.access) {
+                    best_allow = Some(grant);
+                }
+            }
+            Effect::Deny => {
+                explain.push(ExplainStep::new(
+                    rule,
+                    format!("matched: denies {} and above", grant.access),
+                ));
+                if deny.is_none_or(|d| grant.access < d.access) {
+                    deny = Some(grant);
+                }
+            }
+        }
+    }
+    let granted = best_allow.map(|g| g.access);
+    let effective = match deny {
+        Some(d) => granted.and_then(|g| d.access.below().map(|cap| g.min(cap))),
+        None => granted,
+    };
+    Scope {
+        effective,
+        best_allow,
+        deny,
+    }
+}
