@@ -1,0 +1,118 @@
+//! The CLI's side of the core's traits: keys, secrets and rate state from local files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use policy_core::{KeySet, KeyStore, RateState, SecretStore, UnixTime};
+
+pub fn system_now() -> UnixTime {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    UnixTime::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// Key sets from `--jwks [NAME=]FILE` arguments.
+#[derive(Default)]
+pub struct JwksFiles {
+    by_issuer: HashMap<String, KeySet>,
+    for_all: Option<KeySet>,
+}
+
+impl JwksFiles {
+    pub fn load(args: &[String]) -> Result<Self, String> {
+        let mut files = JwksFiles::default();
+        for arg in args {
+            let (name, path) = match arg.split_once('=') {
+                Some((name, path)) => (Some(name), path),
+                None => (None, arg.as_str()),
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+            let set = KeySet::from_json(&text).map_err(|e| format!("{path}: {e}"))?;
+            match name {
+                Some(name) => {
+                    files.by_issuer.insert(name.to_owned(), set);
+                }
+                None => files.for_all = Some(set),
+            }
+        }
+        Ok(files)
+    }
+}
+
+impl KeyStore for JwksFiles {
+    fn key_set(&self, issuer_name: &str) -> Option<&KeySet> {
+        self.by_issuer.get(issuer_name).or(self.for_all.as_ref())
+    }
+}
+
+/// Origin secrets from a JSON file, or placeholders when none is given.
+pub enum Secrets {
+    File(HashMap<String, String>),
+    Placeholder,
+}
+
+impl Secrets {
+    pub fn load(path: Option<&Path>) -> Result<Self, String> {
+        let Some(path) = path else {
+            return Ok(Secrets::Placeholder);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let map = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{}: expected a JSON object of secret name to value: {e}",
+                path.display()
+            )
+        })?;
+        Ok(Secrets::File(map))
+    }
+}
+
+impl SecretStore for Secrets {
+    fn secret(&self, name: &str) -> Option<&str> {
+        match self {
+            Secrets::File(map) => map.get(name).map(String::as_str),
+            // Decisions display secrets by name only, so the value never shows.
+            Secrets::Placeholder => Some("placeholder"),
+        }
+    }
+}
+
+/// Rate-limit state kept in memory, optionally loaded from and saved to a JSON file.
+#[derive(Default)]
+pub struct RateFile {
+    states: BTreeMap<String, RateState>,
+}
+
+impl RateFile {
+    pub fn load(path: Option<&Path>) -> Result<Self, String> {
+        let Some(path) = path.filter(|p| p.exists()) else {
+            return Ok(RateFile::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let states = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{}: expected a JSON object of key to state: {e}",
+                path.display()
+            )
+        })?;
+        Ok(RateFile { states })
+    }
+
+    /// Reads a key's state, or stores `update` when given.
+    pub fn access(&mut self, key: &str, update: Option<RateState>) -> Option<RateState> {
+        match update {
+            Some(state) => {
+                self.states.insert(key.to_owned(), state);
+                Some(state)
+            }
+            None => self.states.get(key).copied(),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(&self.states).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
