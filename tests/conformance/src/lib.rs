@@ -1,1 +1,141 @@
+//! The conformance harness: one corpus (`tests/corpus/*.toml`, policies with `[[test]]`
+//! cases), run against every host. A host is a [`Target`]: it loads a policy and answers
+//! each request with a decision in the JSON form `tollgate eval` prints. Every target must
+//! give the same answers; a failure names the file, the case and the target.
+//!
+//! Today's targets: the native engine (here) and the `tollgate` CLI (targets/cli/tests).
+//! Later hosts (the WASM module, the edge workers) implement [`Target`] the same way.
 
+use std::path::{Path, PathBuf};
+
+use policy_core::cases::TestCase;
+use policy_core::policy::Policy;
+use policy_core::{NoKeys, RateState, SecretStore};
+use serde_json::Value;
+
+/// The corpus files, sorted.
+pub fn corpus_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A host that can run corpus cases.
+pub trait Target {
+    fn name(&self) -> &'static str;
+    /// Loads a policy; called once per corpus file.
+    fn load(&mut self, source: &str, file: &str) -> Result<(), String>;
+    /// Forgets rate-limit state; called before each case.
+    fn reset(&mut self);
+    /// Decides the case's request once, returning the decision's JSON.
+    fn decide(&mut self, case: &TestCase) -> Result<Value, String>;
+}
+
+#[derive(Debug)]
+pub struct Failure {
+    pub target: &'static str,
+    pub file: String,
+    pub case: String,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub passed: usize,
+    pub failures: Vec<Failure>,
+}
+
+/// Runs every corpus file against `target`.
+pub fn run(target: &mut dyn Target) -> Report {
+    let mut report = Report::default();
+    for path in corpus_files() {
+        let file = path.display().to_string();
+        let source = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let policy = Policy::parse(&source, &file).unwrap_or_else(|e| panic!("{e}"));
+        if let Err(e) = target.load(&source, &file) {
+            report.failures.push(Failure {
+                target: target.name(),
+                file,
+                case: "(load)".into(),
+                problems: vec![e],
+            });
+            continue;
+        }
+        for case in &policy.tests {
+            target.reset();
+            let mut last = Err(String::from("case never ran"));
+            for _ in 0..case.repeat {
+                last = target.decide(case);
+            }
+            let problems = match last {
+                Ok(json) => case.expect.check(&json),
+                Err(e) => vec![e],
+            };
+            if problems.is_empty() {
+                report.passed += 1;
+            } else {
+                report.failures.push(Failure {
+                    target: target.name(),
+                    file: file.clone(),
+                    case: case.name.clone(),
+                    problems,
+                });
+            }
+        }
+    }
+    report
+}
+
+/// Secrets as `tollgate test` supplies them: any name resolves, values never show.
+pub struct PlaceholderSecrets;
+
+impl SecretStore for PlaceholderSecrets {
+    fn secret(&self, _name: &str) -> Option<&str> {
+        Some("placeholder")
+    }
+}
+
+/// The engine called directly.
+#[derive(Default)]
+pub struct Native {
+    policy: Option<Policy>,
+    state: std::collections::HashMap<String, RateState>,
+}
+
+impl Target for Native {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn load(&mut self, source: &str, file: &str) -> Result<(), String> {
+        self.policy = Some(Policy::parse(source, file).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.state.clear();
+    }
+
+    fn decide(&mut self, case: &TestCase) -> Result<Value, String> {
+        let policy = self.policy.as_ref().ok_or("no policy loaded")?;
+        let pairs = case.request.header_pairs();
+        let facts = case.request.facts(&pairs);
+        let state = &mut self.state;
+        let decision = policy.engine.decide_with_state(
+            &facts,
+            case.now,
+            &NoKeys,
+            &PlaceholderSecrets,
+            &mut |key, update| match update {
+                Some(s) => state.insert(key.to_owned(), s).or(Some(s)),
+                None => state.get(key).copied(),
+            },
+        );
+        serde_json::to_value(&decision).map_err(|e| e.to_string())
+    }
+}
