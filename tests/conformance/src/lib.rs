@@ -92,6 +92,7 @@ pub fn run(target: &mut dyn Target) -> Report {
 }
 
 /// Secrets as `tollgate test` supplies them: any name resolves, values never show.
+#[derive(Debug)]
 pub struct PlaceholderSecrets;
 
 impl SecretStore for PlaceholderSecrets {
@@ -101,7 +102,7 @@ impl SecretStore for PlaceholderSecrets {
 }
 
 /// The engine called directly.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Native {
     policy: Option<Policy>,
     state: std::collections::HashMap<String, RateState>,

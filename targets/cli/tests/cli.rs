@@ -1,0 +1,319 @@
+//! The `tollgate` binary, run as users run it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tollgate(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tollgate");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write_temp(dir: &tempfile::TempDir, name: &str, content: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, content).expect("write temp file");
+    path.display().to_string()
+}
+
+#[test]
+fn example_and_corpus_pass_under_tollgate_test() {
+    let mut files = vec![repo().join("examples/policy.toml")];
+    files.extend(tollgate_conformance_files());
+    assert!(files.len() >= 4);
+    for file in files {
+        let out = tollgate(&["test", &file.display().to_string()], "");
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}:\n{stdout}{}",
+            file.display(),
+            text(&out.stderr)
+        );
+        let last = stdout.lines().last().unwrap_or_default();
+        assert!(
+            last.ends_with("passed, 0 failed"),
+            "{}: {last}",
+            file.display()
+        );
+        assert!(
+            !last.starts_with("0 passed"),
+            "{}: ran no case",
+            file.display()
+        );
+    }
+}
+
+fn tollgate_conformance_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("tests/corpus"))
+        .expect("corpus dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = std::fs::read_to_string(repo().join("examples/policy.toml")).expect("example");
+    let broken = policy.replacen("retry_after = 20", "retry_after = 21", 1);
+    assert_ne!(policy, broken);
+    let path = write_temp(&dir, "broken.toml", &broken);
+    let out = tollgate(&["test", &path], "");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  the CI bot's fourth request in a minute is rate limited"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("retry_after: expected 21, got 20"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .ends_with(" passed, 1 failed"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("[gateway]\nrelm = \"x\"\n", "2:1: unknown field `relm`, expected one of"),
+        ("[[grant]]\nwho = \"user:alice\"\nrepos = \"acme/*\"\naccess = \"reed\"\n", "4:10: unknown variant `reed`, expected one of `read`, `write`, `admin`"),
+        ("[[grant]]\nwho = \"usr:alice\"\nrepos = \"acme/*\"\naccess = \"read\"\n", "2:7: unknown principal `usr:alice`"),
+        ("[[grant]]\nwho = \"*\"\nrepos = \"acme\"\naccess = \"read\"\n", "3:9: repository pattern `acme` must be `owner/repo`"),
+        ("[[grant]]\nwho = \"*\"\nrepos = \"acme/app.git\"\naccess = \"read\"\n", "drop the `.git` suffix"),
+        (
+            "[[issuer]]\nname = \"x\"\nissuer = \"https://i\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\", \"none\"]\njwks_url = \"https://i/jwks\"\n",
+            "5:24: algorithm `none` is never accepted",
+        ),
+        (
+            "[[issuer]]\nname = \"x\"\nissuer = \"https://i\"\naudiences = []\nalgorithms = [\"ES256\"]\njwks_url = \"https://i/jwks\"\n",
+            "4:13: audiences must list at least one",
+        ),
+        (
+            "[[issuer]]\nname = \"x\"\nissuer = \"https://i\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"http://idp.example/jwks\"\n",
+            "6:12: jwks_url `http://idp.example/jwks` must be https://",
+        ),
+        (
+            "[[issuer]]\nname = \"x\"\nissuer = \"https://i\"\naudiences = [\"g\"]\nalgorithms = [\"HS256\"]\njwks = '{\"keys\": [{\"kty\": \"oct\", \"k\": \"c2hvcnQ\"}]}'\n",
+            "6:8: invalid JWKS: key 0: HMAC key is 5 bytes; at least 32 are required",
+        ),
+        ("[origin]\ngit = \"reverse-proxy\"\n", "2:7: origin.git must be `user-token` or `service-token`"),
+        ("[origin]\napi = \"service-token\"\nservice_user = \"svc\"\nservice_token_secret = \"s\"\n", "2:7: origin.api = `service-token` makes every site-wide API call"),
+        ("[[api_key]]\nname = \"k\"\nsha256 = \"abc\"\nuser = \"bot\"\n", "3:10: sha256 must be 64 hex digits"),
+        ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 0\nperiod_seconds = 1\n", "4:12: requests must be at least 1"),
+        ("[[test]]\nname = \"t\"\nrequest = { path = \"/\" }\nexpect = {}\n", "4:10: test `t` expects nothing"),
+        ("[[grant]\n", "1:9: unclosed array table, expected `]`"),
+    ];
+    for (i, (policy, expected)) in cases.iter().enumerate() {
+        let path = write_temp(&dir, &format!("bad{i}.toml"), policy);
+        let out = tollgate(&["check", &path], "");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "case {i}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: {path}:")),
+            "case {i}: {stderr}"
+        );
+        assert!(
+            stderr.contains(expected),
+            "case {i}: expected `{expected}` in:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("^"),
+            "case {i}: no caret excerpt:\n{stderr}"
+        );
+    }
+    let out = tollgate(&["check", "examples/policy.toml"], "");
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout),
+        "examples/policy.toml: ok (17 test cases)\n"
+    );
+}
+
+#[test]
+fn eval_prints_the_documented_schema() {
+    let request = std::fs::read_to_string(repo().join("examples/requests/alice-clone.json"))
+        .expect("request");
+    let out = tollgate(
+        &[
+            "eval",
+            "--policy",
+            "examples/policy.toml",
+            "--now",
+            "1767225600",
+        ],
+        &request,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let mut keys: Vec<&str> = json
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let mut documented = [
+        "allow",
+        "status",
+        "reason",
+        "message",
+        "rule",
+        "identity",
+        "class",
+        "repo",
+        "access",
+        "strip",
+        "set",
+        "headers",
+        "retry_after",
+    ];
+    documented.sort_unstable();
+    assert_eq!(keys, documented);
+    assert_eq!(json["allow"], true);
+    assert_eq!(json["status"], 200);
+    assert_eq!(json["identity"]["user"], "alice");
+    assert_eq!(json["identity"]["via"], "jwt");
+    assert_eq!(json["repo"], "acme/app");
+    assert_eq!(
+        json["set"]["authorization"],
+        "Basic base64(alice:<secret gogs-token/alice>)"
+    );
+}
+
+#[test]
+fn eval_sends_real_secrets_only_to_the_origin_headers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = write_temp(
+        &dir,
+        "secrets.json",
+        r#"{"gogs-token/alice": "0123456789abcdef"}"#,
+    );
+    let request = std::fs::read_to_string(repo().join("examples/requests/alice-clone.json"))
+        .expect("request");
+    let out = tollgate(
+        &[
+            "eval",
+            "--policy",
+            "examples/policy.toml",
+            "--now",
+            "1767225600",
+            "--secrets",
+            &secrets,
+            "--audit",
+        ],
+        &request,
+    );
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stdout.contains("0123456789abcdef") && !stderr.contains("0123456789abcdef"),
+        "secret leaked"
+    );
+    let audit: serde_json::Value =
+        serde_json::from_str(stderr.trim()).expect("audit JSON on stderr");
+    assert_eq!(audit["reason"], "allowed");
+    assert_eq!(audit["identity"]["user"], "alice");
+    assert_eq!(
+        audit["credential_fingerprint"].as_str().map(str::len),
+        Some(16)
+    );
+
+    // A secret store that lacks the user's token fails closed.
+    let empty = write_temp(&dir, "empty.json", "{}");
+    let out = tollgate(
+        &[
+            "eval",
+            "--policy",
+            "examples/policy.toml",
+            "--now",
+            "1767225600",
+            "--secrets",
+            &empty,
+        ],
+        &request,
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["allow"], false);
+    assert_eq!(json["status"], 500);
+    assert_eq!(json["reason"], "origin_credential_missing");
+}
+
+#[test]
+fn eval_state_file_carries_rate_limits_across_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.json").display().to_string();
+    let request = r#"{"path": "/acme/app.git/info/refs", "headers": {"Authorization": "token ci-secret-key-0001"}}"#;
+    let args = [
+        "eval",
+        "--policy",
+        "examples/policy.toml",
+        "--now",
+        "1767225600",
+        "--state",
+        &state,
+    ];
+    let statuses: Vec<u64> = (0..4)
+        .map(|_| {
+            let out = tollgate(&args, request);
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            json["status"].as_u64().expect("status")
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("state")).expect("state JSON");
+    assert!(saved.get("ci/user:ci-bot").is_some(), "{saved}");
+}
+
+#[test]
+fn eval_rejects_bad_input_clearly() {
+    let out = tollgate(
+        &["eval", "--policy", "examples/policy.toml"],
+        "{\"path\": \"/\", \"methd\": \"GET\"}",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("stdin: unknown field `methd`"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn hash_key_matches_the_example() {
+    let out = tollgate(&["hash-key"], "ci-secret-key-0001\n");
+    assert_eq!(
+        text(&out.stdout),
+        "3e3a05d43c46c1398e3f449950bcfc1a4b5ec6347b3f18c06874a51ec46cde56\n"
+    );
+}
