@@ -6,6 +6,7 @@
 //! Today's targets: the native engine (here) and the `tollgate` CLI (targets/cli/tests).
 //! Later hosts (the WASM module, the edge workers) implement [`Target`] the same way.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use policy_core::cases::TestCase;
@@ -91,21 +92,38 @@ pub fn run(target: &mut dyn Target) -> Report {
     report
 }
 
-/// Secrets as `tollgate test` supplies them: any name resolves, values never show.
-#[derive(Debug)]
-pub struct PlaceholderSecrets;
+/// The origin secrets every target gets (`tests/corpus/secrets.json`).
+pub fn corpus_secrets() -> BTreeMap<String, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/secrets.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
 
-impl SecretStore for PlaceholderSecrets {
-    fn secret(&self, _name: &str) -> Option<&str> {
-        Some("placeholder")
+#[derive(Debug)]
+struct SecretMap(BTreeMap<String, String>);
+
+impl SecretStore for SecretMap {
+    fn secret(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
     }
 }
 
 /// The engine called directly.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Native {
     policy: Option<Policy>,
-    state: std::collections::HashMap<String, RateState>,
+    secrets: SecretMap,
+    state: HashMap<String, RateState>,
+}
+
+impl Default for Native {
+    fn default() -> Self {
+        Native {
+            policy: None,
+            secrets: SecretMap(corpus_secrets()),
+            state: HashMap::new(),
+        }
+    }
 }
 
 impl Target for Native {
@@ -131,12 +149,90 @@ impl Target for Native {
             &facts,
             case.now,
             &NoKeys,
-            &PlaceholderSecrets,
+            &self.secrets,
             &mut |key, update| match update {
                 Some(s) => state.insert(key.to_owned(), s).or(Some(s)),
                 None => state.get(key).copied(),
             },
         );
         serde_json::to_value(&decision).map_err(|e| e.to_string())
+    }
+}
+
+/// Builds the policy module (size profile) and returns its path. Cargo skips the work
+/// when it is up to date.
+pub fn build_wasm_module() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "tollgate-wasm-module",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--profile",
+            "wasm-size",
+        ])
+        .status()
+        .expect("run cargo build for the policy module");
+    assert!(status.success(), "building the policy module failed");
+    root.join(tollgate_wasmtime::DEFAULT_MODULE_PATH)
+}
+
+/// The policy module under wasmtime.
+#[derive(Debug)]
+pub struct Wasm {
+    module: tollgate_wasmtime::CompiledModule,
+    instance: Option<tollgate_wasmtime::PolicyInstance>,
+    state: HashMap<String, RateState>,
+}
+
+impl Wasm {
+    pub fn new(module: tollgate_wasmtime::CompiledModule) -> Self {
+        Wasm {
+            module,
+            instance: None,
+            state: Default::default(),
+        }
+    }
+}
+
+impl Target for Wasm {
+    fn name(&self) -> &'static str {
+        "wasmtime"
+    }
+
+    fn load(&mut self, source: &str, file: &str) -> Result<(), String> {
+        let mut instance = tollgate_wasmtime::PolicyInstance::new(&self.module, source, file)
+            .map_err(|e| e.to_string())?;
+        instance
+            .set_secrets(&corpus_secrets())
+            .map_err(|e| e.to_string())?;
+        self.instance = Some(instance);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.state.clear();
+    }
+
+    fn decide(&mut self, case: &TestCase) -> Result<Value, String> {
+        let instance = self.instance.as_mut().ok_or("no policy loaded")?;
+        let state = &mut self.state;
+        let (decision, _audit) = instance
+            .decide_with_state(
+                &case.request,
+                case.now,
+                false,
+                &mut |key, update| match update {
+                    Some(s) => state.insert(key.to_owned(), s).or(Some(s)),
+                    None => state.get(key).copied(),
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(decision)
     }
 }

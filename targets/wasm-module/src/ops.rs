@@ -1,0 +1,242 @@
+//! The module's operations, safe Rust over byte slices. [`crate::abi`] exports them.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use policy_core::policy::Policy;
+use policy_core::{
+    Engine, KeySet, KeyStore, OwnedRequest, PendingRate, RateState, SecretStore, UnixTime, Verdict,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// The exported operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Init,
+    SetKeys,
+    SetSecrets,
+    Decide,
+    Resolve,
+}
+
+#[derive(Default)]
+struct Keys(BTreeMap<String, KeySet>);
+
+impl KeyStore for Keys {
+    fn key_set(&self, issuer_name: &str) -> Option<&KeySet> {
+        self.0.get(issuer_name)
+    }
+}
+
+#[derive(Default)]
+struct Secrets(BTreeMap<String, String>);
+
+impl SecretStore for Secrets {
+    fn secret(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+/// A decision waiting for the host's rate-limit state, with what its audit record needs.
+struct Waiting {
+    pending: PendingRate,
+    request: OwnedRequest,
+    now: UnixTime,
+    explain: bool,
+}
+
+#[derive(Default)]
+struct State {
+    engine: Option<Engine>,
+    keys: Keys,
+    secrets: Secrets,
+    waiting: Option<Waiting>,
+}
+
+// wasm32-unknown-unknown has one thread; thread_local! gives interior mutability with no
+// `unsafe` and no locking.
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InitInput {
+    policy: String,
+    #[serde(default = "default_file")]
+    file: String,
+}
+
+fn default_file() -> String {
+    String::from("policy.toml")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetKeysInput {
+    issuer: String,
+    jwks: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetSecretsInput {
+    secrets: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideInput {
+    request: OwnedRequest,
+    now_nanos: u64,
+    #[serde(default)]
+    explain: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveInput {
+    state: Option<u64>,
+}
+
+fn error(message: impl ToString) -> Value {
+    json!({ "error": message.to_string() })
+}
+
+/// Runs one operation on a JSON input, returning the JSON output bytes.
+pub fn call(op: Op, input: &[u8]) -> Vec<u8> {
+    let output = STATE.with(|state| {
+        let mut state = state.borrow_mut();
+        match op {
+            Op::Init => init(&mut state, input),
+            Op::SetKeys => set_keys(&mut state, input),
+            Op::SetSecrets => set_secrets(&mut state, input),
+            Op::Decide => decide(&mut state, input),
+            Op::Resolve => resolve(&mut state, input),
+        }
+    });
+    serde_json::to_vec(&output).unwrap_or_else(|_| b"{\"error\":\"output\"}".to_vec())
+}
+
+fn init(state: &mut State, input: &[u8]) -> Value {
+    let input: InitInput = match serde_json::from_slice(input) {
+        Ok(i) => i,
+        Err(e) => return error(e),
+    };
+    match Policy::parse(&input.policy, &input.file) {
+        Ok(policy) => {
+            let urls: Vec<(String, String)> = policy
+                .engine
+                .jwks_urls()
+                .map(|(n, u)| (n.to_string(), u.to_string()))
+                .collect();
+            let tests = policy.tests.len();
+            *state = State {
+                engine: Some(policy.engine),
+                ..State::default()
+            };
+            json!({ "ok": { "jwks_urls": urls, "tests": tests } })
+        }
+        Err(e) => error(e),
+    }
+}
+
+fn set_keys(state: &mut State, input: &[u8]) -> Value {
+    let input: SetKeysInput = match serde_json::from_slice(input) {
+        Ok(i) => i,
+        Err(e) => return error(e),
+    };
+    match KeySet::from_json(&input.jwks) {
+        Ok(set) => {
+            let count = set.len();
+            state.keys.0.insert(input.issuer, set);
+            json!({ "ok": { "keys": count } })
+        }
+        Err(e) => error(e),
+    }
+}
+
+fn set_secrets(state: &mut State, input: &[u8]) -> Value {
+    match serde_json::from_slice::<SetSecretsInput>(input) {
+        Ok(input) => {
+            let count = input.secrets.len();
+            state.secrets.0 = input.secrets;
+            json!({ "ok": { "secrets": count } })
+        }
+        Err(e) => error(e),
+    }
+}
+
+fn finished(
+    decision: &mut policy_core::Decision,
+    request: &OwnedRequest,
+    now: UnixTime,
+    explain: bool,
+) -> Value {
+    let pairs = request.header_pairs();
+    let audit =
+        serde_json::to_value(decision.audit(&request.facts(&pairs), now)).unwrap_or(Value::Null);
+    if !explain {
+        decision.explain.clear();
+    }
+    json!({ "decision": decision, "audit": audit })
+}
+
+fn decide(state: &mut State, input: &[u8]) -> Value {
+    state.waiting = None;
+    let input: DecideInput = match serde_json::from_slice(input) {
+        Ok(i) => i,
+        Err(e) => return error(e),
+    };
+    let Some(engine) = &state.engine else {
+        return error("no policy loaded: call tollgate_init first");
+    };
+    let now = UnixTime::from_nanos(input.now_nanos);
+    let pairs = input.request.header_pairs();
+    let verdict = engine.decide(
+        &input.request.facts(&pairs),
+        now,
+        &state.keys,
+        &state.secrets,
+    );
+    match verdict {
+        Verdict::Decided(mut decision) => {
+            finished(&mut decision, &input.request, now, input.explain)
+        }
+        Verdict::Pending(pending) => {
+            let key = pending.key().to_string();
+            state.waiting = Some(Waiting {
+                pending,
+                request: input.request,
+                now,
+                explain: input.explain,
+            });
+            json!({ "pending": { "key": key } })
+        }
+    }
+}
+
+fn resolve(state: &mut State, input: &[u8]) -> Value {
+    let input: ResolveInput = match serde_json::from_slice(input) {
+        Ok(i) => i,
+        Err(e) => return error(e),
+    };
+    let Some(waiting) = &state.waiting else {
+        return error("nothing to resolve: the last decide was final");
+    };
+    let (mut decision, update) = waiting.pending.resolve(input.state.map(RateState));
+    let mut out = finished(
+        &mut decision,
+        &waiting.request,
+        waiting.now,
+        waiting.explain,
+    );
+    if let Some(obj) = out.as_object_mut() {
+        obj.insert(
+            "update".into(),
+            serde_json::to_value(update).unwrap_or(Value::Null),
+        );
+    }
+    out
+}
