@@ -21,18 +21,27 @@ pub struct JwksFiles {
 }
 
 impl JwksFiles {
+    /// Reads `[NAME=]FILE` arguments: `(issuer name or None for all, JWKS text)`.
+    pub fn read(args: &[String]) -> Result<Vec<(Option<String>, String)>, String> {
+        args.iter()
+            .map(|arg| {
+                let (name, path) = match arg.split_once('=') {
+                    Some((name, path)) => (Some(name.to_owned()), path),
+                    None => (None, arg.as_str()),
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+                Ok((name, text))
+            })
+            .collect()
+    }
+
     pub fn load(args: &[String]) -> Result<Self, String> {
         let mut files = JwksFiles::default();
-        for arg in args {
-            let (name, path) = match arg.split_once('=') {
-                Some((name, path)) => (Some(name), path),
-                None => (None, arg.as_str()),
-            };
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-            let set = KeySet::from_json(&text).map_err(|e| format!("{path}: {e}"))?;
+        for (arg, (name, text)) in args.iter().zip(Self::read(args)?) {
+            let set = KeySet::from_json(&text).map_err(|e| format!("{arg}: {e}"))?;
             match name {
                 Some(name) => {
-                    files.by_issuer.insert(name.to_owned(), set);
+                    files.by_issuer.insert(name, set);
                 }
                 None => files.for_all = Some(set),
             }
@@ -54,6 +63,14 @@ pub enum Secrets {
 }
 
 impl Secrets {
+    /// The secrets file's contents, when one is given.
+    pub fn map(&self) -> Option<BTreeMap<String, String>> {
+        match self {
+            Secrets::File(map) => Some(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            Secrets::Placeholder => None,
+        }
+    }
+
     pub fn load(path: Option<&Path>) -> Result<Self, String> {
         let Some(path) = path else {
             return Ok(Secrets::Placeholder);

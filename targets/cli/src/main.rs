@@ -3,6 +3,7 @@
 //! This is a thin host: it reads files and stdin, reads the clock, and hands everything to
 //! `policy-core`, which makes every decision.
 
+mod decider;
 mod host;
 mod report;
 mod run_tests;
@@ -52,6 +53,11 @@ enum Command {
         /// Also print the audit record, as JSON, on stderr.
         #[arg(long)]
         audit: bool,
+        /// Decide inside the policy module under wasmtime instead of natively (`--wasm` or
+        /// `--wasm=MODULE`). MODULE
+        /// defaults to $TOLLGATE_WASM, else target/wasm32-unknown-unknown/wasm-size/tollgate_policy.wasm.
+        #[arg(long, value_name = "MODULE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+        wasm: Option<String>,
     },
     /// Run the `[[test]]` cases in a policy file; prints `N passed, N failed`.
     Test {
@@ -62,6 +68,11 @@ enum Command {
         /// Show the explanation of failing cases.
         #[arg(long, short)]
         verbose: bool,
+        /// Decide inside the policy module under wasmtime instead of natively (`--wasm` or
+        /// `--wasm=MODULE`). MODULE
+        /// defaults to $TOLLGATE_WASM, else target/wasm32-unknown-unknown/wasm-size/tollgate_policy.wasm.
+        #[arg(long, value_name = "MODULE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+        wasm: Option<String>,
     },
     /// Print the SHA-256 to put in an `[[api_key]]` for a key read from stdin.
     HashKey,
@@ -79,23 +90,23 @@ fn main() -> ExitCode {
             state,
             explain,
             audit,
-        } => eval(
-            &policy,
+            wasm,
+        } => eval(EvalArgs {
+            policy: &policy,
             now,
-            &jwks,
-            secrets.as_deref(),
-            state.as_deref(),
+            jwks: &jwks,
+            secrets: secrets.as_deref(),
+            state: state.as_deref(),
             explain,
             audit,
-        ),
+            wasm: wasm.as_deref().map(Path::new),
+        }),
         Command::Test {
             policy,
             jwks,
             verbose,
-        } => load_policy(&policy).and_then(|(p, _)| {
-            let keys = host::JwksFiles::load(&jwks)?;
-            Ok(run_tests::run(&p, &policy, &keys, verbose))
-        }),
+            wasm,
+        } => test(&policy, &jwks, verbose, wasm.as_deref().map(Path::new)),
         Command::HashKey => hash_key(),
     };
     match result {
@@ -126,47 +137,94 @@ fn check(path: &Path) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn eval(
+/// `--wasm` with no value means $TOLLGATE_WASM, else the module's default build path.
+fn module_path(arg: &Path) -> PathBuf {
+    if !arg.as_os_str().is_empty() {
+        return arg.to_path_buf();
+    }
+    std::env::var_os("TOLLGATE_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(tollgate_wasmtime::DEFAULT_MODULE_PATH))
+}
+
+fn decider<'p>(
+    policy: &'p Policy,
+    source: &str,
     path: &Path,
-    now: Option<u64>,
     jwks: &[String],
-    secrets: Option<&Path>,
-    state_path: Option<&Path>,
+    secrets: host::Secrets,
+    wasm: Option<&Path>,
+) -> Result<decider::Decider<'p>, String> {
+    match wasm {
+        Some(module) => decider::Decider::wasm(
+            &module_path(module),
+            source,
+            &path.display().to_string(),
+            jwks,
+            secrets.map().as_ref(),
+        ),
+        None => Ok(decider::Decider::native(
+            policy,
+            host::JwksFiles::load(jwks)?,
+            secrets,
+        )),
+    }
+}
+
+struct EvalArgs<'a> {
+    policy: &'a Path,
+    now: Option<u64>,
+    jwks: &'a [String],
+    secrets: Option<&'a Path>,
+    state: Option<&'a Path>,
     explain: bool,
     audit: bool,
-) -> Result<ExitCode, String> {
-    let (policy, _) = load_policy(path)?;
-    let keys = host::JwksFiles::load(jwks)?;
-    let secrets = host::Secrets::load(secrets)?;
-    let mut state = host::RateFile::load(state_path)?;
+    wasm: Option<&'a Path>,
+}
+
+fn eval(args: EvalArgs<'_>) -> Result<ExitCode, String> {
+    let (policy, source) = load_policy(args.policy)?;
+    let secrets = host::Secrets::load(args.secrets)?;
+    let mut decider = decider(&policy, &source, args.policy, args.jwks, secrets, args.wasm)?;
+    let mut state = host::RateFile::load(args.state)?;
     let mut input = String::new();
     std::io::stdin()
         .read_to_string(&mut input)
         .map_err(|e| format!("stdin: {e}"))?;
     let request: OwnedRequest = serde_json::from_str(&input).map_err(|e| format!("stdin: {e}"))?;
-    let now = match now {
+    let now = match args.now {
         Some(secs) => UnixTime::from_secs(secs),
         None => host::system_now(),
     };
-    let pairs = request.header_pairs();
-    let facts = request.facts(&pairs);
-    let mut decision =
-        policy
-            .engine
-            .decide_with_state(&facts, now, &keys, &secrets, &mut |key, update| {
-                state.access(key, update)
-            });
-    if let Some(path) = state_path {
+    let (decision, audit) = decider.decide(&request, now, args.explain, &mut |key, update| {
+        state.access(key, update)
+    })?;
+    if let Some(path) = args.state {
         state.save(path)?;
     }
-    if audit {
-        eprintln!("{}", decision.audit(&facts, now).to_json());
+    if args.audit {
+        eprintln!("{audit}");
     }
-    if !explain {
-        decision.explain.clear();
-    }
-    println!("{}", decision.to_json());
+    println!("{decision}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn test(
+    path: &Path,
+    jwks: &[String],
+    verbose: bool,
+    wasm: Option<&Path>,
+) -> Result<ExitCode, String> {
+    let (policy, source) = load_policy(path)?;
+    let mut decider = decider(
+        &policy,
+        &source,
+        path,
+        jwks,
+        host::Secrets::Placeholder,
+        wasm,
+    )?;
+    Ok(run_tests::run(&policy, path, &mut decider, verbose))
 }
 
 fn hash_key() -> Result<ExitCode, String> {

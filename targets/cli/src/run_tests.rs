@@ -1,51 +1,57 @@
-//! `tollgate test`: run the policy's `[[test]]` cases against the native engine.
+//! `tollgate test`: run the policy's `[[test]]` cases, natively or in the module.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use policy_core::policy::Policy;
 
-use crate::host::{JwksFiles, RateFile, Secrets};
+use crate::decider::Decider;
+use crate::host::RateFile;
 
-pub fn run(policy: &Policy, path: &Path, keys: &JwksFiles, verbose: bool) -> ExitCode {
+pub fn run(policy: &Policy, path: &Path, decider: &mut Decider<'_>, verbose: bool) -> ExitCode {
     let (mut passed, mut failed) = (0usize, 0usize);
     for case in &policy.tests {
         // Each case starts from empty rate-limit state; repeats share it.
         let mut state = RateFile::default();
-        let pairs = case.request.header_pairs();
-        let facts = case.request.facts(&pairs);
-        let mut last = None;
+        let mut last = Err(String::from("case never ran"));
         for _ in 0..case.repeat {
-            last = Some(policy.engine.decide_with_state(
-                &facts,
-                case.now,
-                keys,
-                &Secrets::Placeholder,
-                &mut |k, u| state.access(k, u),
-            ));
+            last = decider.decide(&case.request, case.now, verbose, &mut |k, u| {
+                state.access(k, u)
+            });
         }
-        let Some(decision) = last else { continue };
-        let json = serde_json::to_value(&decision).unwrap_or_default();
-        let mismatches = case.expect.check(&json);
+        let (mismatches, explain) = match &last {
+            Ok((decision, _)) => (
+                case.expect.check(decision),
+                decision.get("explain").cloned(),
+            ),
+            Err(e) => (vec![format!("no decision: {e}")], None),
+        };
         if mismatches.is_empty() {
             passed += 1;
             println!("ok    {}", case.name);
-        } else {
-            failed += 1;
+            continue;
+        }
+        failed += 1;
+        println!(
+            "FAIL  {} ({}:{})",
+            case.name,
+            path.display(),
+            case.position.line
+        );
+        for m in &mismatches {
+            println!("        {m}");
+        }
+        for step in explain
+            .as_ref()
+            .and_then(|e| e.as_array())
+            .into_iter()
+            .flatten()
+        {
             println!(
-                "FAIL  {} ({}:{})",
-                case.name,
-                path.display(),
-                case.position.line
+                "        - {}: {}",
+                step["rule"].as_str().unwrap_or(""),
+                step["outcome"].as_str().unwrap_or("")
             );
-            for m in &mismatches {
-                println!("        {m}");
-            }
-            if verbose {
-                for step in &decision.explain {
-                    println!("        - {}: {}", step.rule, step.outcome);
-                }
-            }
         }
     }
     println!("{passed} passed, {failed} failed");

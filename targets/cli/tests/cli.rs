@@ -317,3 +317,61 @@ fn hash_key_matches_the_example() {
         "3e3a05d43c46c1398e3f449950bcfc1a4b5ec6347b3f18c06874a51ec46cde56\n"
     );
 }
+
+#[test]
+fn wasm_module_answers_byte_for_byte_like_the_native_engine() {
+    let module = tollgate_conformance::build_wasm_module();
+    let module_arg = format!("--wasm={}", module.display());
+    for request in ["alice-clone.json", "bob-push.json"] {
+        let body = std::fs::read_to_string(repo().join("examples/requests").join(request))
+            .expect("request");
+        let base = [
+            "eval",
+            "--policy",
+            "examples/policy.toml",
+            "--now",
+            "1767225600",
+            "--audit",
+            "--explain",
+        ];
+        let native = tollgate(&base, &body);
+        let mut with_wasm = base.to_vec();
+        with_wasm.push(&module_arg);
+        let wasm = tollgate(&with_wasm, &body);
+        assert!(
+            native.status.success() && wasm.status.success(),
+            "{}",
+            text(&wasm.stderr)
+        );
+        assert_eq!(
+            text(&native.stdout),
+            text(&wasm.stdout),
+            "{request}: decisions differ"
+        );
+        assert_eq!(
+            text(&native.stderr),
+            text(&wasm.stderr),
+            "{request}: audit records differ"
+        );
+    }
+    let mut files = vec![repo().join("examples/policy.toml")];
+    files.extend(tollgate_conformance_files());
+    for file in files {
+        let out = tollgate(&["test", &module_arg, &file.display().to_string()], "");
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}:\n{stdout}{}",
+            file.display(),
+            text(&out.stderr)
+        );
+        assert!(
+            stdout
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .ends_with("passed, 0 failed"),
+            "{stdout}"
+        );
+    }
+}

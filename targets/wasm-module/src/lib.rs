@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | `tollgate_init` | `{"policy": TOML, "file": NAME}` | `{"ok": {"jwks_urls": [[issuer, url]], "tests": N}}` |
 //! | `tollgate_set_keys` | `{"issuer": NAME, "jwks": JSON}` | `{"ok": {"keys": N}}` |
-//! | `tollgate_set_secrets` | `{"secrets": {NAME: VALUE}}` | `{"ok": {"secrets": N}}` |
+//! | `tollgate_set_secrets` | `{"secrets": {NAME: VALUE}, "placeholder": BOOL}` | `{"ok": {"secrets": N}}` |
 //! | `tollgate_decide` | `{"request": REQUEST, "now_nanos": N, "explain": BOOL}` | `{"decision": D, "audit": A}` or `{"pending": {"key": K}}` |
 //! | `tollgate_resolve` | `{"state": TAT or null}` | `{"decision": D, "audit": A, "update": U or null}` |
 //!

@@ -30,11 +30,19 @@ impl KeyStore for Keys {
 }
 
 #[derive(Default)]
-struct Secrets(BTreeMap<String, String>);
+struct Secrets {
+    values: BTreeMap<String, String>,
+    /// Policy testing: every name resolves to a stand-in (decisions only ever show names).
+    placeholder: bool,
+}
 
 impl SecretStore for Secrets {
     fn secret(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        match self.values.get(name) {
+            Some(value) => Some(value),
+            None if self.placeholder => Some("placeholder"),
+            None => None,
+        }
     }
 }
 
@@ -82,7 +90,10 @@ struct SetKeysInput {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SetSecretsInput {
+    #[serde(default)]
     secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    placeholder: bool,
 }
 
 #[derive(Deserialize)]
@@ -161,7 +172,10 @@ fn set_secrets(state: &mut State, input: &[u8]) -> Value {
     match serde_json::from_slice::<SetSecretsInput>(input) {
         Ok(input) => {
             let count = input.secrets.len();
-            state.secrets.0 = input.secrets;
+            state.secrets = Secrets {
+                values: input.secrets,
+                placeholder: input.placeholder,
+            };
             json!({ "ok": { "secrets": count } })
         }
         Err(e) => error(e),

@@ -175,6 +175,12 @@ impl PolicyInstance {
             .map(drop)
     }
 
+    /// For policy tests: every secret name resolves to a stand-in value.
+    pub fn use_placeholder_secrets(&mut self) -> Result<(), WasmError> {
+        self.call_ok("set_secrets", &json!({ "placeholder": true }))
+            .map(drop)
+    }
+
     pub fn decide(
         &mut self,
         request: &OwnedRequest,

@@ -1,0 +1,100 @@
+//! One interface over the two ways the CLI can decide: the engine linked natively, or the
+//! policy module under wasmtime (`--wasm`). Both answer in the decision's JSON form.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use policy_core::policy::Policy;
+use policy_core::{OwnedRequest, RateState, UnixTime};
+use serde_json::Value;
+use tollgate_wasmtime::{CompiledModule, PolicyInstance};
+
+use crate::host::{JwksFiles, Secrets};
+
+pub enum Decider<'p> {
+    Native {
+        policy: &'p Policy,
+        keys: JwksFiles,
+        secrets: Secrets,
+    },
+    Wasm(Box<PolicyInstance>),
+}
+
+impl<'p> Decider<'p> {
+    pub fn native(policy: &'p Policy, keys: JwksFiles, secrets: Secrets) -> Self {
+        Decider::Native {
+            policy,
+            keys,
+            secrets,
+        }
+    }
+
+    /// Loads the module, compiles `source` inside it and hands it keys and secrets.
+    pub fn wasm(
+        module: &Path,
+        source: &str,
+        file: &str,
+        jwks: &[String],
+        secrets: Option<&BTreeMap<String, String>>,
+    ) -> Result<Self, String> {
+        let module = CompiledModule::from_file(module).map_err(|e| e.to_string())?;
+        let mut instance = PolicyInstance::new(&module, source, file).map_err(|e| e.to_string())?;
+        let issuers: Vec<String> = instance
+            .jwks_urls()
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        for (name, text) in JwksFiles::read(jwks)? {
+            let targets = match name {
+                Some(name) => vec![name],
+                None => issuers.clone(),
+            };
+            for issuer in targets {
+                instance
+                    .set_keys(&issuer, &text)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        match secrets {
+            Some(map) => instance.set_secrets(map),
+            None => instance.use_placeholder_secrets(),
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(Decider::Wasm(Box::new(instance)))
+    }
+
+    /// The decision and its audit record, as JSON.
+    pub fn decide(
+        &mut self,
+        request: &OwnedRequest,
+        now: UnixTime,
+        explain: bool,
+        state: &mut dyn FnMut(&str, Option<RateState>) -> Option<RateState>,
+    ) -> Result<(Value, Value), String> {
+        match self {
+            Decider::Native {
+                policy,
+                keys,
+                secrets,
+            } => {
+                let pairs = request.header_pairs();
+                let facts = request.facts(&pairs);
+                let mut decision = policy
+                    .engine
+                    .decide_with_state(&facts, now, keys, secrets, state);
+                let audit =
+                    serde_json::to_value(decision.audit(&facts, now)).map_err(|e| e.to_string())?;
+                if !explain {
+                    decision.explain.clear();
+                }
+                Ok((
+                    serde_json::to_value(&decision).map_err(|e| e.to_string())?,
+                    audit,
+                ))
+            }
+            Decider::Wasm(instance) => instance
+                .decide_with_state(request, now, explain, state)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
