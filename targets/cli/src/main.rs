@@ -74,6 +74,38 @@ enum Command {
         #[arg(long, value_name = "MODULE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
         wasm: Option<String>,
     },
+    /// Run the edge proxy in front of a Gogs origin.
+    Serve {
+        #[arg(long)]
+        policy: PathBuf,
+        /// Base URL of the Gogs server, e.g. http://127.0.0.1:3000
+        #[arg(long)]
+        origin: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Address for /metrics and /healthz (off unless given).
+        #[arg(long)]
+        admin_listen: Option<std::net::SocketAddr>,
+        /// JSON object of origin secrets: secret name -> Gogs token.
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        /// Append audit records (JSON lines) to this file instead of stdout.
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
+        /// Seconds between JWKS refreshes.
+        #[arg(long, default_value_t = 300)]
+        jwks_refresh: u64,
+        /// Least seconds between two refreshes prompted by unknown key ids.
+        #[arg(long, default_value_t = 30)]
+        jwks_min_refresh_gap: u64,
+        /// Seconds the last good JWKS keeps serving while the issuer is unreachable.
+        #[arg(long, default_value_t = 3600)]
+        jwks_max_stale: u64,
+        /// Seconds shutdown waits for requests in flight.
+        #[arg(long, default_value_t = 30)]
+        shutdown_grace: u64,
+    },
     /// Print the SHA-256 to put in an `[[api_key]]` for a key read from stdin.
     HashKey,
 }
@@ -107,6 +139,40 @@ fn main() -> ExitCode {
             verbose,
             wasm,
         } => test(&policy, &jwks, verbose, wasm.as_deref().map(Path::new)),
+        Command::Serve {
+            policy,
+            origin,
+            listen,
+            admin_listen,
+            secrets,
+            audit_log,
+            jwks_refresh,
+            jwks_min_refresh_gap,
+            jwks_max_stale,
+            shutdown_grace,
+        } => load_policy(&policy).and_then(|(p, _)| {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(format!(
+                    "--origin `{origin}` must be an http:// or https:// URL"
+                ));
+            }
+            let mut config = tollgate_serve::ServeConfig::new(p.engine, origin, listen);
+            config.admin_listen = admin_listen;
+            config.secrets = match host::Secrets::load(secrets.as_deref())?.map() {
+                Some(map) => map.into_iter().collect(),
+                None => Default::default(),
+            };
+            config.audit = audit_log.map_or(
+                tollgate_serve::AuditTarget::Stdout,
+                tollgate_serve::AuditTarget::File,
+            );
+            config.jwks_refresh = std::time::Duration::from_secs(jwks_refresh.max(1));
+            config.jwks_min_refresh_gap = std::time::Duration::from_secs(jwks_min_refresh_gap);
+            config.jwks_max_stale = std::time::Duration::from_secs(jwks_max_stale);
+            config.shutdown_grace = std::time::Duration::from_secs(shutdown_grace);
+            tollgate_serve::run(config)?;
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::HashKey => hash_key(),
     };
     match result {

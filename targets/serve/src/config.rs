@@ -1,0 +1,54 @@
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use policy_core::Engine;
+
+/// Where audit records go: one JSON object per line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+/// Everything `tollgate serve` needs; the CLI fills it from flags.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub engine: Engine,
+    /// Base URL of the Gogs origin, e.g. `http://127.0.0.1:3000` (no trailing slash).
+    pub origin: String,
+    pub listen: SocketAddr,
+    /// Where `/metrics` and `/healthz` are served; `None` for nowhere.
+    pub admin_listen: Option<SocketAddr>,
+    /// Origin secrets (Gogs tokens) by name.
+    pub secrets: HashMap<String, String>,
+    pub audit: AuditTarget,
+    /// How often every issuer's JWKS is fetched again.
+    pub jwks_refresh: Duration,
+    /// Least time between two fetches of one issuer's JWKS prompted by unknown `kid`s, so a
+    /// flood of made-up key ids cannot turn into a flood of fetches.
+    pub jwks_min_refresh_gap: Duration,
+    /// How long the last good keys keep serving while the issuer cannot be reached; after
+    /// that, tokens from that issuer are refused (fail closed).
+    pub jwks_max_stale: Duration,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl ServeConfig {
+    pub fn new(engine: Engine, origin: String, listen: SocketAddr) -> Self {
+        ServeConfig {
+            engine,
+            origin: origin.trim_end_matches('/').to_owned(),
+            listen,
+            admin_listen: None,
+            secrets: HashMap::new(),
+            audit: AuditTarget::Stdout,
+            jwks_refresh: Duration::from_secs(300),
+            jwks_min_refresh_gap: Duration::from_secs(30),
+            jwks_max_stale: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}

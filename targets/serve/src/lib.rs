@@ -1,0 +1,20 @@
+//! `tollgate serve`: a reverse proxy in front of Gogs.
+//!
+//! For every request it builds [`RequestFacts`](policy_core::RequestFacts), asks the
+//! engine, answers denials itself, and streams allowed requests to the origin with the
+//! caller's credential swapped for the origin credential. Bodies stream both ways; only
+//! LFS batch bodies (at most 1 MiB of JSON) are buffered, because their content decides
+//! the access they need.
+//!
+//! Around the engine this crate owns the I/O the core must not do: the clock, JWKS
+//! fetching and caching, rate-limit state, audit output, metrics and shutdown.
+
+mod audit;
+mod config;
+mod jwks;
+mod metrics;
+mod proxy;
+mod server;
+
+pub use config::{AuditTarget, ServeConfig};
+pub use server::{run, serve};

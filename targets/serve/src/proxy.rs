@@ -1,0 +1,281 @@
+//! One request: decide, then answer the denial or stream the request to the origin.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyDataStream, BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use policy_core::{
+    Decision, Engine, OwnedRequest, RateState, RequestFacts, SecretStore, UnixTime, Verdict,
+};
+
+use crate::audit::AuditLog;
+use crate::jwks::KeyCache;
+use crate::metrics::Metrics;
+
+pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+pub struct Shared {
+    pub engine: Engine,
+    pub origin: String,
+    pub secrets: SecretMap,
+    pub keys: KeyCache,
+    pub rate: Mutex<HashMap<String, RateState>>,
+    pub audit: AuditLog,
+    pub metrics: Metrics,
+    pub client: reqwest::Client,
+}
+
+pub struct SecretMap(pub HashMap<String, String>);
+
+impl SecretStore for SecretMap {
+    fn secret(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+pub fn now() -> UnixTime {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    UnixTime::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// Decides with the current keys; an unknown key prompts one bounded JWKS refresh and a
+/// second decision, so key rotation at the issuer is picked up without a restart.
+async fn decide(shared: &Shared, facts: &RequestFacts<'_>, now: UnixTime) -> Decision {
+    let mut verdict = shared
+        .engine
+        .decide(facts, now, &shared.keys.snapshot(), &shared.secrets);
+    if let Verdict::Decided(d) = &verdict {
+        let code = d.reason.code();
+        if (code == "token_unknown_key" || code == "token_issuer_keys_unavailable")
+            && shared.keys.refresh_on_miss(&shared.metrics).await
+        {
+            verdict = shared
+                .engine
+                .decide(facts, now, &shared.keys.snapshot(), &shared.secrets);
+        }
+    }
+    match verdict {
+        Verdict::Decided(decision) => decision,
+        Verdict::Pending(pending) => {
+            // The lock makes load-resolve-store one step: this is the compare-and-replace.
+            let mut rate = shared.rate.lock().unwrap_or_else(|p| p.into_inner());
+            let (decision, update) = pending.resolve(rate.get(pending.key()).copied());
+            if let Some(update) = update {
+                rate.insert(update.key, update.state);
+            }
+            decision
+        }
+    }
+}
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    shared.metrics.in_flight(1);
+    let response = handle_inner(&shared, peer, request).await;
+    shared.metrics.in_flight(-1);
+    Ok(response)
+}
+
+async fn handle_inner(
+    shared: &Shared,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let mut owned = OwnedRequest {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or("").to_owned(),
+        client_ip: Some(peer.ip().to_string()),
+        ..OwnedRequest::default()
+    };
+    for (name, value) in &parts.headers {
+        let Ok(value) = value.to_str() else {
+            // Refuse rather than drop: a header we cannot read may be one Gogs reads.
+            return full(
+                StatusCode::BAD_REQUEST,
+                "text/plain; charset=utf-8",
+                "header values must be visible ASCII\n",
+            );
+        };
+        owned
+            .headers
+            .entry(name.as_str().to_owned())
+            .or_default()
+            .0
+            .push(value.to_owned());
+    }
+
+    // LFS batch bodies decide the access they need: read them (bounded), then forward
+    // the same bytes. Every other body streams through untouched.
+    let (buffered, streaming) = if RequestFacts::wants_body(&owned.method, &owned.path) {
+        match Limited::new(body, RequestFacts::LFS_BATCH_BODY_LIMIT)
+            .collect()
+            .await
+        {
+            Ok(collected) => (Some(collected.to_bytes()), None),
+            Err(_) => {
+                return full(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "application/vnd.git-lfs+json",
+                    "{\"message\":\"LFS batch request too large or interrupted\"}",
+                )
+            }
+        }
+    } else {
+        (None, Some(body))
+    };
+    owned.body = buffered
+        .as_ref()
+        .map(|b| String::from_utf8_lossy(b).into_owned());
+
+    let now = now();
+    let pairs = owned.header_pairs();
+    let facts = owned.facts(&pairs);
+    let decision = decide(shared, &facts, now).await;
+    shared
+        .metrics
+        .decision(decision.status, decision.reason.code(), started.elapsed());
+    shared.audit.write(&decision.audit(&facts, now).to_json());
+
+    if !decision.allow {
+        return deny(&decision);
+    }
+    forward(shared, &parts, peer, &decision, buffered, streaming).await
+}
+
+fn deny(decision: &Decision) -> Response<Body> {
+    let (content_type, body) = decision.denial_body();
+    let status = StatusCode::from_u16(decision.status).unwrap_or(StatusCode::FORBIDDEN);
+    let mut response = full(status, content_type, body);
+    for header in &decision.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(header.name().as_bytes()),
+            HeaderValue::from_str(header.value()),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
+async fn forward(
+    shared: &Shared,
+    parts: &hyper::http::request::Parts,
+    peer: SocketAddr,
+    decision: &Decision,
+    buffered: Option<Bytes>,
+    streaming: Option<Incoming>,
+) -> Response<Body> {
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let url = format!("{}{}", shared.origin, path_and_query);
+    let mut builder = shared.client.request(parts.method.clone(), &url);
+    // Headers named in `Connection` are hop-by-hop too.
+    let connection_listed: Vec<String> = parts
+        .headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .collect();
+    for (name, value) in &parts.headers {
+        let lower = name.as_str();
+        if HOP_BY_HOP.contains(&lower)
+            || connection_listed.iter().any(|c| c == lower)
+            || decision.strip.iter().any(|s| s == lower)
+            || lower == "x-forwarded-for"
+        {
+            continue;
+        }
+        builder = builder.header(name, value);
+    }
+    for header in &decision.set {
+        builder = builder.header(header.name(), header.value());
+    }
+    builder = builder.header("x-forwarded-for", peer.ip().to_string());
+    let body = match (buffered, streaming) {
+        (Some(bytes), _) => reqwest::Body::from(bytes),
+        (None, Some(incoming)) => reqwest::Body::wrap_stream(BodyDataStream::new(incoming)),
+        (None, None) => reqwest::Body::from(Bytes::new()),
+    };
+    let upstream = match builder.body(body).send().await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            shared.metrics.origin_error();
+            eprintln!("tollgate: origin request failed: {e}");
+            return full(
+                StatusCode::BAD_GATEWAY,
+                "text/plain; charset=utf-8",
+                "origin unavailable\n",
+            );
+        }
+    };
+    let mut response = Response::builder().status(upstream.status());
+    let upstream_connection: Vec<String> = upstream
+        .headers()
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .collect();
+    for (name, value) in upstream.headers() {
+        let lower = name.as_str();
+        if HOP_BY_HOP.contains(&lower) || upstream_connection.iter().any(|c| c == lower) {
+            continue;
+        }
+        response = response.header(name, value);
+    }
+    let stream = upstream
+        .bytes_stream()
+        .map_ok(Frame::data)
+        .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) });
+    response
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap_or_else(|_| {
+            full(
+                StatusCode::BAD_GATEWAY,
+                "text/plain; charset=utf-8",
+                "bad origin response\n",
+            )
+        })
+}

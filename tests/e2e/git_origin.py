@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""A Git smart-HTTP origin that authenticates like Gogs, for the end-to-end tests.
+
+    git_origin.py PORT ROOT TOKENS_JSON LOG_FILE
+
+ROOT holds bare repositories as ROOT/owner/repo.git. TOKENS_JSON maps user -> Gogs-style
+access token. As in Gogs, only Basic auth is accepted: a request is authenticated when the
+password is that user's token, or when the user name or the password is any user's token;
+anything else gets 401 with `WWW-Authenticate: Basic realm="."`. Authenticated requests
+are served by the real `git http-backend` (CGI). Every request's method, path, headers and
+the SHA-256 and size of its body are appended to LOG_FILE as one JSON line.
+"""
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PORT, ROOT, TOKENS_JSON, LOG_FILE = sys.argv[1:5]
+TOKENS = json.loads(TOKENS_JSON)
+BY_TOKEN = {token: user for user, token in TOKENS.items()}
+LOG_LOCK = threading.Lock()
+
+
+def authenticate(header):
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+    except Exception:
+        return None
+    if TOKENS.get(user) == password:
+        return user
+    return BY_TOKEN.get(user) or BY_TOKEN.get(password)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def body_chunks(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return
+                yield self.rfile.read(size)
+                self.rfile.readline()
+        else:
+            remaining = int(self.headers.get("Content-Length") or 0)
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 16))
+                if not chunk:
+                    return
+                remaining -= len(chunk)
+                yield chunk
+
+    def record(self, digest, size):
+        entry = {"method": self.command, "path": self.path, "headers": dict(self.headers.items()),
+                 "body_sha256": digest, "body_bytes": size}
+        with LOG_LOCK, open(LOG_FILE, "a") as log:
+            log.write(json.dumps(entry) + "\n")
+
+    def handle_any(self):
+        user = authenticate(self.headers.get("Authorization"))
+        if user is None:
+            drained = hashlib.sha256()
+            size = 0
+            for chunk in self.body_chunks():
+                drained.update(chunk)
+                size += len(chunk)
+            self.record(drained.hexdigest(), size)
+            body = b"Unauthorized\n"
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="."')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        path, _, query = self.path.partition("?")
+        parts = path.lstrip("/").split("/", 2)
+        if len(parts) < 3:
+            self.send_error(404)
+            return
+        owner, repo, rest = parts
+        if not repo.endswith(".git"):
+            repo += ".git"
+        env = dict(os.environ, GIT_PROJECT_ROOT=ROOT, GIT_HTTP_EXPORT_ALL="1",
+                   PATH_INFO=f"/{owner}/{repo}/{rest}", QUERY_STRING=query,
+                   REQUEST_METHOD=self.command, REMOTE_USER=user, REMOTE_ADDR="127.0.0.1",
+                   CONTENT_TYPE=self.headers.get("Content-Type", ""),
+                   HTTP_GIT_PROTOCOL=self.headers.get("Git-Protocol", ""))
+        if self.headers.get("Content-Encoding"):
+            env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
+        proc = subprocess.Popen(["git", "http-backend"], env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE)
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in self.body_chunks():
+            digest.update(chunk)
+            size += len(chunk)
+            proc.stdin.write(chunk)
+        proc.stdin.close()
+        self.record(digest.hexdigest(), size)
+        status = "200 OK"
+        headers = []
+        while True:
+            line = proc.stdout.readline().decode("latin-1").rstrip("\r\n")
+            if not line:
+                break
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = value.strip()
+            else:
+                headers.append((name, value.strip()))
+        code, _, reason = status.partition(" ")
+        self.send_response(int(code), reason or None)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        while True:
+            chunk = proc.stdout.read1(1 << 16)
+            if not chunk:
+                break
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        self.wfile.write(b"0\r\n\r\n")
+        proc.wait()
+
+    do_GET = handle_any
+    do_POST = handle_any
+
+
+if __name__ == "__main__":
+    server = ThreadingHTTPServer(("127.0.0.1", int(PORT)), Handler)
+    print("ready", flush=True)
+    server.serve_forever()

@@ -1,0 +1,63 @@
+// A real OpenID provider for the end-to-end tests: oidc-provider issuing JWT access
+// tokens through the client_credentials grant. Each resource indicator picks the signing
+// algorithm, so one provider serves ES256, RS256 and EdDSA tokens.
+//
+//   node idp.mjs PORT CLIENTS_JSON
+//
+// CLIENTS_JSON: {"alice": {"secret": "...", "groups": ["developers"]}, ...}; the client id
+// becomes the token's `sub`. Prints "ready" on stdout once listening.
+import { generateKeyPairSync } from 'node:crypto';
+import Provider from 'oidc-provider';
+
+const [port, clientsJson] = process.argv.slice(2);
+const clients = JSON.parse(clientsJson);
+
+function jwk(type, options, kid, alg) {
+  const { privateKey } = generateKeyPairSync(type, options);
+  return { ...privateKey.export({ format: 'jwk' }), kid, alg, use: 'sig' };
+}
+
+const keys = [
+  jwk('ec', { namedCurve: 'P-256' }, 'e2e-es256', 'ES256'),
+  jwk('rsa', { modulusLength: 2048 }, 'e2e-rs256', 'RS256'),
+  jwk('ed25519', {}, 'e2e-eddsa', 'EdDSA'),
+];
+
+// resource -> [signing algorithm, token lifetime in seconds]
+const resources = {
+  'urn:gogs:es256': ['ES256', 300],
+  'urn:gogs:rs256': ['RS256', 300],
+  'urn:gogs:eddsa': ['EdDSA', 300],
+  'urn:gogs:short': ['ES256', 1],
+};
+
+const provider = new Provider(`http://127.0.0.1:${port}`, {
+  clients: Object.entries(clients).map(([id, c]) => ({
+    client_id: id,
+    client_secret: c.secret,
+    grant_types: ['client_credentials'],
+    redirect_uris: [],
+    response_types: [],
+  })),
+  jwks: { keys },
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => 'urn:gogs:es256',
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, resource) => {
+        const [alg, accessTokenTTL] = resources[resource] || [];
+        if (!alg) throw new Error(`unknown resource ${resource}`);
+        return { scope: '', audience: 'gogs', accessTokenTTL, accessTokenFormat: 'jwt', jwt: { sign: { alg } } };
+      },
+    },
+  },
+  extraTokenClaims: (ctx, token) => ({ groups: (clients[token.clientId] || {}).groups || [] }),
+  routes: { jwks: '/jwks' },
+  ttl: { ClientCredentials: (ctx, token, client) => token.resourceServer?.accessTokenTTL || 300 },
+});
+provider.proxy = false;
+const server = provider.listen(Number(port), '127.0.0.1', () => console.log('ready'));
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
