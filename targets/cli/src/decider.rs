@@ -51,7 +51,7 @@ impl<'p> Decider<'p> {
             };
             for issuer in targets {
                 instance
-                    .set_keys(&issuer, &text)
+                    .set_keys(&issuer, Some(&text))
                     .map_err(|e| e.to_string())?;
             }
         }
@@ -94,6 +94,7 @@ impl<'p> Decider<'p> {
             }
             Decider::Wasm(instance) => instance
                 .decide_with_state(request, now, explain, state)
+                .map(|outcome| (outcome.decision, outcome.audit))
                 .map_err(|e| e.to_string()),
         }
     }

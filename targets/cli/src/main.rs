@@ -105,6 +105,10 @@ enum Command {
         /// Seconds shutdown waits for requests in flight.
         #[arg(long, default_value_t = 30)]
         shutdown_grace: u64,
+        /// Decide every request inside the policy module under wasmtime (`--wasm` or
+        /// `--wasm=MODULE`; default as for `eval`).
+        #[arg(long, value_name = "MODULE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+        wasm: Option<String>,
     },
     /// Print the SHA-256 to put in an `[[api_key]]` for a key read from stdin.
     HashKey,
@@ -150,7 +154,8 @@ fn main() -> ExitCode {
             jwks_min_refresh_gap,
             jwks_max_stale,
             shutdown_grace,
-        } => load_policy(&policy).and_then(|(p, _)| {
+            wasm,
+        } => load_policy(&policy).and_then(|(p, source)| {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(format!(
                     "--origin `{origin}` must be an http:// or https:// URL"
@@ -170,6 +175,11 @@ fn main() -> ExitCode {
             config.jwks_min_refresh_gap = std::time::Duration::from_secs(jwks_min_refresh_gap);
             config.jwks_max_stale = std::time::Duration::from_secs(jwks_max_stale);
             config.shutdown_grace = std::time::Duration::from_secs(shutdown_grace);
+            config.wasm = wasm.map(|module| tollgate_serve::WasmConfig {
+                module: module_path(Path::new(&module)),
+                source,
+                file: policy.display().to_string(),
+            });
             tollgate_serve::run(config)?;
             Ok(ExitCode::SUCCESS)
         }),

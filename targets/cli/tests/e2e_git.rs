@@ -301,7 +301,26 @@ fn forge(token: &str) -> String {
 
 #[test]
 fn git_clone_fetch_push_through_tollgate() {
-    let env = start(&["--jwks-min-refresh-gap", "2"]);
+    git_scenarios(start(&["--jwks-min-refresh-gap", "2"]));
+}
+
+#[test]
+fn git_through_tollgate_deciding_in_the_policy_module() {
+    let module = format!(
+        "--wasm={}",
+        tollgate_conformance::build_wasm_module().display()
+    );
+    let env = start(&["--jwks-min-refresh-gap", "2", &module]);
+    let stderr = std::fs::read_to_string(env.path("tollgate.stderr")).expect("stderr");
+    assert!(
+        stderr.contains("deciding in the policy module (wasmtime)"),
+        "{stderr}"
+    );
+    git_scenarios(env);
+}
+
+/// Everything a team does through the gateway, checked at the client and at the origin.
+fn git_scenarios(env: Env) {
     let home = env.home();
     let work = env.path("work");
     std::fs::create_dir_all(&work).expect("work");

@@ -12,6 +12,15 @@ pub enum AuditTarget {
     File(PathBuf),
 }
 
+/// Decide inside the policy module instead of natively.
+#[derive(Clone, Debug)]
+pub struct WasmConfig {
+    pub module: PathBuf,
+    /// The policy text and its file name (the module compiles it itself).
+    pub source: String,
+    pub file: String,
+}
+
 /// Everything `tollgate serve` needs; the CLI fills it from flags.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -34,6 +43,8 @@ pub struct ServeConfig {
     pub jwks_max_stale: Duration,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// `Some`: every decision is made by the policy module under wasmtime.
+    pub wasm: Option<WasmConfig>,
 }
 
 impl ServeConfig {
@@ -49,6 +60,7 @@ impl ServeConfig {
             jwks_min_refresh_gap: Duration::from_secs(30),
             jwks_max_stale: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(30),
+            wasm: None,
         }
     }
 }

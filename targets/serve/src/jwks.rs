@@ -18,6 +18,10 @@ const MAX_JWKS_BYTES: usize = 1 << 20;
 
 struct Entry {
     keys: Arc<KeySet>,
+    /// The JWKS document, for hosts that hand keys on (the policy module).
+    text: Arc<str>,
+    /// Increases with every successful fetch, so copies elsewhere know they are behind.
+    serial: u64,
     fetched_at: Instant,
 }
 
@@ -28,6 +32,7 @@ pub struct KeyCache {
     client: reqwest::Client,
     min_gap: Duration,
     max_stale: Duration,
+    serial: std::sync::atomic::AtomicU64,
 }
 
 /// The keys usable right now, detached from the cache's lock.
@@ -57,6 +62,7 @@ impl KeyCache {
             client,
             min_gap,
             max_stale,
+            serial: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -68,6 +74,16 @@ impl KeyCache {
             .map(|(name, e)| (name.clone(), Arc::clone(&e.keys)))
             .collect();
         KeysSnapshot(fresh)
+    }
+
+    /// The usable JWKS documents by issuer: `(serial, text)`.
+    pub fn fresh_documents(&self) -> HashMap<String, (u64, Arc<str>)> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries
+            .iter()
+            .filter(|(_, e)| e.fetched_at.elapsed() <= self.max_stale)
+            .map(|(name, e)| (name.clone(), (e.serial, Arc::clone(&e.text))))
+            .collect()
     }
 
     /// Fetches every issuer's keys now.
@@ -101,9 +117,15 @@ impl KeyCache {
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_owned(), Instant::now());
         match self.download(url).await {
-            Ok(keys) => {
+            Ok((keys, text)) => {
+                let serial = self
+                    .serial
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1;
                 let entry = Entry {
                     keys: Arc::new(keys),
+                    text: text.into(),
+                    serial,
                     fetched_at: Instant::now(),
                 };
                 self.entries
@@ -121,7 +143,7 @@ impl KeyCache {
         }
     }
 
-    async fn download(&self, url: &str) -> Result<KeySet, String> {
+    async fn download(&self, url: &str) -> Result<(KeySet, String), String> {
         let response = self
             .client
             .get(url)
@@ -142,6 +164,7 @@ impl KeyCache {
             return Err("document too large".into());
         }
         let text = std::str::from_utf8(&body).map_err(|_| "not UTF-8".to_owned())?;
-        KeySet::from_json(text).map_err(|e| e.to_string())
+        let keys = KeySet::from_json(text).map_err(|e| e.to_string())?;
+        Ok((keys, text.to_owned()))
     }
 }

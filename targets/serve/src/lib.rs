@@ -13,8 +13,9 @@ mod audit;
 mod config;
 mod jwks;
 mod metrics;
+mod policy_host;
 mod proxy;
 mod server;
 
-pub use config::{AuditTarget, ServeConfig};
+pub use config::{AuditTarget, ServeConfig, WasmConfig};
 pub use server::{run, serve};

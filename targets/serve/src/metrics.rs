@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[derive(Default)]
 pub struct Metrics {
-    decisions: Mutex<BTreeMap<(u16, &'static str), u64>>,
+    decisions: Mutex<BTreeMap<(u16, String), u64>>,
     decision_nanos: AtomicU64,
     decision_count: AtomicU64,
     origin_errors: AtomicU64,
@@ -17,9 +17,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn decision(&self, status: u16, reason: &'static str, took: Duration) {
+    pub fn decision(&self, status: u16, reason: &str, took: Duration) {
         let mut map = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry((status, reason)).or_default() += 1;
+        *map.entry((status, reason.to_owned())).or_default() += 1;
         self.decision_nanos.fetch_add(
             u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,

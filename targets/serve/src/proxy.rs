@@ -13,13 +13,12 @@ use http_body_util::{BodyDataStream, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use policy_core::{
-    Decision, Engine, OwnedRequest, RateState, RequestFacts, SecretStore, UnixTime, Verdict,
-};
+use policy_core::{OwnedRequest, RateState, RequestFacts, SecretStore, UnixTime};
 
 use crate::audit::AuditLog;
 use crate::jwks::KeyCache;
 use crate::metrics::Metrics;
+use crate::policy_host::{Outcome, PolicyHost};
 
 pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -36,9 +35,8 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 pub struct Shared {
-    pub engine: Engine,
+    pub policy: PolicyHost,
     pub origin: String,
-    pub secrets: SecretMap,
     pub keys: KeyCache,
     pub rate: Mutex<HashMap<String, RateState>>,
     pub audit: AuditLog,
@@ -76,32 +74,18 @@ fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
 
 /// Decides with the current keys; an unknown key prompts one bounded JWKS refresh and a
 /// second decision, so key rotation at the issuer is picked up without a restart.
-async fn decide(shared: &Shared, facts: &RequestFacts<'_>, now: UnixTime) -> Decision {
-    let mut verdict = shared
-        .engine
-        .decide(facts, now, &shared.keys.snapshot(), &shared.secrets);
-    if let Verdict::Decided(d) = &verdict {
-        let code = d.reason.code();
-        if (code == "token_unknown_key" || code == "token_issuer_keys_unavailable")
-            && shared.keys.refresh_on_miss(&shared.metrics).await
-        {
-            verdict = shared
-                .engine
-                .decide(facts, now, &shared.keys.snapshot(), &shared.secrets);
-        }
+async fn decide(shared: &Shared, request: &OwnedRequest, now: UnixTime) -> Outcome {
+    let outcome = shared
+        .policy
+        .decide(&shared.keys, request, now, &shared.rate, &shared.metrics);
+    let key_miss =
+        outcome.reason == "token_unknown_key" || outcome.reason == "token_issuer_keys_unavailable";
+    if key_miss && shared.keys.refresh_on_miss(&shared.metrics).await {
+        return shared
+            .policy
+            .decide(&shared.keys, request, now, &shared.rate, &shared.metrics);
     }
-    match verdict {
-        Verdict::Decided(decision) => decision,
-        Verdict::Pending(pending) => {
-            // The lock makes load-resolve-store one step: this is the compare-and-replace.
-            let mut rate = shared.rate.lock().unwrap_or_else(|p| p.into_inner());
-            let (decision, update) = pending.resolve(rate.get(pending.key()).copied());
-            if let Some(update) = update {
-                rate.insert(update.key, update.state);
-            }
-            decision
-        }
-    }
+    outcome
 }
 
 pub async fn handle(
@@ -170,28 +154,29 @@ async fn handle_inner(
         .map(|b| String::from_utf8_lossy(b).into_owned());
 
     let now = now();
-    let pairs = owned.header_pairs();
-    let facts = owned.facts(&pairs);
-    let decision = decide(shared, &facts, now).await;
+    let outcome = decide(shared, &owned, now).await;
     shared
         .metrics
-        .decision(decision.status, decision.reason.code(), started.elapsed());
-    shared.audit.write(&decision.audit(&facts, now).to_json());
+        .decision(outcome.status, &outcome.reason, started.elapsed());
+    shared.audit.write(&outcome.audit);
 
-    if !decision.allow {
-        return deny(&decision);
+    if !outcome.allow {
+        return deny(&outcome);
     }
-    forward(shared, &parts, peer, &decision, buffered, streaming).await
+    forward(shared, &parts, peer, &outcome, buffered, streaming).await
 }
 
-fn deny(decision: &Decision) -> Response<Body> {
-    let (content_type, body) = decision.denial_body();
-    let status = StatusCode::from_u16(decision.status).unwrap_or(StatusCode::FORBIDDEN);
-    let mut response = full(status, content_type, body);
-    for header in &decision.headers {
+fn deny(outcome: &Outcome) -> Response<Body> {
+    let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::FORBIDDEN);
+    let mut response = full(
+        status,
+        &outcome.denial_content_type,
+        outcome.denial_body.clone(),
+    );
+    for (name, value) in &outcome.headers {
         if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(header.name().as_bytes()),
-            HeaderValue::from_str(header.value()),
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
         ) {
             response.headers_mut().append(name, value);
         }
@@ -203,7 +188,7 @@ async fn forward(
     shared: &Shared,
     parts: &hyper::http::request::Parts,
     peer: SocketAddr,
-    decision: &Decision,
+    outcome: &Outcome,
     buffered: Option<Bytes>,
     streaming: Option<Incoming>,
 ) -> Response<Body> {
@@ -222,15 +207,15 @@ async fn forward(
         let lower = name.as_str();
         if HOP_BY_HOP.contains(&lower)
             || connection_listed.iter().any(|c| c == lower)
-            || decision.strip.iter().any(|s| s == lower)
+            || outcome.strip.iter().any(|s| s == lower)
             || lower == "x-forwarded-for"
         {
             continue;
         }
         builder = builder.header(name, value);
     }
-    for header in &decision.set {
-        builder = builder.header(header.name(), header.value());
+    for (name, value) in &outcome.set {
+        builder = builder.header(name, value);
     }
     builder = builder.header("x-forwarded-for", peer.ip().to_string());
     let body = match (buffered, streaming) {

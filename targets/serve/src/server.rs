@@ -16,6 +16,7 @@ use crate::audit::AuditLog;
 use crate::config::ServeConfig;
 use crate::jwks::KeyCache;
 use crate::metrics::Metrics;
+use crate::policy_host::{PolicyHost, WasmPool};
 use crate::proxy::{self, Body, SecretMap, Shared};
 
 /// How often expired rate-limit entries are dropped.
@@ -60,10 +61,30 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         .connect_timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| format!("origin client: {e}"))?;
+    let policy = match &config.wasm {
+        None => PolicyHost::Native {
+            engine: config.engine.clone(),
+            secrets: SecretMap(config.secrets.clone()),
+        },
+        Some(wasm) => {
+            let module = tollgate_wasmtime::CompiledModule::from_file(&wasm.module)
+                .map_err(|e| e.to_string())?;
+            let secrets = config
+                .secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            PolicyHost::Wasm(WasmPool::new(
+                module,
+                wasm.source.clone(),
+                wasm.file.clone(),
+                secrets,
+            )?)
+        }
+    };
     let shared = Arc::new(Shared {
-        engine: config.engine.clone(),
+        policy,
         origin: config.origin.clone(),
-        secrets: SecretMap(config.secrets.clone()),
         keys: KeyCache::new(issuers, config.jwks_min_refresh_gap, config.jwks_max_stale)?,
         rate: Mutex::new(HashMap::new()),
         audit: AuditLog::open(&config.audit).map_err(|e| format!("audit log: {e}"))?,
@@ -86,8 +107,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     eprintln!(
-        "tollgate: listening on {listen_addr}, origin {}{}",
+        "tollgate: listening on {listen_addr}, origin {}, deciding {}{}",
         config.origin,
+        if config.wasm.is_some() {
+            "in the policy module (wasmtime)"
+        } else {
+            "natively"
+        },
         admin_addr
             .map(|a| format!(", metrics on http://{a}/metrics"))
             .unwrap_or_default()

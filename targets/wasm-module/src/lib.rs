@@ -8,10 +8,14 @@
 //! | export | input | output |
 //! | --- | --- | --- |
 //! | `tollgate_init` | `{"policy": TOML, "file": NAME}` | `{"ok": {"jwks_urls": [[issuer, url]], "tests": N}}` |
-//! | `tollgate_set_keys` | `{"issuer": NAME, "jwks": JSON}` | `{"ok": {"keys": N}}` |
+//! | `tollgate_set_keys` | `{"issuer": NAME, "jwks": JSON or null}` | `{"ok": {"keys": N}}` |
 //! | `tollgate_set_secrets` | `{"secrets": {NAME: VALUE}, "placeholder": BOOL}` | `{"ok": {"secrets": N}}` |
-//! | `tollgate_decide` | `{"request": REQUEST, "now_nanos": N, "explain": BOOL}` | `{"decision": D, "audit": A}` or `{"pending": {"key": K}}` |
-//! | `tollgate_resolve` | `{"state": TAT or null}` | `{"decision": D, "audit": A, "update": U or null}` |
+//! | `tollgate_decide` | `{"request": REQUEST, "now_nanos": N, "explain": BOOL}` | `{"decision": D, "audit": A, "action": X}` or `{"pending": {"key": K}}` |
+//! | `tollgate_resolve` | `{"state": TAT or null}` | `{"decision": D, "audit": A, "action": X, "update": U or null}` |
+//!
+//! `D` is the decision exactly as `tollgate eval` prints it (secrets shown by name). `X`
+//! is what a proxy acts on: `{"forward": {"strip": [..], "set": [[name, value]..]}}` with
+//! the real origin header values, or `{"deny": {"content_type": .., "body": ..}}`.
 //!
 //! Every output may instead be `{"error": MESSAGE}`; hosts treat that as a denial.
 

@@ -84,7 +84,8 @@ fn default_file() -> String {
 #[serde(deny_unknown_fields)]
 struct SetKeysInput {
     issuer: String,
-    jwks: String,
+    /// `null` forgets the issuer's keys (the host found them stale).
+    jwks: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -158,7 +159,11 @@ fn set_keys(state: &mut State, input: &[u8]) -> Value {
         Ok(i) => i,
         Err(e) => return error(e),
     };
-    match KeySet::from_json(&input.jwks) {
+    let Some(jwks) = input.jwks else {
+        state.keys.0.remove(&input.issuer);
+        return json!({ "ok": { "keys": 0 } });
+    };
+    match KeySet::from_json(&jwks) {
         Ok(set) => {
             let count = set.len();
             state.keys.0.insert(input.issuer, set);
@@ -194,7 +199,16 @@ fn finished(
     if !explain {
         decision.explain.clear();
     }
-    json!({ "decision": decision, "audit": audit })
+    // What a proxying host acts on: the real origin header values (the decision shows
+    // secrets by name only) or the denial response's bytes.
+    let action = if decision.allow {
+        let set: Vec<(&str, &str)> = decision.set.iter().map(|h| (h.name(), h.value())).collect();
+        json!({ "forward": { "strip": decision.strip, "set": set } })
+    } else {
+        let (content_type, body) = decision.denial_body();
+        json!({ "deny": { "content_type": content_type, "body": body } })
+    };
+    json!({ "decision": decision, "audit": audit, "action": action })
 }
 
 fn decide(state: &mut State, input: &[u8]) -> Value {

@@ -96,22 +96,73 @@ impl CompiledModule {
     }
 }
 
+/// What a proxying host does with a final decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Forward to the origin: remove `strip`, then set `set` (real values; may hold secrets).
+    Forward {
+        strip: Vec<String>,
+        set: Vec<(String, String)>,
+    },
+    /// Answer with the decision's status and headers, and this body.
+    Deny { content_type: String, body: String },
+}
+
+/// A final decision: its JSON (as `tollgate eval` prints it), its audit record, and the
+/// action to take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Final {
+    pub decision: Value,
+    pub audit: Value,
+    pub action: Action,
+}
+
 /// What a decision call returned.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WasmVerdict {
-    /// The final decision and its audit record, as JSON.
-    Decided { decision: Value, audit: Value },
+    Decided(Final),
     /// Needs the rate-limit state for `key`; call [`PolicyInstance::resolve`].
-    Pending { key: String },
+    Pending {
+        key: String,
+    },
 }
 
 /// The answer to [`PolicyInstance::resolve`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
-    pub decision: Value,
-    pub audit: Value,
+    pub outcome: Final,
     /// `(key, new state, expiry in Unix seconds)` to store, if the request was admitted.
     pub update: Option<(String, RateState, u64)>,
+}
+
+fn parse_final(op: &'static str, out: &Value) -> Result<Final, WasmError> {
+    let (Some(decision), Some(audit), Some(action)) =
+        (out.get("decision"), out.get("audit"), out.get("action"))
+    else {
+        return Err(bad_answer(op, out));
+    };
+    let action = if let Some(forward) = action.get("forward") {
+        Action::Forward {
+            strip: serde_json::from_value(forward["strip"].clone())
+                .map_err(|_| bad_answer(op, out))?,
+            set: serde_json::from_value(forward["set"].clone()).map_err(|_| bad_answer(op, out))?,
+        }
+    } else if let Some(deny) = action.get("deny") {
+        Action::Deny {
+            content_type: deny["content_type"]
+                .as_str()
+                .unwrap_or("text/plain")
+                .to_owned(),
+            body: deny["body"].as_str().unwrap_or_default().to_owned(),
+        }
+    } else {
+        return Err(bad_answer(op, out));
+    };
+    Ok(Final {
+        decision: decision.clone(),
+        audit: audit.clone(),
+        action,
+    })
 }
 
 struct Exports {
@@ -165,7 +216,8 @@ impl PolicyInstance {
         &self.jwks_urls
     }
 
-    pub fn set_keys(&mut self, issuer: &str, jwks: &str) -> Result<(), WasmError> {
+    /// Hands the module an issuer's JWKS; `None` makes it forget them (stale keys).
+    pub fn set_keys(&mut self, issuer: &str, jwks: Option<&str>) -> Result<(), WasmError> {
         self.call_ok("set_keys", &json!({ "issuer": issuer, "jwks": jwks }))
             .map(drop)
     }
@@ -197,20 +249,12 @@ impl PolicyInstance {
                 key: key.to_owned(),
             });
         }
-        match (out.get("decision"), out.get("audit")) {
-            (Some(decision), Some(audit)) => Ok(WasmVerdict::Decided {
-                decision: decision.clone(),
-                audit: audit.clone(),
-            }),
-            _ => Err(bad_answer("decide", &out)),
-        }
+        parse_final("decide", &out).map(WasmVerdict::Decided)
     }
 
     pub fn resolve(&mut self, prior: Option<RateState>) -> Result<Resolved, WasmError> {
         let out = self.call("resolve", &json!({ "state": prior.map(|s| s.0) }))?;
-        let (Some(decision), Some(audit)) = (out.get("decision"), out.get("audit")) else {
-            return Err(bad_answer("resolve", &out));
-        };
+        let outcome = parse_final("resolve", &out)?;
         let update = match out.get("update") {
             Some(Value::Null) | None => None,
             Some(u) => Some((
@@ -226,11 +270,7 @@ impl PolicyInstance {
                 u["expires"].as_u64().unwrap_or(0),
             )),
         };
-        Ok(Resolved {
-            decision: decision.clone(),
-            audit: audit.clone(),
-            update,
-        })
+        Ok(Resolved { outcome, update })
     }
 
     /// Decides and resolves against a synchronous state accessor (one-shot hosts, tests).
@@ -240,15 +280,15 @@ impl PolicyInstance {
         now: UnixTime,
         explain: bool,
         state: &mut dyn FnMut(&str, Option<RateState>) -> Option<RateState>,
-    ) -> Result<(Value, Value), WasmError> {
+    ) -> Result<Final, WasmError> {
         match self.decide(request, now, explain)? {
-            WasmVerdict::Decided { decision, audit } => Ok((decision, audit)),
+            WasmVerdict::Decided(outcome) => Ok(outcome),
             WasmVerdict::Pending { key } => {
                 let resolved = self.resolve(state(&key, None))?;
                 if let Some((key, new_state, _)) = &resolved.update {
                     state(key, Some(*new_state));
                 }
-                Ok((resolved.decision, resolved.audit))
+                Ok(resolved.outcome)
             }
         }
     }

@@ -222,7 +222,7 @@ impl Target for Wasm {
     fn decide(&mut self, case: &TestCase) -> Result<Value, String> {
         let instance = self.instance.as_mut().ok_or("no policy loaded")?;
         let state = &mut self.state;
-        let (decision, _audit) = instance
+        let outcome = instance
             .decide_with_state(
                 &case.request,
                 case.now,
@@ -233,6 +233,6 @@ impl Target for Wasm {
                 },
             )
             .map_err(|e| e.to_string())?;
-        Ok(decision)
+        Ok(outcome.decision)
     }
 }

@@ -1,0 +1,262 @@
+//! Who decides: the engine linked natively, or the policy module under wasmtime
+//! (`--wasm`). Either way the proxy gets an [`Outcome`] to act on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use policy_core::{Decision, Engine, OwnedRequest, RateState, UnixTime, Verdict};
+use serde_json::Value;
+use tollgate_wasmtime::{Action, CompiledModule, Final, PolicyInstance, WasmVerdict};
+
+use crate::jwks::KeyCache;
+use crate::metrics::Metrics;
+use crate::proxy::SecretMap;
+
+/// What the proxy does with one request.
+#[derive(Debug)]
+pub struct Outcome {
+    pub allow: bool,
+    pub status: u16,
+    pub reason: String,
+    /// Request headers to remove (lowercase).
+    pub strip: Vec<String>,
+    /// Origin headers with their real values.
+    pub set: Vec<(String, String)>,
+    /// Response headers for a denial.
+    pub headers: Vec<(String, String)>,
+    pub denial_content_type: String,
+    pub denial_body: String,
+    pub audit: String,
+}
+
+impl Outcome {
+    fn from_decision(decision: &Decision, audit: String) -> Self {
+        let (content_type, body) = decision.denial_body();
+        Outcome {
+            allow: decision.allow,
+            status: decision.status,
+            reason: decision.reason.code().to_owned(),
+            strip: decision.strip.clone(),
+            set: decision
+                .set
+                .iter()
+                .map(|h| (h.name().to_owned(), h.value().to_owned()))
+                .collect(),
+            headers: decision
+                .headers
+                .iter()
+                .map(|h| (h.name().to_owned(), h.value().to_owned()))
+                .collect(),
+            denial_content_type: content_type.to_owned(),
+            denial_body: body,
+            audit,
+        }
+    }
+
+    fn from_final(outcome: Final) -> Self {
+        let d = &outcome.decision;
+        let headers = d["headers"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (strip, set, denial_content_type, denial_body) = match outcome.action {
+            Action::Forward { strip, set } => (strip, set, String::new(), String::new()),
+            Action::Deny { content_type, body } => (Vec::new(), Vec::new(), content_type, body),
+        };
+        Outcome {
+            allow: d["allow"] == Value::Bool(true),
+            status: d["status"]
+                .as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+                .unwrap_or(500),
+            reason: d["reason"]
+                .as_str()
+                .unwrap_or("policy_module_error")
+                .to_owned(),
+            strip,
+            set,
+            headers,
+            denial_content_type,
+            denial_body,
+            audit: outcome.audit.to_string(),
+        }
+    }
+
+    /// The module failed (trap, fuel, malformed answer): refuse.
+    fn module_failure(message: &str) -> Self {
+        eprintln!("tollgate: policy module failed: {message}");
+        Outcome {
+            allow: false,
+            status: 500,
+            reason: "policy_module_error".into(),
+            strip: Vec::new(),
+            set: Vec::new(),
+            headers: Vec::new(),
+            denial_content_type: "text/plain; charset=utf-8".into(),
+            denial_body: "policy evaluation failed\n".into(),
+            audit: serde_json::json!({ "allow": false, "status": 500, "reason": "policy_module_error" }).to_string(),
+        }
+    }
+}
+
+/// An instance with the key documents it has been given, by issuer serial.
+struct Slot {
+    instance: PolicyInstance,
+    loaded: HashMap<String, u64>,
+}
+
+/// Instances of the module, one per request in flight, reused afterwards.
+pub struct WasmPool {
+    module: CompiledModule,
+    source: String,
+    file: String,
+    secrets: BTreeMap<String, String>,
+    idle: Mutex<Vec<Slot>>,
+}
+
+impl WasmPool {
+    pub fn new(
+        module: CompiledModule,
+        source: String,
+        file: String,
+        secrets: BTreeMap<String, String>,
+    ) -> Result<Self, String> {
+        let pool = WasmPool {
+            module,
+            source,
+            file,
+            secrets,
+            idle: Mutex::new(Vec::new()),
+        };
+        // Instantiate once now, so a bad module or policy fails at start, not per request.
+        let slot = pool.instantiate()?;
+        pool.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(slot);
+        Ok(pool)
+    }
+
+    fn instantiate(&self) -> Result<Slot, String> {
+        let mut instance = PolicyInstance::new(&self.module, &self.source, &self.file)
+            .map_err(|e| e.to_string())?;
+        instance
+            .set_secrets(&self.secrets)
+            .map_err(|e| e.to_string())?;
+        Ok(Slot {
+            instance,
+            loaded: HashMap::new(),
+        })
+    }
+
+    fn decide_in(
+        slot: &mut Slot,
+        keys: &KeyCache,
+        request: &OwnedRequest,
+        now: UnixTime,
+        rate: &Mutex<HashMap<String, RateState>>,
+    ) -> Result<Final, String> {
+        // Bring the instance's keys up to date with the cache (and drop stale ones).
+        let fresh = keys.fresh_documents();
+        let issuers: Vec<String> = slot
+            .instance
+            .jwks_urls()
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
+        for issuer in issuers {
+            match fresh.get(&issuer) {
+                Some((serial, text)) if slot.loaded.get(&issuer) != Some(serial) => {
+                    slot.instance
+                        .set_keys(&issuer, Some(text))
+                        .map_err(|e| e.to_string())?;
+                    slot.loaded.insert(issuer, *serial);
+                }
+                None if slot.loaded.contains_key(&issuer) => {
+                    slot.instance
+                        .set_keys(&issuer, None)
+                        .map_err(|e| e.to_string())?;
+                    slot.loaded.remove(&issuer);
+                }
+                _ => {}
+            }
+        }
+        match slot
+            .instance
+            .decide(request, now, false)
+            .map_err(|e| e.to_string())?
+        {
+            WasmVerdict::Decided(outcome) => Ok(outcome),
+            WasmVerdict::Pending { key } => {
+                let mut rate = rate.lock().unwrap_or_else(|p| p.into_inner());
+                let resolved = slot
+                    .instance
+                    .resolve(rate.get(&key).copied())
+                    .map_err(|e| e.to_string())?;
+                if let Some((key, state, _)) = resolved.update {
+                    rate.insert(key, state);
+                }
+                Ok(resolved.outcome)
+            }
+        }
+    }
+}
+
+pub enum PolicyHost {
+    Native { engine: Engine, secrets: SecretMap },
+    Wasm(WasmPool),
+}
+
+impl PolicyHost {
+    /// Decides one request (with rate-limit state) and returns what to do.
+    pub fn decide(
+        &self,
+        keys: &KeyCache,
+        request: &OwnedRequest,
+        now: UnixTime,
+        rate: &Mutex<HashMap<String, RateState>>,
+        _metrics: &Metrics,
+    ) -> Outcome {
+        match self {
+            PolicyHost::Native { engine, secrets } => {
+                let pairs = request.header_pairs();
+                let facts = request.facts(&pairs);
+                let decision = match engine.decide(&facts, now, &keys.snapshot(), secrets) {
+                    Verdict::Decided(decision) => decision,
+                    Verdict::Pending(pending) => {
+                        // Holding the lock makes load-resolve-store one compare-and-replace.
+                        let mut rate = rate.lock().unwrap_or_else(|p| p.into_inner());
+                        let (decision, update) = pending.resolve(rate.get(pending.key()).copied());
+                        if let Some(update) = update {
+                            rate.insert(update.key, update.state);
+                        }
+                        decision
+                    }
+                };
+                Outcome::from_decision(&decision, decision.audit(&facts, now).to_json())
+            }
+            PolicyHost::Wasm(pool) => {
+                let slot = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let mut slot = match slot.map_or_else(|| pool.instantiate(), Ok) {
+                    Ok(slot) => slot,
+                    Err(e) => return Outcome::module_failure(&e),
+                };
+                match WasmPool::decide_in(&mut slot, keys, request, now, rate) {
+                    Ok(outcome) => {
+                        pool.idle
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(slot);
+                        Outcome::from_final(outcome)
+                    }
+                    // A failed instance is dropped, never reused.
+                    Err(e) => Outcome::module_failure(&e),
+                }
+            }
+        }
+    }
+}
