@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::decision::{Decision, ExplainStep, Header, Reason};
 use crate::time::UnixTime;
 
-/// A quota: `burst` requests at once, refilled at one per `interval`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A quota: `burst` requests at once, refilled at one per `interval`. Serializable, so a
+/// host can run the check where its state lives (a Durable Object, say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gcra {
     interval_nanos: u64,
     burst: u32,
@@ -79,6 +80,12 @@ impl PendingRate {
 
     pub fn gcra(&self) -> Gcra {
         self.gcra
+    }
+
+    /// The time the decision was made at; a remote state holder must check at this time
+    /// so that its update and [`PendingRate::resolve`] agree.
+    pub fn now(&self) -> UnixTime {
+        self.now
     }
 
     /// The final decision given the stored state, plus the update to store (none when refused).

@@ -2,83 +2,46 @@
 //! origin (`git http-backend` behind tests/e2e/git_origin.py, authenticating like Gogs),
 //! with tokens from a real OpenID provider (oidc-provider, tests/e2e/idp).
 
-mod support;
-
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use base64ct::{Base64, Encoding};
+use base64ct::Encoding;
 use serde_json::Value;
-use support::{free_port, git, git_ok, repo, Proc};
+use tollgate_conformance::process::{free_port, git, git_ok, Proc};
+use tollgate_conformance::world::{
+    basic, forge, git_with, header, incompressible, read_jsonl, text, World, BURST_KEY, CI_KEY,
+};
 
-const CLIENTS: &str = r#"{
-  "alice": {"secret": "alice-secret", "groups": ["developers"]},
-  "bob": {"secret": "bob-secret", "groups": ["contractors"]},
-  "dave": {"secret": "dave-secret", "groups": ["developers"]}
-}"#;
-const ORIGIN_TOKENS: &[(&str, &str)] = &[
-    ("alice", "gogs-alice-0001"),
-    ("bob", "gogs-bob-0002"),
-    ("dave", "gogs-dave-0003"),
-    ("ci-bot", "gogs-ci-0004"),
-];
-const CI_KEY: &str = "ci-api-key-e2e";
-const BURST_KEY: &str = "burst-api-key-e2e";
-
+/// A World with `tollgate serve` in front of it.
 struct Env {
-    dir: tempfile::TempDir,
+    world: World,
     tollgate_port: u16,
     admin_port: u16,
-    idp_port: u16,
     tollgate: Proc,
-    idp: Proc,
-    _origin: Proc,
+}
+
+impl std::ops::Deref for Env {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.world
+    }
 }
 
 impl Env {
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn home(&self) -> PathBuf {
-        self.path("home")
-    }
-
     fn url(&self, repo: &str) -> String {
         format!("http://127.0.0.1:{}/{repo}.git", self.tollgate_port)
     }
 
-    fn token(&self, client: &str, resource: &str) -> String {
-        let secret = format!("{client}-secret");
-        let response = reqwest::blocking::Client::new()
-            .post(format!("http://127.0.0.1:{}/token", self.idp_port))
-            .basic_auth(client, Some(secret))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!(
-                "grant_type=client_credentials&resource=urn%3Agogs%3A{resource}"
-            ))
-            .send()
-            .expect("token request");
-        let json: Value =
-            serde_json::from_str(&response.text().expect("token body")).expect("token JSON");
-        json["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no access_token: {json}"))
-            .to_owned()
-    }
-
-    /// git with `Authorization: <value>` on every request.
     fn git_with(&self, auth: &str, dir: &Path, args: &[&str]) -> std::process::Output {
-        let header = format!("http.extraHeader=Authorization: {auth}");
-        let mut all = vec!["-c", &header];
-        all.extend_from_slice(args);
-        git(&self.home(), dir, &all)
-    }
-
-    fn origin_requests(&self) -> Vec<Value> {
-        read_jsonl(&self.path("origin.log"))
+        git_with(&self.home(), auth, dir, args)
     }
 
     fn audit(&self) -> Vec<Value> {
@@ -92,211 +55,38 @@ impl Env {
     }
 }
 
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
-}
-
-/// A header of a logged origin request, by case-insensitive name.
-fn header<'r>(request: &'r Value, name: &str) -> Option<&'r str> {
-    request["headers"]
-        .as_object()?
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .and_then(|(_, v)| v.as_str())
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn seed_repo(home: &Path, root: &Path, name: &str, content: &str) {
-    let bare = root.join(format!("{name}.git"));
-    std::fs::create_dir_all(&bare).expect("mkdir bare");
-    git_ok(home, &bare, &["init", "-q", "--bare", "-b", "main"]);
-    git_ok(home, &bare, &["config", "http.receivepack", "true"]);
-    let work = root.join(format!("{name}.seed"));
-    std::fs::create_dir_all(&work).expect("mkdir seed");
-    git_ok(home, &work, &["init", "-q", "-b", "main"]);
-    std::fs::write(work.join("README"), content).expect("write README");
-    git_ok(home, &work, &["add", "README"]);
-    git_ok(home, &work, &["commit", "-q", "-m", "seed"]);
-    git_ok(
-        home,
-        &work,
-        &["push", "-q", &bare.display().to_string(), "main"],
-    );
-}
-
 fn start(extra_serve_args: &[&str]) -> Env {
-    let idp_dir = repo().join("tests/e2e/idp");
-    assert!(
-        idp_dir.join("node_modules/oidc-provider").is_dir(),
-        "oidc-provider is not installed: run ./scripts/test (it runs `npm ci` in tests/e2e/idp)"
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("home");
-    let root = dir.path().join("repos");
-    std::fs::create_dir_all(&home).expect("home");
-    seed_repo(&home, &root, "acme/app", "app readme\n");
-    seed_repo(&home, &root, "acme/secret", "secret readme\n");
-
-    let origin_port = free_port();
-    let tokens: serde_json::Map<String, Value> = ORIGIN_TOKENS
-        .iter()
-        .map(|(u, t)| ((*u).to_owned(), Value::from(*t)))
-        .collect();
-    let origin = Proc::start(
-        "git origin",
-        Command::new("python3")
-            .arg(repo().join("tests/e2e/git_origin.py"))
-            .arg(origin_port.to_string())
-            .arg(&root)
-            .arg(Value::Object(tokens).to_string())
-            .arg(dir.path().join("origin.log"))
-            .stdout(Stdio::null()),
-        origin_port,
-    );
-
-    let idp_port = free_port();
-    let idp = Proc::start(
-        "oidc-provider",
-        Command::new("node")
-            .arg(idp_dir.join("idp.mjs"))
-            .arg(idp_port.to_string())
-            .arg(CLIENTS)
-            .current_dir(&idp_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-        idp_port,
-    );
-
-    let policy = format!(
-        r#"
-[gateway]
-realm = "Gogs"
-
-[origin]
-git = "user-token"
-
-[[issuer]]
-name = "e2e"
-issuer = "http://127.0.0.1:{idp_port}"
-audiences = ["gogs"]
-algorithms = ["ES256", "RS256", "EdDSA"]
-jwks_url = "http://127.0.0.1:{idp_port}/jwks"
-token_type = "at+jwt"
-groups_claim = "groups"
-leeway_seconds = 0
-
-[[api_key]]
-name = "ci"
-sha256 = "{ci}"
-user = "ci-bot"
-groups = ["ci"]
-
-[[api_key]]
-name = "burst"
-sha256 = "{burst}"
-user = "ci-bot"
-groups = ["burst"]
-
-[[grant]]
-name = "developers"
-who = "group:developers"
-repos = "acme/*"
-access = "write"
-
-[[grant]]
-name = "contractors"
-who = "group:contractors"
-repos = "acme/app"
-access = "read"
-
-[[grant]]
-name = "ci"
-who = ["key:ci", "key:burst"]
-repos = "acme/app"
-access = "read"
-
-[[rate_limit]]
-name = "burst"
-who = "group:burst"
-requests = 3
-period_seconds = 3600
-"#,
-        ci = policy_core::api_key_hash_hex(CI_KEY),
-        burst = policy_core::api_key_hash_hex(BURST_KEY),
-    );
-    let policy_path = dir.path().join("policy.toml");
-    std::fs::write(&policy_path, policy).expect("policy");
-    let secrets: serde_json::Map<String, Value> = ORIGIN_TOKENS
-        .iter()
-        .map(|(u, t)| (format!("gogs-token/{u}"), Value::from(*t)))
-        .collect();
-    let secrets_path = dir.path().join("secrets.json");
-    std::fs::write(&secrets_path, Value::Object(secrets).to_string()).expect("secrets");
-
+    let world = World::start();
+    let policy_path = world.path("policy.toml");
+    std::fs::write(&policy_path, world.policy()).expect("policy");
+    let secrets_path = world.path("secrets.json");
+    std::fs::write(&secrets_path, world.secrets_json()).expect("secrets");
     let tollgate_port = free_port();
     let admin_port = free_port();
-    let stderr = File::create(dir.path().join("tollgate.stderr")).expect("stderr file");
+    let stderr = File::create(world.path("tollgate.stderr")).expect("stderr file");
     let tollgate = Proc::start(
         "tollgate serve",
         Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["serve", "--policy"])
             .arg(&policy_path)
-            .args(["--origin", &format!("http://127.0.0.1:{origin_port}")])
+            .args(["--origin", &world.origin_url()])
             .args(["--listen", &format!("127.0.0.1:{tollgate_port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .arg("--secrets")
             .arg(&secrets_path)
             .arg("--audit-log")
-            .arg(dir.path().join("audit.log"))
+            .arg(world.path("audit.log"))
             .args(extra_serve_args)
             .stdout(Stdio::null())
             .stderr(stderr),
         tollgate_port,
     );
     Env {
-        dir,
+        world,
         tollgate_port,
         admin_port,
-        idp_port,
         tollgate,
-        idp,
-        _origin: origin,
     }
-}
-
-fn basic(user: &str, password: &str) -> String {
-    format!(
-        "Basic {}",
-        Base64::encode_string(format!("{user}:{password}").as_bytes())
-    )
-}
-
-/// Pseudo-random bytes (xorshift64), so git cannot compress the pack below their size.
-fn incompressible(len: usize) -> Vec<u8> {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-fn forge(token: &str) -> String {
-    // Change one signature character: still base64url, no longer a valid signature.
-    let mut chars: Vec<char> = token.chars().collect();
-    let i = chars.len() - 5;
-    chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
-    chars.into_iter().collect()
 }
 
 #[test]

@@ -1,6 +1,5 @@
 //! Real processes for end-to-end tests: started on 127.0.0.1, waited for, and stopped by
-//! PID when the guard drops.
-#![allow(dead_code)]
+//! PID when the guard drops; and git run without any user or system configuration.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -40,6 +39,7 @@ pub fn wait_for_port(port: u16, what: &str, child: &mut Child) {
 }
 
 /// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
 pub struct Proc {
     pub name: &'static str,
     pub child: Child,

@@ -1,0 +1,136 @@
+//! Translation between Workers requests/responses and the engine's facts and decisions.
+
+use policy_core::{Decision, OwnedRequest, RequestFacts};
+use wasm_bindgen::JsValue;
+use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, Result};
+
+/// Headers that describe one connection (or the edge itself), never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+/// `/path?query` of the request URL, exactly as the runtime hands it over.
+fn path_and_query(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
+}
+
+/// The engine's view of the request, plus the LFS batch body when the engine needs it.
+pub async fn request_facts(
+    req: &mut Request,
+) -> std::result::Result<(OwnedRequest, Option<Vec<u8>>), Response> {
+    let url = req.inner().url();
+    let pq = path_and_query(&url);
+    let (path, query) = pq.split_once('?').unwrap_or((pq, ""));
+    let mut owned = OwnedRequest {
+        method: req.method().to_string(),
+        path: path.to_owned(),
+        query: query.to_owned(),
+        client_ip: req.headers().get("cf-connecting-ip").ok().flatten(),
+        ..OwnedRequest::default()
+    };
+    for (name, value) in req.headers().entries() {
+        owned.headers.entry(name).or_default().0.push(value);
+    }
+    let mut buffered = None;
+    if RequestFacts::wants_body(&owned.method, &owned.path) {
+        let bytes = req
+            .bytes()
+            .await
+            .map_err(|_| plain(400, "cannot read request body\n"))?;
+        if bytes.len() > RequestFacts::LFS_BATCH_BODY_LIMIT {
+            return Err(plain(413, "LFS batch request too large\n"));
+        }
+        owned.body = Some(String::from_utf8_lossy(&bytes).into_owned());
+        buffered = Some(bytes);
+    }
+    Ok((owned, buffered))
+}
+
+fn plain(status: u16, body: &str) -> Response {
+    Response::error(body, status)
+        .unwrap_or_else(|_| Response::empty().unwrap_or_else(|_| unreachable_response()))
+}
+
+fn unreachable_response() -> Response {
+    // Response::empty() only fails if the runtime cannot build a Response at all.
+    Response::from_bytes(Vec::new()).unwrap_or_else(|_| std::process::abort())
+}
+
+pub fn deny(decision: &Decision) -> Result<Response> {
+    let (content_type, body) = decision.denial_body();
+    let headers = Headers::new();
+    headers.set("content-type", content_type)?;
+    for header in &decision.headers {
+        headers.append(header.name(), header.value())?;
+    }
+    Ok(Response::ok(body)?
+        .with_status(decision.status)
+        .with_headers(headers))
+}
+
+pub async fn to_origin(
+    req: Request,
+    origin: &str,
+    owned: &OwnedRequest,
+    decision: &Decision,
+    buffered: Option<Vec<u8>>,
+) -> Result<Response> {
+    let url = format!(
+        "{origin}{}{}{}",
+        owned.path,
+        if owned.query.is_empty() { "" } else { "?" },
+        owned.query
+    );
+    let connection_listed: Vec<String> = req
+        .headers()
+        .get("connection")?
+        .map(|v| {
+            v.split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap_or_default();
+    let headers = Headers::new();
+    for (name, value) in req.headers().entries() {
+        let lower = name.to_ascii_lowercase();
+        if HOP_BY_HOP.contains(&lower.as_str())
+            || connection_listed.contains(&lower)
+            || decision.strip.contains(&lower)
+            || lower.starts_with("cf-")
+            || lower == "x-forwarded-for"
+        {
+            continue;
+        }
+        headers.append(&name, &value)?;
+    }
+    for header in &decision.set {
+        headers.set(header.name(), header.value())?;
+    }
+    if let Some(ip) = &owned.client_ip {
+        headers.set("x-forwarded-for", ip)?;
+    }
+    let method = req.method();
+    let mut init = RequestInit::new();
+    init.with_method(method.clone())
+        .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual);
+    if !matches!(method, Method::Get | Method::Head) {
+        let body: Option<JsValue> = match buffered {
+            Some(bytes) => Some(js_sys::Uint8Array::from(bytes.as_slice()).into()),
+            // Stream the body through: never held whole in the isolate.
+            None => req.inner().body().map(JsValue::from),
+        };
+        init.with_body(body);
+    }
+    Fetch::Request(Request::new_with_init(&url, &init)?)
+        .send()
+        .await
+}

@@ -1,0 +1,273 @@
+//! The world an end-to-end test runs in: a Git smart-HTTP origin that authenticates like
+//! Gogs (`git http-backend` behind tests/e2e/git_origin.py) with seeded repositories, and
+//! a real OpenID provider (oidc-provider, tests/e2e/idp). A gateway under test (`tollgate
+//! serve`, the Worker under wrangler, ...) is started in front of it by each test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64ct::{Base64, Encoding};
+use serde_json::Value;
+
+use crate::process::{free_port, git_ok, repo, Proc};
+
+/// The identity provider's clients: the client id is the token's `sub`.
+pub const CLIENTS: &str = r#"{
+  "alice": {"secret": "alice-secret", "groups": ["developers"]},
+  "bob": {"secret": "bob-secret", "groups": ["contractors"]},
+  "dave": {"secret": "dave-secret", "groups": ["developers"]}
+}"#;
+/// Each user's Gogs access token at the origin.
+pub const ORIGIN_TOKENS: &[(&str, &str)] = &[
+    ("alice", "gogs-alice-0001"),
+    ("bob", "gogs-bob-0002"),
+    ("dave", "gogs-dave-0003"),
+    ("ci-bot", "gogs-ci-0004"),
+];
+/// API keys in [`World::policy`]: the CI bot's, and one with a rate limit of 3 per hour.
+pub const CI_KEY: &str = "ci-api-key-e2e";
+pub const BURST_KEY: &str = "burst-api-key-e2e";
+
+#[derive(Debug)]
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub origin_port: u16,
+    pub idp_port: u16,
+    pub idp: Proc,
+    pub origin: Proc,
+}
+
+impl World {
+    pub fn start() -> World {
+        let idp_dir = repo().join("tests/e2e/idp");
+        assert!(
+            idp_dir.join("node_modules/oidc-provider").is_dir(),
+            "oidc-provider is not installed: run ./scripts/test (it runs `npm ci` in tests/e2e/idp)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        let root = dir.path().join("repos");
+        std::fs::create_dir_all(&home).expect("home");
+        seed_repo(&home, &root, "acme/app", "app readme\n");
+        seed_repo(&home, &root, "acme/secret", "secret readme\n");
+
+        let origin_port = free_port();
+        let tokens: serde_json::Map<String, Value> = ORIGIN_TOKENS
+            .iter()
+            .map(|(u, t)| ((*u).to_owned(), Value::from(*t)))
+            .collect();
+        let origin = Proc::start(
+            "git origin",
+            Command::new("python3")
+                .arg(repo().join("tests/e2e/git_origin.py"))
+                .arg(origin_port.to_string())
+                .arg(&root)
+                .arg(Value::Object(tokens).to_string())
+                .arg(dir.path().join("origin.log"))
+                .stdout(Stdio::null()),
+            origin_port,
+        );
+        let idp_port = free_port();
+        let idp = Proc::start(
+            "oidc-provider",
+            Command::new("node")
+                .arg(idp_dir.join("idp.mjs"))
+                .arg(idp_port.to_string())
+                .arg(CLIENTS)
+                .current_dir(&idp_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            idp_port,
+        );
+        World {
+            dir,
+            origin_port,
+            idp_port,
+            idp,
+            origin,
+        }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.path("home")
+    }
+
+    pub fn origin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.origin_port)
+    }
+
+    /// An access token from the identity provider; `resource` picks the algorithm
+    /// (`es256`, `rs256`, `eddsa`) or a one-second lifetime (`short`).
+    pub fn token(&self, client: &str, resource: &str) -> String {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("http://127.0.0.1:{}/token", self.idp_port))
+            .basic_auth(client, Some(format!("{client}-secret")))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=client_credentials&resource=urn%3Agogs%3A{resource}"
+            ))
+            .send()
+            .expect("token request");
+        let json: Value =
+            serde_json::from_str(&response.text().expect("token body")).expect("token JSON");
+        json["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access_token: {json}"))
+            .to_owned()
+    }
+
+    /// Every request the origin received: method, path, headers, body size and SHA-256.
+    pub fn origin_requests(&self) -> Vec<Value> {
+        read_jsonl(&self.path("origin.log"))
+    }
+
+    /// The policy every gateway under test enforces.
+    pub fn policy(&self) -> String {
+        format!(
+            r#"
+[gateway]
+realm = "Gogs"
+
+[origin]
+git = "user-token"
+
+[[issuer]]
+name = "e2e"
+issuer = "http://127.0.0.1:{idp}"
+audiences = ["gogs"]
+algorithms = ["ES256", "RS256", "EdDSA"]
+jwks_url = "http://127.0.0.1:{idp}/jwks"
+token_type = "at+jwt"
+groups_claim = "groups"
+leeway_seconds = 0
+
+[[api_key]]
+name = "ci"
+sha256 = "{ci}"
+user = "ci-bot"
+groups = ["ci"]
+
+[[api_key]]
+name = "burst"
+sha256 = "{burst}"
+user = "ci-bot"
+groups = ["burst"]
+
+[[grant]]
+name = "developers"
+who = "group:developers"
+repos = "acme/*"
+access = "write"
+
+[[grant]]
+name = "contractors"
+who = "group:contractors"
+repos = "acme/app"
+access = "read"
+
+[[grant]]
+name = "ci"
+who = ["key:ci", "key:burst"]
+repos = "acme/app"
+access = "read"
+
+[[rate_limit]]
+name = "burst"
+who = "group:burst"
+requests = 3
+period_seconds = 3600
+"#,
+            idp = self.idp_port,
+            ci = policy_core::api_key_hash_hex(CI_KEY),
+            burst = policy_core::api_key_hash_hex(BURST_KEY),
+        )
+    }
+
+    /// The origin secrets for [`World::policy`], as a JSON object.
+    pub fn secrets_json(&self) -> String {
+        let secrets: serde_json::Map<String, Value> = ORIGIN_TOKENS
+            .iter()
+            .map(|(u, t)| (format!("gogs-token/{u}"), Value::from(*t)))
+            .collect();
+        Value::Object(secrets).to_string()
+    }
+}
+
+fn seed_repo(home: &Path, root: &Path, name: &str, content: &str) {
+    let bare = root.join(format!("{name}.git"));
+    std::fs::create_dir_all(&bare).expect("mkdir bare");
+    git_ok(home, &bare, &["init", "-q", "--bare", "-b", "main"]);
+    git_ok(home, &bare, &["config", "http.receivepack", "true"]);
+    let work = root.join(format!("{name}.seed"));
+    std::fs::create_dir_all(&work).expect("mkdir seed");
+    git_ok(home, &work, &["init", "-q", "-b", "main"]);
+    std::fs::write(work.join("README"), content).expect("write README");
+    git_ok(home, &work, &["add", "README"]);
+    git_ok(home, &work, &["commit", "-q", "-m", "seed"]);
+    git_ok(
+        home,
+        &work,
+        &["push", "-q", &bare.display().to_string(), "main"],
+    );
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+/// A header of a logged origin request, by case-insensitive name.
+pub fn header<'r>(request: &'r Value, name: &str) -> Option<&'r str> {
+    request["headers"]
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.as_str())
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        Base64::encode_string(format!("{user}:{password}").as_bytes())
+    )
+}
+
+/// Pseudo-random bytes (xorshift64), so git cannot compress the pack below their size.
+pub fn incompressible(len: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// The token with one signature character changed: still base64url, no longer valid.
+pub fn forge(token: &str) -> String {
+    let mut chars: Vec<char> = token.chars().collect();
+    let i = chars.len() - 5;
+    chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+    chars.into_iter().collect()
+}
+
+/// git with `Authorization: <auth>` sent on every request.
+pub fn git_with(home: &Path, auth: &str, dir: &Path, args: &[&str]) -> std::process::Output {
+    let header = format!("http.extraHeader=Authorization: {auth}");
+    let mut all = vec!["-c", &header];
+    all.extend_from_slice(args);
+    crate::process::git(home, dir, &all)
+}
