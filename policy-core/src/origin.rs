@@ -1,7 +1,7 @@
 //! The credential the origin sees. Gogs tokens have no scopes, so the edge never forwards
 //! the caller's credential: it strips it and presents one of its own, per route class.
 
-use alloc::{format, string::String, vec::Vec};
+use alloc::{borrow::Cow, format, string::String, vec::Vec};
 use base64ct::{Base64, Encoding};
 use serde::Deserialize;
 
@@ -10,9 +10,10 @@ use crate::identity::Identity;
 use crate::route::RouteClass;
 
 /// Where hosts keep origin secrets (Gogs tokens): environment, Workers secrets, a Fastly
-/// Secret Store. The engine asks by name and never stores the answer.
+/// Secret Store. The engine asks by name and never stores the answer. In-memory maps lend
+/// (`Cow::Borrowed`); stores that look secrets up on demand hand over (`Cow::Owned`).
 pub trait SecretStore {
-    fn secret(&self, name: &str) -> Option<&str>;
+    fn secret(&self, name: &str) -> Option<Cow<'_, str>>;
 }
 
 /// A store with no secrets: every origin credential is missing.
@@ -20,13 +21,13 @@ pub trait SecretStore {
 pub struct NoSecrets;
 
 impl SecretStore for NoSecrets {
-    fn secret(&self, _name: &str) -> Option<&str> {
+    fn secret(&self, _name: &str) -> Option<Cow<'_, str>> {
         None
     }
 }
 
 impl<S: SecretStore + ?Sized> SecretStore for &S {
-    fn secret(&self, name: &str) -> Option<&str> {
+    fn secret(&self, name: &str) -> Option<Cow<'_, str>> {
         (**self).secret(name)
     }
 }

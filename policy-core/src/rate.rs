@@ -14,6 +14,9 @@ use crate::time::UnixTime;
 pub struct Gcra {
     interval_nanos: u64,
     burst: u32,
+    /// The quota as written, for window-counting limiters (API Management).
+    requests: u32,
+    period_secs: u64,
 }
 
 /// The stored state of one rate-limit key: the theoretical arrival time, in Unix nanos.
@@ -32,7 +35,22 @@ impl Gcra {
         Some(Gcra {
             interval_nanos,
             burst,
+            requests,
+            period_secs,
         })
+    }
+
+    /// The quota as the policy states it: `(requests, period in seconds)`.
+    pub fn quota(&self) -> (u32, u64) {
+        (self.requests, self.period_secs)
+    }
+
+    /// The quota as whole requests per second, rounded up (at least 1): the closest a
+    /// per-second window counter (Fastly's Edge Rate Limiting) can come to it. Slower
+    /// quotas, such as 100 an hour, become 1 a second there.
+    pub fn requests_per_second_ceil(&self) -> u32 {
+        let per_second = 1_000_000_000u64.div_ceil(self.interval_nanos).max(1);
+        u32::try_from(per_second).unwrap_or(u32::MAX)
     }
 
     /// Admits or refuses one request at `now`. `Ok` carries the state to store; `Err` the
@@ -90,44 +108,57 @@ impl PendingRate {
 
     /// The final decision given the stored state, plus the update to store (none when refused).
     pub fn resolve(&self, prior: Option<RateState>) -> (Decision, Option<RateUpdate>) {
-        let rule = format!("rate_limit:{}", self.limit_name);
         match self.gcra.check(prior, self.now) {
             Ok(state) => {
-                let mut decision = self.allowed.clone();
-                decision.explain.push(ExplainStep::new(
-                    rule,
-                    format!("within the limit (key `{}`)", self.key),
-                ));
                 let update = RateUpdate {
                     key: self.key.clone(),
                     state,
                     expires: state.0.div_ceil(1_000_000_000),
                 };
-                (decision, Some(update))
+                (self.admit(), Some(update))
             }
-            Err(wait_nanos) => {
-                let retry_after = wait_nanos.div_ceil(1_000_000_000).max(1);
-                let mut decision = self.allowed.clone();
-                decision.allow = false;
-                decision.status = 429;
-                decision.reason = Reason::RateLimited;
-                decision.message = format!(
-                    "rate limit `{}` exceeded; retry in {retry_after} s",
-                    self.limit_name
-                );
-                decision.rule = Some(rule.clone());
-                decision.set = Vec::new();
-                decision.strip = Vec::new();
-                decision.headers =
-                    alloc::vec![Header::new("retry-after", format!("{retry_after}"))];
-                decision.retry_after = Some(retry_after);
-                decision.explain.push(ExplainStep::new(
-                    rule,
-                    format!("over the limit (key `{}`)", self.key),
-                ));
-                (decision, None)
-            }
+            Err(wait_nanos) => (self.refuse(wait_nanos.div_ceil(1_000_000_000)), None),
         }
+    }
+
+    /// The decision when the host's own limiter admitted the request. For hosts whose
+    /// limiter keeps no GCRA state (Fastly's Edge Rate Limiting); others use `resolve`.
+    pub fn admit(&self) -> Decision {
+        let mut decision = self.allowed.clone();
+        decision.explain.push(ExplainStep::new(
+            format!("rate_limit:{}", self.limit_name),
+            format!("within the limit (key `{}`)", self.key),
+        ));
+        decision
+    }
+
+    /// The 429 when a limiter refused the request; `retry_after_secs` is raised to 1.
+    pub fn refuse(&self, retry_after_secs: u64) -> Decision {
+        let rule = format!("rate_limit:{}", self.limit_name);
+        let retry_after = retry_after_secs.max(1);
+        let mut decision = self.allowed.clone();
+        decision.allow = false;
+        decision.status = 429;
+        decision.reason = Reason::RateLimited;
+        decision.message = format!(
+            "rate limit `{}` exceeded; retry in {retry_after} s",
+            self.limit_name
+        );
+        decision.rule = Some(rule.clone());
+        decision.set = Vec::new();
+        decision.strip = Vec::new();
+        decision.headers = alloc::vec![Header::new("retry-after", format!("{retry_after}"))];
+        decision.retry_after = Some(retry_after);
+        decision.explain.push(ExplainStep::new(
+            rule,
+            format!("over the limit (key `{}`)", self.key),
+        ));
+        decision
+    }
+
+    /// The limit's name (`[[rate_limit]] name`).
+    pub fn limit_name(&self) -> &str {
+        &self.limit_name
     }
 }
 

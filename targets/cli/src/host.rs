@@ -87,11 +87,13 @@ impl Secrets {
 }
 
 impl SecretStore for Secrets {
-    fn secret(&self, name: &str) -> Option<&str> {
+    fn secret(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         match self {
-            Secrets::File(map) => map.get(name).map(String::as_str),
+            Secrets::File(map) => map
+                .get(name)
+                .map(|v| std::borrow::Cow::Borrowed(v.as_str())),
             // Decisions display secrets by name only, so the value never shows.
-            Secrets::Placeholder => Some("placeholder"),
+            Secrets::Placeholder => Some(std::borrow::Cow::Borrowed("placeholder")),
         }
     }
 }

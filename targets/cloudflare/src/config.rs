@@ -18,8 +18,10 @@ pub struct JwksSettings {
 pub struct SecretMap(HashMap<String, String>);
 
 impl SecretStore for SecretMap {
-    fn secret(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+    fn secret(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.0
+            .get(name)
+            .map(|v| std::borrow::Cow::Borrowed(v.as_str()))
     }
 }
 

@@ -191,7 +191,7 @@ impl WasmPool {
             .map_err(|e| e.to_string())?
         {
             WasmVerdict::Decided(outcome) => Ok(outcome),
-            WasmVerdict::Pending { key } => {
+            WasmVerdict::Pending { key, .. } => {
                 let mut rate = rate.lock().unwrap_or_else(|p| p.into_inner());
                 let resolved = slot
                     .instance

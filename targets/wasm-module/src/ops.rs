@@ -37,10 +37,10 @@ struct Secrets {
 }
 
 impl SecretStore for Secrets {
-    fn secret(&self, name: &str) -> Option<&str> {
+    fn secret(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         match self.values.get(name) {
-            Some(value) => Some(value),
-            None if self.placeholder => Some("placeholder"),
+            Some(value) => Some(std::borrow::Cow::Borrowed(value)),
+            None if self.placeholder => Some(std::borrow::Cow::Borrowed("placeholder")),
             None => None,
         }
     }
@@ -234,13 +234,15 @@ fn decide(state: &mut State, input: &[u8]) -> Value {
         }
         Verdict::Pending(pending) => {
             let key = pending.key().to_string();
+            let (requests, period_seconds) = pending.gcra().quota();
+            let limit = pending.limit_name().to_string();
             state.waiting = Some(Waiting {
                 pending,
                 request: input.request,
                 now,
                 explain: input.explain,
             });
-            json!({ "pending": { "key": key } })
+            json!({ "pending": { "key": key, "limit": limit, "requests": requests, "period_seconds": period_seconds } })
         }
     }
 }

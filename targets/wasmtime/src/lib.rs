@@ -121,9 +121,12 @@ pub struct Final {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WasmVerdict {
     Decided(Final),
-    /// Needs the rate-limit state for `key`; call [`PolicyInstance::resolve`].
+    /// Needs the rate-limit state for `key`; call [`PolicyInstance::resolve`]. The quota
+    /// (`requests` per `period_seconds`) is for hosts that count in windows instead.
     Pending {
         key: String,
+        requests: u64,
+        period_seconds: u64,
     },
 }
 
@@ -247,6 +250,8 @@ impl PolicyInstance {
                 .ok_or_else(|| bad_answer("decide", &out))?;
             return Ok(WasmVerdict::Pending {
                 key: key.to_owned(),
+                requests: pending["requests"].as_u64().unwrap_or(0),
+                period_seconds: pending["period_seconds"].as_u64().unwrap_or(0),
             });
         }
         parse_final("decide", &out).map(WasmVerdict::Decided)
@@ -283,7 +288,7 @@ impl PolicyInstance {
     ) -> Result<Final, WasmError> {
         match self.decide(request, now, explain)? {
             WasmVerdict::Decided(outcome) => Ok(outcome),
-            WasmVerdict::Pending { key } => {
+            WasmVerdict::Pending { key, .. } => {
                 let resolved = self.resolve(state(&key, None))?;
                 if let Some((key, new_state, _)) = &resolved.update {
                     state(key, Some(*new_state));

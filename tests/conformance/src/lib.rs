@@ -7,6 +7,7 @@
 //! Later hosts (the WASM module, the edge workers) implement [`Target`] the same way.
 
 pub mod cloudflare;
+pub mod fastly;
 pub mod process;
 pub mod world;
 
@@ -107,8 +108,10 @@ pub fn corpus_secrets() -> BTreeMap<String, String> {
 struct SecretMap(BTreeMap<String, String>);
 
 impl SecretStore for SecretMap {
-    fn secret(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+    fn secret(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.0
+            .get(name)
+            .map(|v| std::borrow::Cow::Borrowed(v.as_str()))
     }
 }
 

@@ -1,0 +1,317 @@
+//! The Azure custom handler over HTTP, as API Management calls it; and the APIM policy XML.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+
+use policy_core::cases::TestCase;
+use serde_json::{json, Value};
+use tollgate_conformance::process::{free_port, repo, Proc};
+use tollgate_conformance::{build_wasm_module, corpus_secrets, run, Target};
+
+struct Handler {
+    port: u16,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Handler {
+    fn start(policy: &str, rate: &str) -> Handler {
+        let module = build_wasm_module();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy_file = dir.path().join("policy.toml");
+        std::fs::write(&policy_file, policy).expect("policy");
+        let port = free_port();
+        let proc = Proc::start(
+            "azure handler",
+            Command::new(env!("CARGO_BIN_EXE_tollgate-azure-handler"))
+                .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+                .env("TOLLGATE_POLICY_FILE", &policy_file)
+                .env("TOLLGATE_MODULE", &module)
+                .env(
+                    "TOLLGATE_SECRETS",
+                    serde_json::to_string(&corpus_secrets()).expect("json"),
+                )
+                .env("TOLLGATE_RATE", rate)
+                .env("TOLLGATE_TEST_ENDPOINTS", "true")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            port,
+        );
+        Handler {
+            port,
+            _proc: proc,
+            _dir: dir,
+        }
+    }
+
+    fn ask(&self, body: &Value) -> (u16, Value) {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("http://127.0.0.1:{}/api/decide", self.port))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .expect("handler request");
+        let status = response.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&response.text().expect("body")).expect("JSON answer"),
+        )
+    }
+}
+
+/// The corpus through the handler, with exact in-process rate limits (`TOLLGATE_RATE=memory`).
+#[derive(Default)]
+struct Azure {
+    handler: Option<Handler>,
+    case: u64,
+}
+
+impl Target for Azure {
+    fn name(&self) -> &'static str {
+        "azure handler"
+    }
+    fn load(&mut self, source: &str, _file: &str) -> Result<(), String> {
+        self.handler = None;
+        self.handler = Some(Handler::start(source, "memory"));
+        Ok(())
+    }
+    fn reset(&mut self) {
+        self.case += 1;
+    }
+    fn decide(&mut self, case: &TestCase) -> Result<Value, String> {
+        let handler = self.handler.as_ref().ok_or("no policy loaded")?;
+        let (status, answer) = handler.ask(&json!({
+            "request": case.request,
+            "now": case.now.as_secs(),
+            "rate_namespace": format!("case-{}", self.case),
+        }));
+        if status != 200 {
+            return Err(format!("handler answered {status}: {answer}"));
+        }
+        // The flat fields APIM reads must agree with the decision they summarise.
+        let d = &answer["decision"];
+        if answer["allow"] != d["allow"]
+            || answer["status"] != d["status"]
+            || answer["reason"] != d["reason"]
+        {
+            return Err(format!("flat fields disagree with the decision: {answer}"));
+        }
+        Ok(d.clone())
+    }
+}
+
+#[test]
+fn handler_passes_the_corpus() {
+    let report = run(&mut Azure::default());
+    for f in &report.failures {
+        eprintln!(
+            "[{}] {} :: {}\n    {}",
+            f.target,
+            f.file,
+            f.case,
+            f.problems.join("\n    ")
+        );
+    }
+    assert!(
+        report.failures.is_empty(),
+        "{} corpus cases failed in the Azure handler",
+        report.failures.len()
+    );
+    assert!(
+        report.passed >= 90,
+        "only {} corpus cases ran",
+        report.passed
+    );
+}
+
+fn example_request(file: &str) -> Value {
+    let text =
+        std::fs::read_to_string(repo().join("examples/requests").join(file)).expect("request");
+    serde_json::from_str(&text).expect("request JSON")
+}
+
+#[test]
+fn apim_mode_answers_what_the_policy_xml_reads() {
+    let policy =
+        std::fs::read_to_string(repo().join("examples/policy.toml")).expect("example policy");
+    let handler = Handler::start(&policy, "apim");
+    let now = 1_767_225_600u64;
+
+    // Allowed: origin credential, identity, strip list; people's limit goes to APIM.
+    let (status, allowed) =
+        handler.ask(&json!({ "request": example_request("alice-clone.json"), "now": now }));
+    assert_eq!(status, 200);
+    assert_eq!(allowed["allow"], true);
+    assert_eq!(allowed["identity"], "alice");
+    let expected = format!("Basic {}", base64_of("alice:placeholder"));
+    assert_eq!(allowed["origin_authorization"], expected);
+    assert_eq!(
+        allowed["rate_limit"],
+        json!({ "key": "people/user:alice", "calls": 600, "renewal_period": 60 })
+    );
+    assert!(allowed["strip"]
+        .as_array()
+        .expect("strip")
+        .contains(&json!("cookie")));
+
+    // CI's quota (3 a minute) goes to APIM as it stands.
+    let ci = json!({ "request": { "path": "/acme/app.git/info/refs", "headers": { "Authorization": "token ci-secret-key-0001" } }, "now": now });
+    let (_, ci_answer) = handler.ask(&ci);
+    assert_eq!(
+        ci_answer["rate_limit"],
+        json!({ "key": "ci/user:ci-bot", "calls": 3, "renewal_period": 60 })
+    );
+    // APIM counts, so the handler itself admits every time.
+    for _ in 0..5 {
+        assert_eq!(handler.ask(&ci).1["allow"], true);
+    }
+
+    // Denied: status, challenge and body for return-response.
+    let (_, denied) = handler.ask(&json!({ "request": { "path": "/acme/app.git/info/refs", "query": "service=git-upload-pack" }, "now": now }));
+    assert_eq!(denied["allow"], false);
+    assert_eq!(denied["status"], 401);
+    assert_eq!(
+        denied["response_headers"]["www-authenticate"],
+        "Basic realm=\"Gogs\""
+    );
+    assert_eq!(denied["body"], "authentication required for `acme/app`\n");
+    let (_, lfs) = handler.ask(&json!({ "request": { "method": "POST", "path": "/acme/app.git/info/lfs/objects/batch" }, "now": now }));
+    assert_eq!(
+        lfs["response_headers"]["lfs-authenticate"],
+        "Basic realm=\"Gogs\""
+    );
+
+    // Every field and challenge header the XML reads is one the handler answers with.
+    let xml =
+        std::fs::read_to_string(repo().join("azure-apim/apim-policy.xml")).expect("policy XML");
+    let doc = roxmltree::Document::parse(&xml).expect("apim-policy.xml is well-formed XML");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "policies");
+    let tags: BTreeSet<&str> = root
+        .descendants()
+        .filter(|n| n.is_element())
+        .map(|n| n.tag_name().name())
+        .collect();
+    for tag in [
+        "inbound",
+        "send-request",
+        "set-url",
+        "choose",
+        "return-response",
+        "set-header",
+        "rate-limit-by-key",
+    ] {
+        assert!(tags.contains(tag), "the policy has no <{tag}>");
+    }
+    let set_url = root
+        .descendants()
+        .find(|n| n.has_tag_name("set-url"))
+        .and_then(|n| n.text())
+        .unwrap_or_default();
+    assert!(
+        set_url.ends_with("/api/decide"),
+        "send-request goes to {set_url}"
+    );
+    let header_names: BTreeSet<String> = root
+        .descendants()
+        .filter(|n| n.has_tag_name("set-header"))
+        .filter_map(|n| n.attribute("name").map(str::to_ascii_lowercase))
+        .collect();
+    for name in [
+        "authorization",
+        "x-webauth-user",
+        "proxy-authorization",
+        "cookie",
+        "www-authenticate",
+        "lfs-authenticate",
+        "retry-after",
+    ] {
+        assert!(
+            header_names.contains(name),
+            "the policy never sets or deletes `{name}`"
+        );
+    }
+    let limiter = root
+        .descendants()
+        .find(|n| n.has_tag_name("rate-limit-by-key"))
+        .expect("rate-limit-by-key");
+    assert!(limiter
+        .attribute("counter-key")
+        .is_some_and(|k| k.contains("[\"rate_limit\"][\"key\"]")));
+    let mut fields = BTreeSet::new();
+    for piece in xml.split("[\"").skip(1) {
+        if let Some(name) = piece.split('"').next() {
+            fields.insert(name.to_owned());
+        }
+    }
+    fields.remove("tollgate");
+    fields.remove("tollgateResponse");
+    let answers = [&allowed, &denied, &lfs];
+    for field in &fields {
+        let known = answers.iter().any(|a| a.get(field).is_some())
+            || ["key", "calls", "renewal_period"].contains(&field.as_str())
+            || ["www-authenticate", "lfs-authenticate", "retry-after"].contains(&field.as_str());
+        assert!(
+            known,
+            "the policy XML reads `{field}`, which the handler never answers"
+        );
+    }
+    for field in [
+        "allow",
+        "status",
+        "identity",
+        "origin_authorization",
+        "origin_user",
+        "strip",
+        "response_headers",
+        "content_type",
+        "body",
+        "rate_limit",
+    ] {
+        assert!(
+            fields.contains(field),
+            "the policy XML ignores the handler's `{field}`"
+        );
+    }
+}
+
+#[test]
+fn a_bad_policy_stops_the_handler_with_its_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[gateway]\nrelm = \"x\"\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate-azure-handler"))
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", free_port().to_string())
+        .env("TOLLGATE_POLICY_FILE", &policy)
+        .env("TOLLGATE_MODULE", build_wasm_module())
+        .output()
+        .expect("run handler");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TOLLGATE_POLICY:2:1: unknown field `relm`"),
+        "{stderr}"
+    );
+}
+
+fn base64_of(s: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = s.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,24 @@
+//! Tollgate on Fastly Compute.
+//!
+//! A thin host: it turns the request into `RequestFacts`, reads the clock, loads the
+//! policy and JWKS from the `tollgate` Config Store and origin tokens from the
+//! `tollgate_secrets` Secret Store, asks the engine, and answers the denial or sends the
+//! request to the backend `origin`. Rate limits go through a [`rate::RateStore`]: Fastly's
+//! Edge Rate Limiting in production, or exact GCRA in a KV Store.
+
+#[cfg(target_arch = "wasm32")]
+mod app;
+#[cfg(target_arch = "wasm32")]
+mod rate;
+
+#[cfg(target_arch = "wasm32")]
+#[fastly::main]
+fn main(req: fastly::Request) -> Result<fastly::Response, fastly::Error> {
+    Ok(app::handle(req))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    eprintln!("tollgate-fastly runs on Fastly Compute: cargo build -p tollgate-fastly --target wasm32-wasip1 --profile wasm-size");
+    std::process::exit(2);
+}

@@ -1,0 +1,105 @@
+//! Where rate-limit decisions are made on Fastly.
+//!
+//! - [`Erl`]: Fastly's Edge Rate Limiting (rate counter + penalty box). The production
+//!   choice: no extra round trip and no state to manage, but counts are approximate, per
+//!   POP, and per-second (a quota of 100 an hour becomes 1 a second), and a refused client
+//!   stays in the penalty box for at least a minute. Viceroy only stubs it (never limits).
+//! - [`KvGcra`]: the engine's exact GCRA, state in a KV Store updated with a generation
+//!   match (compare-and-replace). Exact per key, at the cost of KV round trips; this is the
+//!   path the tests exercise under Viceroy.
+
+use std::time::Duration;
+
+use fastly::erl::{Penaltybox, RateCounter, RateWindow, ERL};
+use fastly::kv_store::{KVStore, KVStoreError};
+use policy_core::{Decision, PendingRate, RateState};
+
+pub trait RateStore {
+    /// Admits or refuses a pending decision; errors refuse (fail closed).
+    fn check(&self, pending: &PendingRate, namespace: &str) -> Decision;
+}
+
+pub struct Erl {
+    erl: ERL,
+}
+
+impl Erl {
+    pub fn open() -> Self {
+        Erl {
+            erl: ERL::open(
+                RateCounter::open("tollgate_rc"),
+                Penaltybox::open("tollgate_pb"),
+            ),
+        }
+    }
+}
+
+/// How long ERL keeps a refused client out (its minimum), and so the Retry-After.
+const PENALTY: Duration = Duration::from_secs(60);
+
+impl RateStore for Erl {
+    fn check(&self, pending: &PendingRate, namespace: &str) -> Decision {
+        let entry = format!("{namespace}{}", pending.key());
+        let limit = pending.gcra().requests_per_second_ceil();
+        match self
+            .erl
+            .check_rate(&entry, 1, RateWindow::TenSecs, limit, PENALTY)
+        {
+            Ok(false) => pending.admit(),
+            Ok(true) => pending.refuse(PENALTY.as_secs()),
+            Err(_) => pending.refuse(1),
+        }
+    }
+}
+
+pub struct KvGcra {
+    store: KVStore,
+}
+
+impl KvGcra {
+    pub fn open(name: &str) -> Option<Self> {
+        KVStore::open(name)
+            .ok()
+            .flatten()
+            .map(|store| KvGcra { store })
+    }
+}
+
+/// Attempts at compare-and-replace before giving up (and refusing).
+const CAS_ATTEMPTS: usize = 8;
+
+impl RateStore for KvGcra {
+    fn check(&self, pending: &PendingRate, namespace: &str) -> Decision {
+        let key = format!("rate/{namespace}{}", pending.key());
+        for _ in 0..CAS_ATTEMPTS {
+            let (prior, generation) = match self.store.lookup(&key) {
+                Ok(mut found) => {
+                    let generation = found.current_generation();
+                    let text = String::from_utf8(found.take_body_bytes()).unwrap_or_default();
+                    (
+                        text.trim().parse::<u64>().ok().map(RateState),
+                        Some(generation),
+                    )
+                }
+                Err(KVStoreError::ItemNotFound) => (None, None),
+                Err(_) => return pending.refuse(1),
+            };
+            let (decision, update) = pending.resolve(prior);
+            let Some(update) = update else {
+                return decision;
+            };
+            let insert = self.store.build_insert();
+            let insert = match generation {
+                Some(generation) => insert.if_generation_match(generation),
+                None => insert.mode(fastly::kv_store::InsertMode::Add),
+            };
+            match insert.execute(&key, update.state.0.to_string()) {
+                Ok(()) => return decision,
+                // Someone else updated the key first: load again and re-check.
+                Err(KVStoreError::ItemPreconditionFailed) => continue,
+                Err(_) => return pending.refuse(1),
+            }
+        }
+        pending.refuse(1)
+    }
+}

@@ -1,0 +1,213 @@
+//! The Fastly Compute app (targets/fastly) under Viceroy, on 127.0.0.1, stopped by PID.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use policy_core::cases::TestCase;
+use serde_json::{json, Value};
+
+use crate::process::{free_port, repo, Proc};
+use crate::{corpus_secrets, Target};
+
+/// Builds the app once per test process and returns the module.
+pub fn build_app() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(repo())
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "tollgate-fastly",
+                    "--target",
+                    "wasm32-wasip1",
+                    "--profile",
+                    "wasm-size",
+                ])
+                .status()
+                .expect("cargo build for Fastly");
+            assert!(status.success(), "building the Fastly app failed");
+            repo().join("target/wasm32-wasip1/wasm-size/tollgate-fastly.wasm")
+        })
+        .clone()
+}
+
+/// Config Store items hold at most 8000 characters: longer values are stored as
+/// `KEY.parts = N` and `KEY.1` ... `KEY.N`, which the app joins.
+pub fn chunks(key: &str, value: &str) -> Vec<(String, String)> {
+    const MAX: usize = 7000;
+    if value.chars().count() <= MAX {
+        return vec![(key.to_owned(), value.to_owned())];
+    }
+    let chars: Vec<char> = value.chars().collect();
+    let pieces: Vec<String> = chars.chunks(MAX).map(|c| c.iter().collect()).collect();
+    let mut items = vec![(format!("{key}.parts"), pieces.len().to_string())];
+    items.extend(
+        pieces
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (format!("{key}.{}", i + 1), p)),
+    );
+    items
+}
+
+/// One Viceroy with a generated fastly.toml.
+#[derive(Debug)]
+pub struct Viceroy {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    proc: Proc,
+}
+
+/// What goes into the generated `[local_server]`.
+#[derive(Debug, Default)]
+pub struct ViceroyConfig<'a> {
+    pub origin: &'a str,
+    pub config: Vec<(&'a str, String)>,
+    pub secrets: Vec<(String, String)>,
+}
+
+impl Viceroy {
+    pub fn start(config: &ViceroyConfig<'_>) -> Viceroy {
+        let module = build_app();
+        let viceroy = std::env::var_os("PATH")
+            .and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|p| p.join("viceroy"))
+                    .find(|p| p.is_file())
+            })
+            .expect("viceroy is not installed: run ./scripts/test (cargo install viceroy)");
+        let dir = tempfile::tempdir().expect("tempdir");
+        // JSON strings are valid TOML basic strings.
+        let mut toml = format!(
+            "manifest_version = 3\nname = \"tollgate-test\"\nlanguage = \"rust\"\n\n[local_server]\n[local_server.backends.origin]\nurl = {}\n\n[local_server.config_stores.tollgate]\nformat = \"inline-toml\"\n[local_server.config_stores.tollgate.contents]\n",
+            json!(config.origin)
+        );
+        for (key, value) in &config.config {
+            for (item, piece) in chunks(key, value) {
+                toml.push_str(&format!("{} = {}\n", json!(item), json!(piece)));
+            }
+        }
+        toml.push_str("\n[local_server.secret_stores]\ntollgate_secrets = [\n");
+        for (key, value) in &config.secrets {
+            // Secret Store names cannot hold `/`: the app looks `a/b` up as `a.b`.
+            let key = key.replace('/', ".");
+            toml.push_str(&format!(
+                "  {{ key = {}, data = {} }},\n",
+                json!(key),
+                json!(value)
+            ));
+        }
+        toml.push_str("]\n\n[local_server.kv_stores]\ntollgate_rate = [{ key = \"created\", data = \"1\" }]\n");
+        let manifest = dir.path().join("fastly.toml");
+        std::fs::write(&manifest, toml).expect("fastly.toml");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("viceroy.log")).expect("log");
+        let proc = Proc::start(
+            "viceroy",
+            Command::new(viceroy)
+                .arg("-C")
+                .arg(&manifest)
+                .args(["--addr", &format!("127.0.0.1:{port}")])
+                .arg(&module)
+                .current_dir(dir.path())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .stdin(Stdio::null()),
+            port,
+        );
+        let v = Viceroy { port, dir, proc };
+        v.wait_until_serving();
+        v
+    }
+
+    fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if reqwest::blocking::get(format!("{}/", self.url())).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("viceroy did not serve within 60 s:\n{}", self.log());
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("viceroy.log")).unwrap_or_default()
+    }
+
+    /// The app's audit records (the JSON lines it printed).
+    pub fn audit(&self) -> Vec<Value> {
+        self.log()
+            .lines()
+            .filter_map(|l| {
+                l.find("{\"time_ms\"")
+                    .and_then(|i| serde_json::from_str(&l[i..]).ok())
+            })
+            .collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+}
+
+/// The corpus through the app's test-only `/__tollgate/eval` endpoint, with the exact GCRA
+/// rate store (Viceroy stubs Edge Rate Limiting).
+#[derive(Debug, Default)]
+pub struct Fastly {
+    viceroy: Option<Viceroy>,
+    case: u64,
+}
+
+impl Target for Fastly {
+    fn name(&self) -> &'static str {
+        "fastly (viceroy)"
+    }
+
+    fn load(&mut self, source: &str, _file: &str) -> Result<(), String> {
+        self.viceroy = None;
+        self.viceroy = Some(Viceroy::start(&ViceroyConfig {
+            origin: "http://127.0.0.1:9",
+            config: vec![
+                ("policy", source.to_owned()),
+                ("rate_store", "kv".into()),
+                ("test_endpoints", "true".into()),
+            ],
+            secrets: corpus_secrets().into_iter().collect(),
+        }));
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.case += 1;
+    }
+
+    fn decide(&mut self, case: &TestCase) -> Result<Value, String> {
+        let viceroy = self.viceroy.as_ref().ok_or("no policy loaded")?;
+        let body = json!({ "request": case.request, "now": case.now.as_secs(), "rate_namespace": format!("case-{}", self.case) });
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}/__tollgate/eval", viceroy.url()))
+            .body(body.to_string())
+            .send()
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let text = response.text().map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!(
+                "eval endpoint answered {status}: {text}\n{}",
+                viceroy.log()
+            ));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+    }
+}
