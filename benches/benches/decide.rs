@@ -1,0 +1,99 @@
+//! The full decision for one request — credential extraction, token parse and signature,
+//! claims, scope and rate limit — per algorithm, natively and inside the policy module
+//! under wasmtime. Run: `cargo bench -p tollgate-benches`.
+
+use std::collections::HashMap;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use policy_core::{NoKeys, RateState};
+use tollgate_benches::{case, corpus_policy};
+use tollgate_conformance::{build_wasm_module, corpus_secrets};
+use tollgate_wasmtime::{CompiledModule, PolicyInstance};
+
+/// (label, corpus file, case name)
+const CASES: &[(&str, &str, &str)] = &[
+    (
+        "HS256",
+        "tokens.toml",
+        "HS256 from the issuer that allows it",
+    ),
+    ("EdDSA", "tokens.toml", "EdDSA bearer"),
+    ("ES256", "tokens.toml", "ES256 bearer"),
+    (
+        "RS256",
+        "tokens.toml",
+        "RS256 bearer; the user name is lowercased",
+    ),
+    ("PS256", "tokens.toml", "PS256 bearer"),
+    ("api-key", "routes.toml", "clone: ref advertisement"),
+    (
+        "anonymous-denied",
+        "routes.toml",
+        "anonymous clone of a private repository gets a challenge, not a 404",
+    ),
+    ("rate-limited", "limits.toml", "within the limit"),
+];
+
+struct Secrets(HashMap<String, String>);
+
+impl policy_core::SecretStore for Secrets {
+    fn secret(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.0
+            .get(name)
+            .map(|v| std::borrow::Cow::Borrowed(v.as_str()))
+    }
+}
+
+fn native(c: &mut Criterion) {
+    let secrets = Secrets(corpus_secrets().into_iter().collect());
+    let mut group = c.benchmark_group("decide/native");
+    for (label, file, name) in CASES {
+        let (policy, _) = corpus_policy(file);
+        let case = case(&policy, name).clone();
+        let pairs = case.request.header_pairs();
+        let facts = case.request.facts(&pairs);
+        let mut state: HashMap<String, RateState> = HashMap::new();
+        group.bench_function(BenchmarkId::from_parameter(label), |b| {
+            b.iter(|| {
+                // A fresh state each time so rate-limited cases measure an admitted request.
+                state.clear();
+                policy
+                    .engine
+                    .decide_with_state(&facts, case.now, &NoKeys, &secrets, &mut |k, u| match u {
+                        Some(s) => state.insert(k.to_owned(), s).or(Some(s)),
+                        None => state.get(k).copied(),
+                    })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn wasmtime(c: &mut Criterion) {
+    let module = CompiledModule::from_file(&build_wasm_module()).expect("policy module");
+    let mut group = c.benchmark_group("decide/wasmtime");
+    for (label, file, name) in CASES {
+        let (policy, source) = corpus_policy(file);
+        let case = case(&policy, name).clone();
+        let mut instance = PolicyInstance::new(&module, &source, file).expect("instance");
+        instance.set_secrets(&corpus_secrets()).expect("secrets");
+        group.bench_function(BenchmarkId::from_parameter(label), |b| {
+            b.iter(|| {
+                instance
+                    .decide_with_state(&case.request, case.now, false, &mut |_, _| None)
+                    .expect("decision")
+            })
+        });
+    }
+    group.finish();
+}
+
+fn policy_compile(c: &mut Criterion) {
+    let (_, source) = corpus_policy("tokens.toml");
+    c.bench_function("policy/compile tokens.toml", |b| {
+        b.iter(|| policy_core::policy::Policy::parse(&source, "tokens.toml").expect("policy"))
+    });
+}
+
+criterion_group!(benches, native, wasmtime, policy_compile);
+criterion_main!(benches);
