@@ -41,6 +41,7 @@ pub mod cases;
 mod credential;
 mod decision;
 mod engine;
+pub mod forwarding;
 mod glob;
 mod identity;
 mod jwt;

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use policy_core::cases::TestCase;
 use serde_json::{json, Value};
 use tollgate_conformance::process::{free_port, repo, Proc};
-use tollgate_conformance::{build_wasm_module, corpus_secrets, run, Target};
+use tollgate_conformance::{build_wasm_module, corpus_secrets, run, Target, MIN_CORPUS_CASES};
 
 struct Handler {
     port: u16,
@@ -103,25 +103,7 @@ impl Target for Azure {
 #[test]
 fn handler_passes_the_corpus() {
     let report = run(&mut Azure::default());
-    for f in &report.failures {
-        eprintln!(
-            "[{}] {} :: {}\n    {}",
-            f.target,
-            f.file,
-            f.case,
-            f.problems.join("\n    ")
-        );
-    }
-    assert!(
-        report.failures.is_empty(),
-        "{} corpus cases failed in the Azure handler",
-        report.failures.len()
-    );
-    assert!(
-        report.passed >= 90,
-        "only {} corpus cases ran",
-        report.passed
-    );
+    report.assert_clean(MIN_CORPUS_CASES);
 }
 
 fn example_request(file: &str) -> Value {

@@ -1,20 +1,9 @@
 //! Translation between Workers requests/responses and the engine's facts and decisions.
 
+use policy_core::forwarding::connection_tokens;
 use policy_core::{Decision, OwnedRequest, RequestFacts};
 use wasm_bindgen::JsValue;
 use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, Result};
-
-/// Headers that describe one connection (or the edge itself), never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-];
 
 /// `/path?query` of the request URL, exactly as the runtime hands it over.
 fn path_and_query(url: &str) -> &str {
@@ -89,27 +78,16 @@ pub async fn to_origin(
         if owned.query.is_empty() { "" } else { "?" },
         owned.query
     );
-    let connection_listed: Vec<String> = req
-        .headers()
-        .get("connection")?
-        .map(|v| {
-            v.split(',')
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect()
-        })
-        .unwrap_or_default();
+    let connection_value = req.headers().get("connection")?;
+    let connection = connection_tokens(connection_value.as_deref());
     let headers = Headers::new();
     for (name, value) in req.headers().entries() {
-        let lower = name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_str())
-            || connection_listed.contains(&lower)
-            || decision.strip.contains(&lower)
-            || lower.starts_with("cf-")
-            || lower == "x-forwarded-for"
+        // Cloudflare's own `cf-*` headers describe the edge, not the client.
+        if decision.forwards_header(&name, &connection)
+            && !name.to_ascii_lowercase().starts_with("cf-")
         {
-            continue;
+            headers.append(&name, &value)?;
         }
-        headers.append(&name, &value)?;
     }
     for header in &decision.set {
         headers.set(header.name(), header.value())?;

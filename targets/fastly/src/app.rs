@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use fastly::config_store::ConfigStore;
 use fastly::http::StatusCode;
 use fastly::{Request, Response};
+use policy_core::forwarding::connection_tokens;
 use policy_core::policy::Policy;
 use policy_core::{
     Decision, Engine, KeySet, KeyStore, OwnedRequest, RequestFacts, SecretStore, UnixTime, Verdict,
@@ -23,16 +24,6 @@ const SECRET_STORE: &str = "tollgate_secrets";
 const KV_STORE: &str = "tollgate_rate";
 /// The backend that is the Gogs origin.
 const BACKEND: &str = "origin";
-
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 struct Keys(HashMap<String, KeySet>);
 
@@ -208,22 +199,15 @@ pub fn handle(mut req: Request) -> Response {
         }
         return response;
     }
-    let listed: Vec<String> = req
-        .get_header_all_str("connection")
-        .iter()
-        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
-        .collect();
+    let connection = connection_tokens(req.get_header_all_str("connection"));
     let names: Vec<String> = req
         .get_header_names_str()
         .iter()
         .map(|n| n.to_ascii_lowercase())
         .collect();
     for name in names {
-        if HOP_BY_HOP.contains(&name.as_str())
-            || listed.contains(&name)
-            || decision.strip.contains(&name)
-            || name == "x-forwarded-for"
-        {
+        // Host stays: Fastly sends it on (or the backend's override host replaces it).
+        if name != "host" && !decision.forwards_header(&name, &connection) {
             req.remove_header(&name);
         }
     }

@@ -13,6 +13,7 @@ use http_body_util::{BodyDataStream, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
+use policy_core::forwarding::{connection_tokens, may_forward, may_return};
 use policy_core::{OwnedRequest, RateState, RequestFacts, SecretStore, UnixTime};
 
 use crate::audit::AuditLog;
@@ -21,18 +22,6 @@ use crate::metrics::Metrics;
 use crate::policy_host::{Outcome, PolicyHost};
 
 pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-];
 
 pub struct Shared {
     pub policy: PolicyHost,
@@ -197,24 +186,17 @@ async fn forward(
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let url = format!("{}{}", shared.origin, path_and_query);
     let mut builder = shared.client.request(parts.method.clone(), &url);
-    // Headers named in `Connection` are hop-by-hop too.
-    let connection_listed: Vec<String> = parts
-        .headers
-        .get_all("connection")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
-        .collect();
+    let connection = connection_tokens(
+        parts
+            .headers
+            .get_all("connection")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
     for (name, value) in &parts.headers {
-        let lower = name.as_str();
-        if HOP_BY_HOP.contains(&lower)
-            || connection_listed.iter().any(|c| c == lower)
-            || outcome.strip.iter().any(|s| s == lower)
-            || lower == "x-forwarded-for"
-        {
-            continue;
+        if may_forward(name.as_str(), &connection, &outcome.strip) {
+            builder = builder.header(name, value);
         }
-        builder = builder.header(name, value);
     }
     for (name, value) in &outcome.set {
         builder = builder.header(name, value);
@@ -238,19 +220,17 @@ async fn forward(
         }
     };
     let mut response = Response::builder().status(upstream.status());
-    let upstream_connection: Vec<String> = upstream
-        .headers()
-        .get_all("connection")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
-        .collect();
+    let connection = connection_tokens(
+        upstream
+            .headers()
+            .get_all("connection")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
     for (name, value) in upstream.headers() {
-        let lower = name.as_str();
-        if HOP_BY_HOP.contains(&lower) || upstream_connection.iter().any(|c| c == lower) {
-            continue;
+        if may_return(name.as_str(), &connection) {
+            response = response.header(name, value);
         }
-        response = response.header(name, value);
     }
     let stream = upstream
         .bytes_stream()

@@ -56,6 +56,35 @@ pub struct Report {
     pub failures: Vec<Failure>,
 }
 
+impl Report {
+    /// Panics, naming every failing case and its target, unless all of at least
+    /// `min_cases` cases passed (a corpus that silently shrank must fail too).
+    pub fn assert_clean(&self, min_cases: usize) {
+        for f in &self.failures {
+            eprintln!(
+                "[{}] {} :: {}\n    {}",
+                f.target,
+                f.file,
+                f.case,
+                f.problems.join("\n    ")
+            );
+        }
+        assert!(
+            self.failures.is_empty(),
+            "{} corpus cases failed",
+            self.failures.len()
+        );
+        assert!(
+            self.passed >= min_cases,
+            "only {} corpus cases ran",
+            self.passed
+        );
+    }
+}
+
+/// Cases the corpus holds at least; raise it as the corpus grows.
+pub const MIN_CORPUS_CASES: usize = 99;
+
 /// Runs every corpus file against `target`.
 pub fn run(target: &mut dyn Target) -> Report {
     let mut report = Report::default();

@@ -271,3 +271,175 @@ pub fn git_with(home: &Path, auth: &str, dir: &Path, args: &[&str]) -> std::proc
     all.extend_from_slice(args);
     crate::process::git(home, dir, &all)
 }
+
+/// What every gateway in front of a [`World`] must do with real git traffic, checked at
+/// the client and at the origin: challenges, clone with read, push refused with read and
+/// accepted with write (a pack over git's postBuffer, arriving byte-identical), a hidden
+/// repository, a forged token, API keys as a header and as Basic after the challenge, the
+/// rate limit at its count (`Retry-After` set), and nothing of the caller's credentials or
+/// a client `X-WEBAUTH-USER` at the origin. `log` shows the gateway's output on failure.
+pub fn gateway_git_scenarios(world: &World, gateway_url: &str, log: &dyn Fn() -> String) {
+    use crate::process::{git, git_ok};
+
+    let url = |repo: &str| format!("{gateway_url}/{repo}.git");
+    let refs = |repo: &str| format!("{}/info/refs?service=git-upload-pack", url(repo));
+    let home = world.home();
+    let work = world.path("work");
+    std::fs::create_dir_all(&work).expect("work");
+    let client = reqwest::blocking::Client::new();
+
+    let anonymous = client.get(refs("acme/app")).send().expect("request");
+    assert_eq!(anonymous.status(), 401, "{}", log());
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        "Basic realm=\"Gogs\""
+    );
+
+    // alice (ES256, developers) clones; bob (RS256, read only) clones but cannot push.
+    let alice = format!("Bearer {}", world.token("alice", "es256"));
+    let out = git_with(
+        &home,
+        &alice,
+        &work,
+        &["clone", "-q", &url("acme/app"), "alice"],
+    );
+    assert!(
+        out.status.success(),
+        "alice clone: {}\n{}",
+        text(&out.stderr),
+        log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("alice/README")).expect("README"),
+        "app readme\n"
+    );
+    let bob = format!("Bearer {}", world.token("bob", "rs256"));
+    let out = git_with(
+        &home,
+        &bob,
+        &work,
+        &["clone", "-q", &url("acme/app"), "bob"],
+    );
+    assert!(out.status.success(), "bob clone: {}", text(&out.stderr));
+    std::fs::write(work.join("bob/bob.txt"), "bob\n").expect("write");
+    git_ok(&home, &work.join("bob"), &["add", "bob.txt"]);
+    git_ok(&home, &work.join("bob"), &["commit", "-q", "-m", "bob"]);
+    let out = git_with(&home, &bob, &work.join("bob"), &["push", "origin", "main"]);
+    assert!(!out.status.success(), "bob's push must be refused");
+    assert!(text(&out.stderr).contains("403"), "{}", text(&out.stderr));
+    let out = git_with(
+        &home,
+        &bob,
+        &work,
+        &["clone", "-q", &url("acme/secret"), "bob-secret"],
+    );
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // alice pushes a pack larger than git's postBuffer (so it streams chunked).
+    let big = incompressible(3 << 20);
+    std::fs::write(work.join("alice/big.bin"), &big).expect("write");
+    git_ok(&home, &work.join("alice"), &["add", "big.bin"]);
+    git_ok(&home, &work.join("alice"), &["commit", "-q", "-m", "big"]);
+    let out = git_with(
+        &home,
+        &alice,
+        &work.join("alice"),
+        &["push", "-q", "origin", "main"],
+    );
+    assert!(
+        out.status.success(),
+        "alice push: {}\n{}",
+        text(&out.stderr),
+        log()
+    );
+    let stored = git(
+        &home,
+        &world.path("repos/acme/app.git"),
+        &["cat-file", "blob", "main:big.bin"],
+    );
+    assert!(
+        stored.stdout == big,
+        "the pushed blob differs at the origin"
+    );
+
+    // A forged token is refused; the CI key works as a header and as Basic after the challenge.
+    let forged = format!("Bearer {}", forge(alice.trim_start_matches("Bearer ")));
+    let out = git_with(&home, &forged, &work, &["ls-remote", &url("acme/app")]);
+    assert!(!out.status.success(), "forged token accepted");
+    let out = git_with(
+        &home,
+        &format!("token {CI_KEY}"),
+        &work,
+        &["ls-remote", &url("acme/app")],
+    );
+    assert!(out.status.success(), "ci header: {}", text(&out.stderr));
+    let with_creds = url("acme/app").replace("http://", &format!("http://ci-bot:{CI_KEY}@"));
+    let out = git(&home, &work, &["ls-remote", &with_creds]);
+    assert!(out.status.success(), "ci basic: {}", text(&out.stderr));
+
+    // The rate limit cuts in at the configured count (3 per hour for the burst key).
+    let burst = |client: &reqwest::blocking::Client| {
+        client
+            .get(refs("acme/app"))
+            .header("authorization", format!("token {BURST_KEY}"))
+            .send()
+            .expect("request")
+    };
+    let statuses: Vec<u16> = (0..4).map(|_| burst(&client).status().as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 200, 429], "{}", log());
+    let limited = burst(&client);
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=1200).contains(&retry), "Retry-After {retry}");
+
+    // What reached the origin: only the gateway's credentials, never a client X-WEBAUTH-USER.
+    let auth = format!("http.extraHeader=Authorization: {alice}");
+    let out = git(
+        &home,
+        &work,
+        &[
+            "-c",
+            "http.extraHeader=X-WEBAUTH-USER: admin",
+            "-c",
+            &auth,
+            "ls-remote",
+            &url("acme/app"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let seen = world.origin_requests();
+    assert!(seen.len() > 5, "only {} origin requests logged", seen.len());
+    for request in &seen {
+        assert!(
+            header(request, "x-webauth-user").is_none(),
+            "X-WEBAUTH-USER reached the origin: {request}"
+        );
+        let auth = header(request, "authorization");
+        assert!(
+            auth.is_none_or(|a| a.starts_with("Basic ")),
+            "a caller credential reached the origin: {request}"
+        );
+    }
+    let alice_basic = basic("alice", "gogs-alice-0001");
+    assert!(seen
+        .iter()
+        .any(|r| header(r, "authorization") == Some(alice_basic.as_str())));
+}
+
+/// The audit reasons the scenarios above must have produced.
+pub const SCENARIO_REASONS: &[&str] = &[
+    "allowed",
+    "missing_credential",
+    "insufficient_access",
+    "not_found",
+    "token_bad_signature",
+    "rate_limited",
+];

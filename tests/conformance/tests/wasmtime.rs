@@ -1,4 +1,4 @@
-use tollgate_conformance::{build_wasm_module, run, Wasm};
+use tollgate_conformance::{build_wasm_module, run, Wasm, MIN_CORPUS_CASES};
 
 #[test]
 fn policy_module_under_wasmtime_passes_the_corpus() {
@@ -6,23 +6,5 @@ fn policy_module_under_wasmtime_passes_the_corpus() {
     let module =
         tollgate_wasmtime::CompiledModule::from_file(&path).expect("load the policy module");
     let report = run(&mut Wasm::new(module));
-    for f in &report.failures {
-        eprintln!(
-            "[{}] {} :: {}\n    {}",
-            f.target,
-            f.file,
-            f.case,
-            f.problems.join("\n    ")
-        );
-    }
-    assert!(
-        report.failures.is_empty(),
-        "{} corpus cases failed under wasmtime",
-        report.failures.len()
-    );
-    assert!(
-        report.passed >= 90,
-        "only {} corpus cases ran",
-        report.passed
-    );
+    report.assert_clean(MIN_CORPUS_CASES);
 }
