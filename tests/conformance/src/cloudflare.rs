@@ -6,13 +6,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use policy_core::cases::TestCase;
 use serde_json::{json, Value};
 
-use crate::process::{free_port, repo, Proc};
-use crate::{corpus_secrets, Target};
+use crate::process::{audit_lines, free_port, repo, wait_until_http, Proc};
+use crate::{corpus_secrets, eval_over_http, Target};
 
 pub fn worker_dir() -> PathBuf {
     repo().join("targets/cloudflare")
@@ -117,15 +116,7 @@ impl Wrangler {
     }
 
     fn wait_until_serving(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let client = reqwest::blocking::Client::new();
-        while Instant::now() < deadline {
-            if client.get(format!("{}/", self.url())).send().is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("wrangler dev did not serve within 60 s:\n{}", self.log());
+        wait_until_http(&format!("{}/", self.url()), "wrangler dev", &|| self.log());
     }
 
     pub fn url(&self) -> String {
@@ -139,13 +130,7 @@ impl Wrangler {
 
     /// The Worker's audit records (JSON lines it logged).
     pub fn audit(&self) -> Vec<Value> {
-        self.log()
-            .lines()
-            .filter_map(|l| {
-                l.find("{\"time_ms\"")
-                    .and_then(|i| serde_json::from_str(&l[i..]).ok())
-            })
-            .collect()
+        audit_lines(&self.log())
     }
 
     pub fn pid(&self) -> u32 {
@@ -183,18 +168,8 @@ impl Target for Cloudflare {
     }
 
     fn decide(&mut self, case: &TestCase) -> Result<Value, String> {
-        let dev = self.dev.as_ref().ok_or("no policy loaded")?;
-        let body = json!({ "request": case.request, "now": case.now.as_secs(), "rate_namespace": format!("case-{}", self.case) });
-        let response = reqwest::blocking::Client::new()
-            .post(format!("{}/__tollgate/eval", dev.url()))
-            .body(body.to_string())
-            .send()
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let text = response.text().map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("eval endpoint answered {status}: {text}"));
-        }
-        serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+        let host = self.dev.as_ref().ok_or("no policy loaded")?;
+        eval_over_http(&host.url(), case, &format!("case-{}", self.case))
+            .map_err(|e| format!("{e}\n{}", host.log()))
     }
 }

@@ -3,13 +3,12 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use policy_core::cases::TestCase;
 use serde_json::{json, Value};
 
-use crate::process::{free_port, repo, Proc};
-use crate::{corpus_secrets, Target};
+use crate::process::{audit_lines, free_port, repo, wait_until_http, Proc};
+use crate::{corpus_secrets, eval_over_http, Target};
 
 /// Builds the app once per test process and returns the module.
 pub fn build_app() -> PathBuf {
@@ -127,14 +126,7 @@ impl Viceroy {
     }
 
     fn wait_until_serving(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if reqwest::blocking::get(format!("{}/", self.url())).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("viceroy did not serve within 60 s:\n{}", self.log());
+        wait_until_http(&format!("{}/", self.url()), "viceroy", &|| self.log());
     }
 
     pub fn url(&self) -> String {
@@ -147,13 +139,7 @@ impl Viceroy {
 
     /// The app's audit records (the JSON lines it printed).
     pub fn audit(&self) -> Vec<Value> {
-        self.log()
-            .lines()
-            .filter_map(|l| {
-                l.find("{\"time_ms\"")
-                    .and_then(|i| serde_json::from_str(&l[i..]).ok())
-            })
-            .collect()
+        audit_lines(&self.log())
     }
 
     pub fn pid(&self) -> u32 {
@@ -193,21 +179,8 @@ impl Target for Fastly {
     }
 
     fn decide(&mut self, case: &TestCase) -> Result<Value, String> {
-        let viceroy = self.viceroy.as_ref().ok_or("no policy loaded")?;
-        let body = json!({ "request": case.request, "now": case.now.as_secs(), "rate_namespace": format!("case-{}", self.case) });
-        let response = reqwest::blocking::Client::new()
-            .post(format!("{}/__tollgate/eval", viceroy.url()))
-            .body(body.to_string())
-            .send()
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let text = response.text().map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!(
-                "eval endpoint answered {status}: {text}\n{}",
-                viceroy.log()
-            ));
-        }
-        serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+        let host = self.viceroy.as_ref().ok_or("no policy loaded")?;
+        eval_over_http(&host.url(), case, &format!("case-{}", self.case))
+            .map_err(|e| format!("{e}\n{}", host.log()))
     }
 }

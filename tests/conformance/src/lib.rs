@@ -272,3 +272,20 @@ impl Target for Wasm {
         Ok(outcome.decision)
     }
 }
+
+/// Decides `case` through a host's test-only `POST /__tollgate/eval` (the edge hosts), at
+/// the case's time and with rate-limit state kept apart under `namespace`.
+pub fn eval_over_http(base_url: &str, case: &TestCase, namespace: &str) -> Result<Value, String> {
+    let body = serde_json::json!({ "request": case.request, "now": case.now.as_secs(), "rate_namespace": namespace });
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{base_url}/__tollgate/eval"))
+        .body(body.to_string())
+        .send()
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let text = response.text().map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("eval endpoint answered {status}: {text}"));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+}

@@ -134,3 +134,26 @@ pub fn wait_for_line(stream: impl std::io::Read, needle: &str) {
     }
     panic!("stream ended before `{needle}`");
 }
+
+/// Waits until `url` answers HTTP at all (a listening port is not yet a serving runtime).
+pub fn wait_until_http(url: &str, what: &str, log: &dyn Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let client = reqwest::blocking::Client::new();
+    while Instant::now() < deadline {
+        if client.get(url).send().is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what} did not serve within 60 s:\n{}", log());
+}
+
+/// The audit records (JSON objects starting with `time_ms`) in a host's console output.
+pub fn audit_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| {
+            l.find("{\"time_ms\"")
+                .and_then(|i| serde_json::from_str(&l[i..]).ok())
+        })
+        .collect()
+}
