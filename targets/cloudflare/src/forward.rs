@@ -12,9 +12,10 @@ fn path_and_query(url: &str) -> &str {
 }
 
 /// The engine's view of the request, plus the LFS batch body when the engine needs it.
+/// On failure, the status and message to answer with.
 pub async fn request_facts(
     req: &mut Request,
-) -> std::result::Result<(OwnedRequest, Option<Vec<u8>>), Response> {
+) -> std::result::Result<(OwnedRequest, Option<Vec<u8>>), (u16, &'static str)> {
     let url = req.inner().url();
     let pq = path_and_query(&url);
     let (path, query) = pq.split_once('?').unwrap_or((pq, ""));
@@ -33,24 +34,14 @@ pub async fn request_facts(
         let bytes = req
             .bytes()
             .await
-            .map_err(|_| plain(400, "cannot read request body\n"))?;
+            .map_err(|_| (400, "cannot read request body\n"))?;
         if bytes.len() > RequestFacts::LFS_BATCH_BODY_LIMIT {
-            return Err(plain(413, "LFS batch request too large\n"));
+            return Err((413, "LFS batch request too large\n"));
         }
         owned.body = Some(String::from_utf8_lossy(&bytes).into_owned());
         buffered = Some(bytes);
     }
     Ok((owned, buffered))
-}
-
-fn plain(status: u16, body: &str) -> Response {
-    Response::error(body, status)
-        .unwrap_or_else(|_| Response::empty().unwrap_or_else(|_| unreachable_response()))
-}
-
-fn unreachable_response() -> Response {
-    // Response::empty() only fails if the runtime cannot build a Response at all.
-    Response::from_bytes(Vec::new()).unwrap_or_else(|_| std::process::abort())
 }
 
 pub fn deny(decision: &Decision) -> Result<Response> {

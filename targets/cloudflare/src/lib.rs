@@ -45,7 +45,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     }
     let (owned, buffered) = match forward::request_facts(&mut req).await {
         Ok(pair) => pair,
-        Err(response) => return Ok(response),
+        Err((status, message)) => return Response::error(message, status),
     };
     let at = now();
     let decision = decide(&env, &config, &owned, at, "").await?;
