@@ -69,6 +69,30 @@ fn native(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same decisions with a warm verified-token cache: the signature check is skipped.
+fn native_cached(c: &mut Criterion) {
+    let secrets = Secrets(corpus_secrets().into_iter().collect());
+    let mut group = c.benchmark_group("decide/native-cached");
+    for (label, file, name) in CASES.iter().filter(|(_, file, _)| *file == "tokens.toml") {
+        let (policy, _) = corpus_policy(file);
+        let case = case(&policy, name).clone();
+        let pairs = case.request.header_pairs();
+        let facts = case.request.facts(&pairs);
+        let tokens = std::cell::RefCell::new(policy_core::TokenCache::new(1024, 3600));
+        let _ = policy
+            .engine
+            .decide_cached(&facts, case.now, &NoKeys, &secrets, &tokens);
+        group.bench_function(BenchmarkId::from_parameter(label), |b| {
+            b.iter(|| {
+                policy
+                    .engine
+                    .decide_cached(&facts, case.now, &NoKeys, &secrets, &tokens)
+            })
+        });
+    }
+    group.finish();
+}
+
 fn wasmtime(c: &mut Criterion) {
     let module = CompiledModule::from_file(&build_wasm_module()).expect("policy module");
     let mut group = c.benchmark_group("decide/wasmtime");
@@ -95,5 +119,5 @@ fn policy_compile(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, native, wasmtime, policy_compile);
+criterion_group!(benches, native, native_cached, wasmtime, policy_compile);
 criterion_main!(benches);

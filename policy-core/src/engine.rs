@@ -14,6 +14,8 @@ use crate::request::RequestFacts;
 use crate::route::{self, Route, RouteClass, Target};
 use crate::scope::{self, any_matches, Grant, Principal};
 use crate::time::UnixTime;
+use crate::token_cache::{NoTokenCache, TokenCacheStore};
+use sha2::{Digest, Sha256};
 
 /// Who may reach pages and API calls that are not inside one repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -112,6 +114,20 @@ impl Engine {
         keys: &dyn KeyStore,
         secrets: &dyn SecretStore,
     ) -> Verdict {
+        self.decide_cached(facts, now, keys, secrets, &NoTokenCache)
+    }
+
+    /// [`Engine::decide`], looking tokens up in `tokens` first and recording the ones it
+    /// verifies, so a repeated token skips its signature check. The cache must be used
+    /// with this engine only. Same verdicts as `decide`, but for the explanation.
+    pub fn decide_cached(
+        &self,
+        facts: &RequestFacts<'_>,
+        now: UnixTime,
+        keys: &dyn KeyStore,
+        secrets: &dyn SecretStore,
+        tokens: &dyn TokenCacheStore,
+    ) -> Verdict {
         let mut draft = Draft {
             class: None,
             repo: None,
@@ -151,7 +167,7 @@ impl Engine {
             ));
         }
 
-        let identity = match self.authenticate(facts, now, keys, &mut draft.explain) {
+        let identity = match self.authenticate(facts, now, keys, tokens, &mut draft.explain) {
             Ok(identity) => identity,
             Err((reason, message)) => {
                 let status = if reason == Reason::CredentialInQuery {
@@ -259,6 +275,7 @@ impl Engine {
         facts: &RequestFacts<'_>,
         now: UnixTime,
         keys: &dyn KeyStore,
+        tokens: &dyn TokenCacheStore,
         explain: &mut Vec<ExplainStep>,
     ) -> Result<Option<Identity>, (Reason, &'static str)> {
         let candidates = match credential::extract(facts) {
@@ -280,6 +297,14 @@ impl Engine {
         for candidate in &candidates {
             if credential::looks_like_jwt(candidate) {
                 // A JWT is unambiguous: its verdict is final, whichever Basic field held it.
+                let digest: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
+                if let Some(identity) = tokens.lookup(&digest, now) {
+                    explain.push(ExplainStep::new(
+                        format!("issuer:{}", issuer_name(&identity)),
+                        format!("token verified for `{}` (cached)", identity.user),
+                    ));
+                    return Ok(Some(identity));
+                }
                 return match jwt::verify(
                     candidate,
                     &self.issuers,
@@ -287,7 +312,12 @@ impl Engine {
                     now,
                     self.gateway.max_token_bytes,
                 ) {
-                    Ok(identity) => {
+                    Ok(verified) => {
+                        let identity = verified.identity;
+                        // Tokens without `exp` are never cached: nothing bounds them.
+                        if let Some(until) = verified.valid_until {
+                            tokens.remember(digest, &identity, verified.valid_from, until, now);
+                        }
                         explain.push(ExplainStep::new(
                             format!("issuer:{}", issuer_name(&identity)),
                             format!("token verified for `{}`", identity.user),

@@ -118,6 +118,19 @@ struct IssOnly {
 
 type CustomClaims = Map<String, Value>;
 
+/// A verified token: who it names and the time window it is good for (with leeway).
+#[derive(Clone, Debug)]
+pub(crate) struct Verified {
+    pub(crate) identity: Identity,
+    pub(crate) valid_from: UnixTime,
+    /// `None` for a token without `exp` (only when the issuer allows that).
+    pub(crate) valid_until: Option<UnixTime>,
+}
+
+fn unix(t: chrono::DateTime<chrono::Utc>, shift_secs: i64) -> UnixTime {
+    UnixTime::from_secs(u64::try_from(t.timestamp().saturating_add(shift_secs)).unwrap_or(0))
+}
+
 /// Verifies `token` against the configured issuers.
 pub(crate) fn verify(
     token: &str,
@@ -125,7 +138,7 @@ pub(crate) fn verify(
     store: &dyn KeyStore,
     now: UnixTime,
     max_bytes: usize,
-) -> Result<Identity, TokenRejection> {
+) -> Result<Verified, TokenRejection> {
     if token.len() > max_bytes {
         return Err(TokenRejection::TooLarge);
     }
@@ -162,14 +175,21 @@ pub(crate) fn verify(
         Some(claim) => groups_claim(claims.custom.get(claim.as_str()))?,
         None => Vec::new(),
     };
-    Ok(Identity {
-        user,
-        groups,
-        via: Via::Jwt {
-            issuer: issuer.name.clone(),
-            alg,
-            kid: kid.map(ToOwned::to_owned),
+    let leeway = i64::from(issuer.leeway_secs);
+    Ok(Verified {
+        identity: Identity {
+            user,
+            groups,
+            via: Via::Jwt {
+                issuer: issuer.name.clone(),
+                alg,
+                kid: kid.map(ToOwned::to_owned),
+            },
         },
+        valid_from: claims
+            .not_before
+            .map_or(UnixTime::EPOCH, |nbf| unix(nbf, -leeway)),
+        valid_until: claims.expiration.map(|exp| unix(exp, leeway)),
     })
 }
 

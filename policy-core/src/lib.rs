@@ -55,6 +55,7 @@ mod route;
 mod scope;
 mod serde_util;
 mod time;
+mod token_cache;
 
 pub use access::Access;
 pub use apikey::api_key_hash_hex;
@@ -71,3 +72,4 @@ pub use request::{OwnedRequest, RequestFacts};
 pub use route::{RepoName, RouteClass};
 pub use serde_util::OneOrMany;
 pub use time::UnixTime;
+pub use token_cache::{NoTokenCache, TokenCache, TokenCacheStore};

@@ -105,6 +105,12 @@ enum Command {
         /// Seconds shutdown waits for requests in flight.
         #[arg(long, default_value_t = 30)]
         shutdown_grace: u64,
+        /// Verified tokens remembered so a repeated token skips its signature check (0: off).
+        #[arg(long, default_value_t = 10_000)]
+        token_cache_entries: usize,
+        /// Seconds a token is served from the cache at most (its own `exp` still applies).
+        #[arg(long, default_value_t = 60)]
+        token_cache_max_age: u64,
         /// Decide every request inside the policy module under wasmtime (`--wasm` or
         /// `--wasm=MODULE`; default as for `eval`).
         #[arg(long, value_name = "MODULE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
@@ -154,6 +160,8 @@ fn main() -> ExitCode {
             jwks_min_refresh_gap,
             jwks_max_stale,
             shutdown_grace,
+            token_cache_entries,
+            token_cache_max_age,
             wasm,
         } => load_policy(&policy).and_then(|(p, source)| {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
@@ -175,6 +183,8 @@ fn main() -> ExitCode {
             config.jwks_min_refresh_gap = std::time::Duration::from_secs(jwks_min_refresh_gap);
             config.jwks_max_stale = std::time::Duration::from_secs(jwks_max_stale);
             config.shutdown_grace = std::time::Duration::from_secs(shutdown_grace);
+            config.token_cache_entries = token_cache_entries;
+            config.token_cache_max_age = std::time::Duration::from_secs(token_cache_max_age);
             config.wasm = wasm.map(|module| tollgate_serve::WasmConfig {
                 module: module_path(Path::new(&module)),
                 source,

@@ -45,6 +45,12 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// `Some`: every decision is made by the policy module under wasmtime.
     pub wasm: Option<WasmConfig>,
+    /// Verified tokens remembered (native mode), so a repeated token skips its signature
+    /// check; 0 turns the cache off.
+    pub token_cache_entries: usize,
+    /// Longest a token is served from the cache (bounds how long a token signed by a
+    /// withdrawn key keeps working); its own `exp` still applies.
+    pub token_cache_max_age: Duration,
 }
 
 impl ServeConfig {
@@ -61,6 +67,8 @@ impl ServeConfig {
             jwks_max_stale: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(30),
             wasm: None,
+            token_cache_entries: 10_000,
+            token_cache_max_age: Duration::from_secs(60),
         }
     }
 }

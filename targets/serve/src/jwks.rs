@@ -76,6 +76,19 @@ impl KeyCache {
         KeysSnapshot(fresh)
     }
 
+    /// Which fetch of each issuer's keys is usable now, sorted: changes whenever keys are
+    /// fetched anew or go stale, so caches built on the keys know to start over.
+    pub fn fresh_serials(&self) -> Vec<(String, u64)> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let mut serials: Vec<(String, u64)> = entries
+            .iter()
+            .filter(|(_, e)| e.fetched_at.elapsed() <= self.max_stale)
+            .map(|(name, e)| (name.clone(), e.serial))
+            .collect();
+        serials.sort();
+        serials
+    }
+
     /// The usable JWKS documents by issuer: `(serial, text)`.
     pub fn fresh_documents(&self) -> HashMap<String, (u64, Arc<str>)> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());

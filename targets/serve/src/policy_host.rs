@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use policy_core::{Decision, Engine, OwnedRequest, RateState, UnixTime, Verdict};
+use policy_core::{
+    Decision, Engine, OwnedRequest, RateState, TokenCache, TokenCacheStore, UnixTime, Verdict,
+};
 use serde_json::Value;
 use tollgate_wasmtime::{Action, CompiledModule, Final, PolicyInstance, WasmVerdict};
 
@@ -206,8 +208,65 @@ impl WasmPool {
     }
 }
 
+/// The verified-token cache shared by all requests (native mode). The lock is held only
+/// for a lookup or an insert, never across a signature check. It starts over whenever the
+/// usable keys change (a new fetch, or keys going stale), so a cached token never outlives
+/// the keys that verified it.
+pub struct SharedTokenCache {
+    pub cache: Mutex<TokenCache>,
+    pub keys_seen: Mutex<Vec<(String, u64)>>,
+}
+
+impl SharedTokenCache {
+    pub fn new(entries: usize, max_age_secs: u64) -> Self {
+        SharedTokenCache {
+            cache: Mutex::new(TokenCache::new(entries, max_age_secs)),
+            keys_seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn follow_keys(&self, keys: &KeyCache) {
+        let now = keys.fresh_serials();
+        let mut seen = self.keys_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen != now {
+            self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            *seen = now;
+        }
+    }
+}
+
+impl TokenCacheStore for SharedTokenCache {
+    fn lookup(&self, digest: &[u8; 32], now: UnixTime) -> Option<policy_core::Identity> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest, now)
+            .cloned()
+    }
+    fn remember(
+        &self,
+        digest: [u8; 32],
+        identity: &policy_core::Identity,
+        valid_from: UnixTime,
+        valid_until: UnixTime,
+        now: UnixTime,
+    ) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            digest,
+            identity,
+            valid_from,
+            valid_until,
+            now,
+        );
+    }
+}
+
 pub enum PolicyHost {
-    Native { engine: Engine, secrets: SecretMap },
+    Native {
+        engine: Box<Engine>,
+        secrets: SecretMap,
+        tokens: SharedTokenCache,
+    },
     Wasm(WasmPool),
 }
 
@@ -222,21 +281,28 @@ impl PolicyHost {
         _metrics: &Metrics,
     ) -> Outcome {
         match self {
-            PolicyHost::Native { engine, secrets } => {
+            PolicyHost::Native {
+                engine,
+                secrets,
+                tokens,
+            } => {
+                tokens.follow_keys(keys);
                 let pairs = request.header_pairs();
                 let facts = request.facts(&pairs);
-                let decision = match engine.decide(&facts, now, &keys.snapshot(), secrets) {
-                    Verdict::Decided(decision) => decision,
-                    Verdict::Pending(pending) => {
-                        // Holding the lock makes load-resolve-store one compare-and-replace.
-                        let mut rate = rate.lock().unwrap_or_else(|p| p.into_inner());
-                        let (decision, update) = pending.resolve(rate.get(pending.key()).copied());
-                        if let Some(update) = update {
-                            rate.insert(update.key, update.state);
+                let decision =
+                    match engine.decide_cached(&facts, now, &keys.snapshot(), secrets, tokens) {
+                        Verdict::Decided(decision) => decision,
+                        Verdict::Pending(pending) => {
+                            // Holding the lock makes load-resolve-store one compare-and-replace.
+                            let mut rate = rate.lock().unwrap_or_else(|p| p.into_inner());
+                            let (decision, update) =
+                                pending.resolve(rate.get(pending.key()).copied());
+                            if let Some(update) = update {
+                                rate.insert(update.key, update.state);
+                            }
+                            decision
                         }
-                        decision
-                    }
-                };
+                    };
                 Outcome::from_decision(&decision, decision.audit(&facts, now).to_json())
             }
             PolicyHost::Wasm(pool) => {

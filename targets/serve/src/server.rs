@@ -16,7 +16,7 @@ use crate::audit::AuditLog;
 use crate::config::ServeConfig;
 use crate::jwks::KeyCache;
 use crate::metrics::Metrics;
-use crate::policy_host::{PolicyHost, WasmPool};
+use crate::policy_host::{PolicyHost, SharedTokenCache, WasmPool};
 use crate::proxy::{self, Body, SecretMap, Shared};
 
 /// How often expired rate-limit entries are dropped.
@@ -63,7 +63,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         .map_err(|e| format!("origin client: {e}"))?;
     let policy = match &config.wasm {
         None => PolicyHost::Native {
-            engine: config.engine.clone(),
+            tokens: SharedTokenCache::new(
+                config.token_cache_entries,
+                config.token_cache_max_age.as_secs(),
+            ),
+            engine: Box::new(config.engine.clone()),
             secrets: SecretMap(config.secrets.clone()),
         },
         Some(wasm) => {
