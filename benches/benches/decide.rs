@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use policy_core::{NoKeys, RateState};
 use tollgate_benches::{case, corpus_policy};
-use tollgate_conformance::{build_wasm_module, corpus_secrets};
+use tollgate_conformance::{build_wasm_module, corpus_secrets, map_rate_state};
 use tollgate_wasmtime::{CompiledModule, PolicyInstance};
 
 /// (label, corpus file, case name)
@@ -57,12 +57,13 @@ fn native(c: &mut Criterion) {
             b.iter(|| {
                 // A fresh state each time so rate-limited cases measure an admitted request.
                 state.clear();
-                policy
-                    .engine
-                    .decide_with_state(&facts, case.now, &NoKeys, &secrets, &mut |k, u| match u {
-                        Some(s) => state.insert(k.to_owned(), s).or(Some(s)),
-                        None => state.get(k).copied(),
-                    })
+                policy.engine.decide_with_state(
+                    &facts,
+                    case.now,
+                    &NoKeys,
+                    &secrets,
+                    &mut map_rate_state(&mut state),
+                )
             })
         });
     }

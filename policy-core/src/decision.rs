@@ -17,6 +17,28 @@ pub enum Verdict {
     Pending(PendingRate),
 }
 
+impl Verdict {
+    /// The final decision, resolving a pending rate limit against a synchronous state
+    /// accessor: `state(key, None)` loads, `state(key, Some(new))` stores. For hosts whose
+    /// state is local (tests, `tollgate eval`); concurrent hosts resolve themselves.
+    pub fn resolve_with(
+        self,
+        state: &mut dyn FnMut(&str, Option<crate::RateState>) -> Option<crate::RateState>,
+    ) -> Decision {
+        match self {
+            Verdict::Decided(decision) => decision,
+            Verdict::Pending(pending) => {
+                let prior = state(pending.key(), None);
+                let (decision, update) = pending.resolve(prior);
+                if let Some(update) = update {
+                    state(&update.key, Some(update.state));
+                }
+                decision
+            }
+        }
+    }
+}
+
 /// Why a decision came out the way it did. [`Reason::code`] is stable: audit pipelines and
 /// `tollgate eval` consumers match on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -257,17 +257,7 @@ impl Engine {
         secrets: &dyn SecretStore,
         state: &mut dyn FnMut(&str, Option<crate::RateState>) -> Option<crate::RateState>,
     ) -> Decision {
-        match self.decide(facts, now, keys, secrets) {
-            Verdict::Decided(decision) => decision,
-            Verdict::Pending(pending) => {
-                let prior = state(pending.key(), None);
-                let (decision, update) = pending.resolve(prior);
-                if let Some(update) = update {
-                    state(&update.key, Some(update.state));
-                }
-                decision
-            }
-        }
+        self.decide(facts, now, keys, secrets).resolve_with(state)
     }
 
     fn authenticate(

@@ -46,6 +46,11 @@ pub fn apim_window(calls: u64, period_seconds: u64) -> (u64, u64) {
 
 impl Answer {
     pub fn from_final(outcome: Final, rate: Option<(String, u64, u64)>) -> Answer {
+        let (allow, status, reason) = (
+            outcome.allow(),
+            outcome.status(),
+            outcome.reason().to_owned(),
+        );
         let d = outcome.decision;
         let (strip, set, content_type, body) = match outcome.action {
             Action::Forward { strip, set } => (strip, set, String::new(), String::new()),
@@ -58,15 +63,9 @@ impl Answer {
                 .unwrap_or_default()
         };
         Answer {
-            allow: d["allow"] == Value::Bool(true),
-            status: d["status"]
-                .as_u64()
-                .and_then(|s| u16::try_from(s).ok())
-                .unwrap_or(500),
-            reason: d["reason"]
-                .as_str()
-                .unwrap_or("policy_module_error")
-                .to_owned(),
+            allow,
+            status,
+            reason,
             identity: d["identity"]["user"]
                 .as_str()
                 .unwrap_or_default()

@@ -21,6 +21,7 @@ mod forward;
 mod jwks;
 mod rate;
 
+use policy_core::cases::EvalRequest;
 use policy_core::{Decision, OwnedRequest, RequestFacts, UnixTime, Verdict};
 use worker::{console_log, event, Context, Env, Method, Request, Response, Result};
 
@@ -85,15 +86,8 @@ async fn decide(
 
 /// Test-only: decide a request given as JSON (`tollgate eval`'s input) at a given time.
 async fn eval_endpoint(req: &mut Request, env: &Env, config: &config::Config) -> Result<Response> {
-    #[derive(serde::Deserialize)]
-    struct EvalInput {
-        request: OwnedRequest,
-        now: u64,
-        #[serde(default)]
-        rate_namespace: String,
-    }
     let text = req.text().await?;
-    let input: EvalInput = match serde_json::from_str(&text) {
+    let input: EvalRequest = match serde_json::from_str(&text) {
         Ok(input) => input,
         Err(e) => return Response::error(format!("bad eval input: {e}\n"), 400),
     };

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use fastly::config_store::ConfigStore;
 use fastly::http::StatusCode;
 use fastly::{Request, Response};
+use policy_core::cases::EvalRequest;
 use policy_core::forwarding::connection_tokens;
 use policy_core::policy::Policy;
 use policy_core::{
@@ -231,14 +232,7 @@ pub fn handle(mut req: Request) -> Response {
 
 /// Test-only (`test_endpoints = "true"`): decide a request given as JSON at a given time.
 fn eval_endpoint(setup: &Setup, mut req: Request) -> Response {
-    #[derive(serde::Deserialize)]
-    struct EvalInput {
-        request: OwnedRequest,
-        now: u64,
-        #[serde(default)]
-        rate_namespace: String,
-    }
-    let input: EvalInput = match serde_json::from_slice(&req.take_body_bytes()) {
+    let input: EvalRequest = match serde_json::from_slice(&req.take_body_bytes()) {
         Ok(input) => input,
         Err(e) => return text(StatusCode::BAD_REQUEST, &format!("bad eval input: {e}\n")),
     };

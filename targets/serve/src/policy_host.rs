@@ -7,7 +7,6 @@ use std::sync::Mutex;
 use policy_core::{
     Decision, Engine, OwnedRequest, RateState, TokenCache, TokenCacheStore, UnixTime, Verdict,
 };
-use serde_json::Value;
 use tollgate_wasmtime::{Action, CompiledModule, Final, PolicyInstance, WasmVerdict};
 
 use crate::jwks::KeyCache;
@@ -56,6 +55,11 @@ impl Outcome {
     }
 
     fn from_final(outcome: Final) -> Self {
+        let (allow, status, reason) = (
+            outcome.allow(),
+            outcome.status(),
+            outcome.reason().to_owned(),
+        );
         let d = &outcome.decision;
         let headers = d["headers"]
             .as_object()
@@ -70,15 +74,9 @@ impl Outcome {
             Action::Deny { content_type, body } => (Vec::new(), Vec::new(), content_type, body),
         };
         Outcome {
-            allow: d["allow"] == Value::Bool(true),
-            status: d["status"]
-                .as_u64()
-                .and_then(|s| u16::try_from(s).ok())
-                .unwrap_or(500),
-            reason: d["reason"]
-                .as_str()
-                .unwrap_or("policy_module_error")
-                .to_owned(),
+            allow,
+            status,
+            reason,
             strip,
             set,
             headers,

@@ -117,6 +117,28 @@ pub struct Final {
     pub action: Action,
 }
 
+impl Final {
+    /// Whether the decision allows the request (false for anything malformed).
+    pub fn allow(&self) -> bool {
+        self.decision["allow"] == Value::Bool(true)
+    }
+
+    /// The decision's status; 500 if the answer lacks one.
+    pub fn status(&self) -> u16 {
+        self.decision["status"]
+            .as_u64()
+            .and_then(|s| u16::try_from(s).ok())
+            .unwrap_or(500)
+    }
+
+    /// The decision's reason code; `policy_module_error` if the answer lacks one.
+    pub fn reason(&self) -> &str {
+        self.decision["reason"]
+            .as_str()
+            .unwrap_or("policy_module_error")
+    }
+}
+
 /// What a decision call returned.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WasmVerdict {

@@ -19,6 +19,16 @@ use policy_core::policy::Policy;
 use policy_core::{NoKeys, RateState, SecretStore};
 use serde_json::Value;
 
+/// A rate-state accessor over a map, for [`policy_core::Verdict::resolve_with`].
+pub fn map_rate_state(
+    map: &mut HashMap<String, RateState>,
+) -> impl FnMut(&str, Option<RateState>) -> Option<RateState> + '_ {
+    move |key, update| match update {
+        Some(s) => map.insert(key.to_owned(), s).or(Some(s)),
+        None => map.get(key).copied(),
+    }
+}
+
 /// The corpus files, sorted.
 pub fn corpus_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
@@ -180,16 +190,12 @@ impl Target for Native {
         let policy = self.policy.as_ref().ok_or("no policy loaded")?;
         let pairs = case.request.header_pairs();
         let facts = case.request.facts(&pairs);
-        let state = &mut self.state;
         let decision = policy.engine.decide_with_state(
             &facts,
             case.now,
             &NoKeys,
             &self.secrets,
-            &mut |key, update| match update {
-                Some(s) => state.insert(key.to_owned(), s).or(Some(s)),
-                None => state.get(key).copied(),
-            },
+            &mut map_rate_state(&mut self.state),
         );
         serde_json::to_value(&decision).map_err(|e| e.to_string())
     }
@@ -257,16 +263,12 @@ impl Target for Wasm {
 
     fn decide(&mut self, case: &TestCase) -> Result<Value, String> {
         let instance = self.instance.as_mut().ok_or("no policy loaded")?;
-        let state = &mut self.state;
         let outcome = instance
             .decide_with_state(
                 &case.request,
                 case.now,
                 false,
-                &mut |key, update| match update {
-                    Some(s) => state.insert(key.to_owned(), s).or(Some(s)),
-                    None => state.get(key).copied(),
-                },
+                &mut map_rate_state(&mut self.state),
             )
             .map_err(|e| e.to_string())?;
         Ok(outcome.decision)
@@ -276,10 +278,15 @@ impl Target for Wasm {
 /// Decides `case` through a host's test-only `POST /__tollgate/eval` (the edge hosts), at
 /// the case's time and with rate-limit state kept apart under `namespace`.
 pub fn eval_over_http(base_url: &str, case: &TestCase, namespace: &str) -> Result<Value, String> {
-    let body = serde_json::json!({ "request": case.request, "now": case.now.as_secs(), "rate_namespace": namespace });
+    let body = policy_core::cases::EvalRequest {
+        request: case.request.clone(),
+        now: case.now.as_secs(),
+        rate_namespace: namespace.to_owned(),
+    };
+    let body = serde_json::to_string(&body).map_err(|e| e.to_string())?;
     let response = reqwest::blocking::Client::new()
         .post(format!("{base_url}/__tollgate/eval"))
-        .body(body.to_string())
+        .body(body)
         .send()
         .map_err(|e| e.to_string())?;
     let status = response.status();
@@ -328,32 +335,15 @@ impl Target for NativeCached {
         let policy = self.inner.policy.as_ref().ok_or("no policy loaded")?;
         let pairs = case.request.header_pairs();
         let facts = case.request.facts(&pairs);
-        let mut scratch = self.inner.state.clone();
-        let mut warm = |key: &str, update: Option<RateState>| match update {
-            Some(s) => scratch.insert(key.to_owned(), s).or(Some(s)),
-            None => scratch.get(key).copied(),
+        let engine = &policy.engine;
+        let decide = |state: &mut HashMap<String, RateState>| {
+            engine
+                .decide_cached(&facts, case.now, &NoKeys, &self.inner.secrets, &self.tokens)
+                .resolve_with(&mut map_rate_state(state))
         };
-        let _ = decide_with(
-            policy,
-            &facts,
-            case,
-            &self.inner.secrets,
-            &self.tokens,
-            &mut warm,
-        );
-        let state = &mut self.inner.state;
-        let mut real = |key: &str, update: Option<RateState>| match update {
-            Some(s) => state.insert(key.to_owned(), s).or(Some(s)),
-            None => state.get(key).copied(),
-        };
-        let decision = decide_with(
-            policy,
-            &facts,
-            case,
-            &self.inner.secrets,
-            &self.tokens,
-            &mut real,
-        );
+        // Warm the cache with throw-away rate state, then decide for real.
+        let _ = decide(&mut self.inner.state.clone());
+        let decision = decide(&mut self.inner.state);
         if decision
             .explain
             .iter()
@@ -362,29 +352,5 @@ impl Target for NativeCached {
             self.hits += 1;
         }
         serde_json::to_value(&decision).map_err(|e| e.to_string())
-    }
-}
-
-fn decide_with(
-    policy: &Policy,
-    facts: &policy_core::RequestFacts<'_>,
-    case: &TestCase,
-    secrets: &SecretMap,
-    tokens: &std::cell::RefCell<policy_core::TokenCache>,
-    state: &mut dyn FnMut(&str, Option<RateState>) -> Option<RateState>,
-) -> policy_core::Decision {
-    match policy
-        .engine
-        .decide_cached(facts, case.now, &NoKeys, secrets, tokens)
-    {
-        policy_core::Verdict::Decided(decision) => decision,
-        policy_core::Verdict::Pending(pending) => {
-            let prior = state(pending.key(), None);
-            let (decision, update) = pending.resolve(prior);
-            if let Some(update) = update {
-                state(&update.key, Some(update.state));
-            }
-            decision
-        }
     }
 }
