@@ -1,12 +1,14 @@
 //! Tollgate's steps side by side with what a user would pick instead, in the same run:
-//! token verification against `jsonwebtoken` (aws-lc-rs backend), the rate-limit step
-//! against `governor`. Run: `cargo bench -p tollgate-benches --bench peers`.
+//! token verification against `jsonwebtoken` (aws-lc-rs backend), the authorization step
+//! against `regorus` (Rego) and `cedar-policy` over one scope policy (src/authz.rs), the
+//! rate-limit step against `governor`. Run: `cargo bench -p tollgate-benches --bench peers`.
 
 use std::num::NonZeroU32;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use policy_core::{Gcra, NoKeys, NoSecrets, RateState, UnixTime};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use policy_core::{Access, Gcra, NoKeys, NoSecrets, RateState, UnixTime};
 use serde_json::Value;
+use tollgate_benches::authz::{queries, Caller, CedarScope, Query, RegoScope, TollgateScope};
 use tollgate_benches::{case, corpus_policy};
 
 /// The bearer token of a corpus case.
@@ -69,6 +71,42 @@ fn tokens(c: &mut Criterion) {
     group.finish();
 }
 
+fn authorization(c: &mut Criterion) {
+    let tollgate = TollgateScope::load();
+    let mut rego = RegoScope::load();
+    let cedar = CedarScope::load();
+    // One question: a member of two groups pushing, allowed by a group grant.
+    let one = Query {
+        caller: Caller::User {
+            name: "bob",
+            groups: &["developers", "ops"],
+        },
+        repo: "acme/web",
+        access: Access::Write,
+    };
+    assert!(tollgate.allows(&one) && rego.allows(&one) && cedar.allows(&one));
+    let mut group = c.benchmark_group("authorization/one-query");
+    group.bench_function("tollgate", |b| b.iter(|| tollgate.allows(&one)));
+    group.bench_function("regorus", |b| b.iter(|| rego.allows(&one)));
+    group.bench_function("cedar-policy", |b| b.iter(|| cedar.allows(&one)));
+    group.finish();
+
+    // Every caller, repository and level of the agreement test, allowed or not.
+    let all = queries();
+    let mut group = c.benchmark_group("authorization/matrix");
+    group.throughput(Throughput::Elements(all.len() as u64));
+    group.bench_function("tollgate", |b| {
+        b.iter(|| all.iter().filter(|q| tollgate.allows(q)).count())
+    });
+    group.bench_function("regorus", |b| {
+        b.iter(|| all.iter().filter(|q| rego.allows(q)).count())
+    });
+    group.bench_function("cedar-policy", |b| {
+        b.iter(|| all.iter().filter(|q| cedar.allows(q)).count())
+    });
+    group.finish();
+}
+
 fn rate_limits(c: &mut Criterion) {
     let mut group = c.benchmark_group("rate-limit");
     let gcra = Gcra::new(1_000_000, 1, 1_000_000).expect("quota");
@@ -89,5 +127,5 @@ fn rate_limits(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, tokens, rate_limits);
+criterion_group!(benches, tokens, authorization, rate_limits);
 criterion_main!(benches);

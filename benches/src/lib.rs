@@ -1,6 +1,8 @@
 //! Benchmark fixtures: requests from the conformance corpus, so every number is for a
 //! decision the corpus also checks.
 
+pub mod authz;
+
 use std::path::Path;
 
 use policy_core::cases::TestCase;

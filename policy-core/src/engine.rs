@@ -11,7 +11,7 @@ use crate::keys::KeyStore;
 use crate::origin::{OriginConfig, SecretStore};
 use crate::rate::{Gcra, PendingRate};
 use crate::request::RequestFacts;
-use crate::route::{self, Route, RouteClass, Target};
+use crate::route::{self, RepoName, Route, RouteClass, Target};
 use crate::scope::{self, any_matches, Grant, Principal};
 use crate::time::UnixTime;
 use crate::token_cache::{NoTokenCache, TokenCacheStore};
@@ -104,6 +104,13 @@ impl Engine {
         self.issuers
             .iter()
             .filter_map(|i| i.jwks_url.as_deref().map(|url| (i.name.as_str(), url)))
+    }
+
+    /// The access `who` (`None`: anonymous) has on `repo` once every grant is weighed,
+    /// denies included: the authorization step of [`Engine::decide`] on its own, for tools
+    /// that ask "who may do what" and for measuring that step alone.
+    pub fn access(&self, who: Option<&Identity>, repo: &RepoName) -> Option<Access> {
+        scope::evaluate(&self.grants, who, repo, None).effective
     }
 
     /// Decides one request. Pure: the same arguments always give the same verdict.
@@ -381,7 +388,8 @@ impl Engine {
                 )))
             }
             Target::Repo { repo, access } => {
-                let scope = scope::evaluate(&self.grants, who.as_ref(), repo, &mut draft.explain);
+                let scope =
+                    scope::evaluate(&self.grants, who.as_ref(), repo, Some(&mut draft.explain));
                 if scope.effective.is_some_and(|e| e >= *access) {
                     return Ok(scope.best_allow.map(|g| format!("grant:{}", g.name)));
                 }

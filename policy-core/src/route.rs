@@ -47,6 +47,13 @@ pub struct RepoName {
 }
 
 impl RepoName {
+    /// `owner/name` as Gogs resolves it (lowercased, a `.git` suffix removed); `None` for
+    /// a name Gogs would not accept.
+    pub fn parse(full: &str) -> Option<RepoName> {
+        let (owner, name) = full.split_once('/')?;
+        repo_name(owner, name, false).ok()
+    }
+
     pub fn owner(&self) -> &str {
         &self.owner
     }
@@ -403,6 +410,18 @@ mod tests {
         match classify("GET", path, "", None) {
             Err(e) => e,
             Ok(r) => panic!("{path}: expected an error, got {r:?}"),
+        }
+    }
+
+    #[test]
+    fn repo_name_parse_resolves_as_gogs_does() {
+        let parsed = |s: &str| RepoName::parse(s).map(|r| r.to_string());
+        assert_eq!(parsed("Acme/App.git").as_deref(), Some("acme/app"));
+        assert_eq!(parsed("acme/app.wiki").as_deref(), Some("acme/app.wiki"));
+        for bad in [
+            "acme", "acme/", "/app", "acme/a/b", "acme/..", "acme/a b", "",
+        ] {
+            assert_eq!(parsed(bad), None, "`{bad}`");
         }
     }
 

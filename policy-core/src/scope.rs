@@ -92,42 +92,41 @@ pub(crate) struct Scope<'g> {
     pub(crate) deny: Option<&'g Grant>,
 }
 
+/// Weighs every grant for `who` on `repo`. With `explain`, one step per grant says what it
+/// did; without, nothing is formatted, which keeps the step allocation-free.
 pub(crate) fn evaluate<'g>(
     grants: &'g [Grant],
     who: Option<&Identity>,
     repo: &RepoName,
-    explain: &mut Vec<ExplainStep>,
+    mut explain: Option<&mut Vec<ExplainStep>>,
 ) -> Scope<'g> {
+    let mut note = |grant: &Grant, outcome: &dyn Fn() -> String| {
+        if let Some(steps) = explain.as_deref_mut() {
+            steps.push(ExplainStep::new(format!("grant:{}", grant.name), outcome()));
+        }
+    };
     let mut best_allow: Option<&Grant> = None;
     let mut deny: Option<&Grant> = None;
     for grant in grants {
-        let rule = format!("grant:{}", grant.name);
         if !any_matches(&grant.who, who) {
-            explain.push(ExplainStep::new(rule, "skipped: `who` does not match"));
+            note(grant, &|| "skipped: `who` does not match".into());
             continue;
         }
         if !grant.repos.iter().any(|p| p.matches(repo)) {
-            explain.push(ExplainStep::new(
-                rule,
-                format!("skipped: no pattern matches `{repo}`"),
-            ));
+            note(grant, &|| format!("skipped: no pattern matches `{repo}`"));
             continue;
         }
         match grant.effect {
             Effect::Allow => {
-                explain.push(ExplainStep::new(
-                    rule,
-                    format!("matched: allows {}", grant.access),
-                ));
+                note(grant, &|| format!("matched: allows {}", grant.access));
                 if best_allow.is_none_or(|best| grant.access > best.access) {
                     best_allow = Some(grant);
                 }
             }
             Effect::Deny => {
-                explain.push(ExplainStep::new(
-                    rule,
-                    format!("matched: denies {} and above", grant.access),
-                ));
+                note(grant, &|| {
+                    format!("matched: denies {} and above", grant.access)
+                });
                 if deny.is_none_or(|d| grant.access < d.access) {
                     deny = Some(grant);
                 }
