@@ -280,6 +280,30 @@ pub fn request_decision(data: &[u8]) -> Option<Decision> {
         if decision.class != Some(RouteClass::Web) {
             assert!(gone("cookie"), "`cookie` forwarded: {decision:?}");
         }
+        // Web pages keep cookies, but never Gogs' session cookie (it would override the
+        // verified identity at the origin).
+        let session = |value: &str| {
+            value
+                .split(';')
+                .any(|pair| pair.split('=').next().map(str::trim) == Some("i_like_gogs"))
+        };
+        let sent_session = request
+            .headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("cookie") && session(v));
+        if sent_session {
+            assert!(
+                decision.strip.iter().any(|s| s == "cookie"),
+                "a Gogs session cookie forwarded: {decision:?}"
+            );
+            assert!(
+                !decision
+                    .set
+                    .iter()
+                    .any(|h| h.name() == "cookie" && session(h.value())),
+                "a Gogs session cookie set: {decision:?}"
+            );
+        }
     }
     Some(decision)
 }

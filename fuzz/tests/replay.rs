@@ -70,6 +70,7 @@ fn request_seeds_decide_as_written_and_regressions_hold() {
         ("lfs-batch", 200),
         ("push", 200),
         ("web-public", 200),
+        ("web-session-cookie", 200),
         ("wiki-spoof", 404),
     ];
     let seeds = inputs(&["seeds/request"]);

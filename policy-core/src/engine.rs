@@ -196,8 +196,8 @@ impl Engine {
             Err(denial) => return Verdict::Decided(*denial),
         };
 
-        let strip = self.origin.strip(route.class);
-        let set = match self
+        let mut strip = self.origin.strip(route.class);
+        let mut set = match self
             .origin
             .credential(route.class, draft.identity.as_ref(), secrets)
         {
@@ -216,6 +216,19 @@ impl Engine {
                 ));
             }
         };
+        if route.class == RouteClass::Web {
+            if let Some(cookies) = self.origin.web_cookies(facts.header_values("cookie")) {
+                draft.explain.push(ExplainStep::new(
+                    "origin",
+                    format!(
+                        "Gogs sign-in cookie `{}` removed: the origin must act as the verified caller",
+                        cookies.removed.join("`, `")
+                    ),
+                ));
+                strip.push(String::from("cookie"));
+                set.extend(cookies.header);
+            }
+        }
         let identity_label = match &draft.identity {
             Some(id) => id.user.clone(),
             None => String::from("anonymous"),

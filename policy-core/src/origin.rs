@@ -57,6 +57,23 @@ pub(crate) struct OriginConfig {
     pub(crate) service_token_secret: Option<String>,
     /// Lowercase header name Gogs reads for reverse-proxy authentication.
     pub(crate) user_header: String,
+    /// Cookies through which Gogs signs a browser in by itself (see [`OriginConfig::web_cookies`]).
+    pub(crate) session_cookies: Vec<String>,
+}
+
+/// Gogs' own sign-in cookies under its default names: the session (`[session]
+/// COOKIE_NAME`) and the remember-me pair (`[security] COOKIE_USERNAME` and
+/// `COOKIE_REMEMBER_NAME`).
+pub(crate) const DEFAULT_SESSION_COOKIES: [&str; 3] =
+    ["i_like_gogs", "gogs_awesome", "gogs_incredible"];
+
+/// What became of a web request's cookies.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct FilteredCookies {
+    /// The sign-in cookies removed, in request order.
+    pub(crate) removed: Vec<String>,
+    /// The `Cookie` header to send instead, if any cookie is left.
+    pub(crate) header: Option<Header>,
 }
 
 /// The secret a credential needed but the host does not have.
@@ -86,6 +103,43 @@ impl OriginConfig {
             strip.push(String::from("cookie"));
         }
         strip
+    }
+
+    /// The web UI keeps its cookies (CSRF, language), but not Gogs' sign-in cookies: Gogs
+    /// takes a session over both the reverse-proxy header and Basic credentials, so one
+    /// would make the origin act as whoever the session belongs to instead of the identity
+    /// the edge verified and audited. `None` when no sign-in cookie is present; otherwise
+    /// the host strips `Cookie` and sends the rest (one header, `; `-joined, as HTTP/2
+    /// hosts must).
+    pub(crate) fn web_cookies<'a>(
+        &self,
+        cookie_headers: impl Iterator<Item = &'a str>,
+    ) -> Option<FilteredCookies> {
+        let mut kept: Vec<&str> = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
+        for pair in cookie_headers.flat_map(|h| h.split(';')) {
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+            if self.session_cookies.iter().any(|c| c == name) {
+                removed.push(String::from(name));
+            } else {
+                kept.push(pair);
+            }
+        }
+        if removed.is_empty() {
+            return None;
+        }
+        let header = (!kept.is_empty()).then(|| {
+            Header::secret(
+                "cookie",
+                kept.join("; "),
+                format!("<{} client cookies>", kept.len()),
+            )
+        });
+        Some(FilteredCookies { removed, header })
     }
 
     /// Headers that carry the origin credential for `identity` (none for anonymous callers:
@@ -141,5 +195,58 @@ impl OriginConfig {
             ),
         };
         Ok(alloc::vec![header])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> OriginConfig {
+        OriginConfig {
+            git: CredentialMode::UserToken,
+            api: CredentialMode::UserToken,
+            web: CredentialMode::ReverseProxy,
+            user_token_secret: String::from("gogs-token/{user}"),
+            service_user: None,
+            service_token_secret: None,
+            user_header: String::from("x-webauth-user"),
+            session_cookies: DEFAULT_SESSION_COOKIES.map(String::from).to_vec(),
+        }
+    }
+
+    #[test]
+    fn sign_in_cookies_are_removed_and_the_rest_kept_in_order() {
+        let filtered = config()
+            .web_cookies(
+                [
+                    "lang=en-US; i_like_gogs=0123abcd",
+                    "_csrf=tok=en; gogs_awesome=alice;;",
+                    " gogs_incredible = x ",
+                ]
+                .into_iter(),
+            )
+            .expect("sign-in cookies present");
+        assert_eq!(
+            filtered.removed,
+            ["i_like_gogs", "gogs_awesome", "gogs_incredible"]
+        );
+        let header = filtered.header.expect("two cookies left");
+        assert_eq!(header.name(), "cookie");
+        assert_eq!(header.value(), "lang=en-US; _csrf=tok=en");
+    }
+
+    #[test]
+    fn only_sign_in_cookies_leave_no_header_and_none_leave_the_request_alone() {
+        let only = config()
+            .web_cookies(["i_like_gogs=1"].into_iter())
+            .expect("removed");
+        assert_eq!(only.header, None);
+        // Names are compared exactly: cookies are case-sensitive, and a prefix is not a match.
+        assert_eq!(
+            config().web_cookies(["I_LIKE_GOGS=1; i_like_gogs_x=2; lang=en"].into_iter()),
+            None
+        );
+        assert_eq!(config().web_cookies(core::iter::empty()), None);
     }
 }

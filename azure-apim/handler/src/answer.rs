@@ -17,6 +17,9 @@ pub struct Answer {
     pub origin_authorization: String,
     /// Value for the origin's reverse-proxy user header (`X-WEBAUTH-USER`), or "".
     pub origin_user: String,
+    /// The `Cookie` header to send after stripping it (the client's cookies without Gogs'
+    /// sign-in cookies), or "" to send none.
+    pub origin_cookie: String,
     /// Request headers APIM must delete before forwarding (lowercase).
     pub strip: Vec<String>,
     /// For denials: the response APIM returns.
@@ -71,11 +74,15 @@ impl Answer {
                 .unwrap_or_default()
                 .to_owned(),
             origin_authorization: find("authorization"),
+            // The reverse-proxy header's name is the policy's; it is whatever else is set.
             origin_user: set
                 .iter()
-                .find(|(n, _)| !n.eq_ignore_ascii_case("authorization"))
+                .find(|(n, _)| {
+                    !n.eq_ignore_ascii_case("authorization") && !n.eq_ignore_ascii_case("cookie")
+                })
                 .map(|(_, v)| v.clone())
                 .unwrap_or_default(),
+            origin_cookie: find("cookie"),
             strip,
             response_headers: d["headers"].as_object().cloned().unwrap_or_default(),
             content_type,
@@ -99,6 +106,7 @@ impl Answer {
             identity: String::new(),
             origin_authorization: String::new(),
             origin_user: String::new(),
+            origin_cookie: String::new(),
             strip: Vec::new(),
             response_headers: Map::new(),
             content_type: "text/plain; charset=utf-8".into(),

@@ -136,6 +136,23 @@ fn apim_mode_answers_what_the_policy_xml_reads() {
         .expect("strip")
         .contains(&json!("cookie")));
 
+    // A web page: the reverse-proxy user, and the client's cookies without Gogs' sign-in
+    // cookies, which the XML sets after deleting the client's `Cookie`.
+    let mut page = example_request("alice-clone.json");
+    page["path"] = json!("/acme/app/src/master");
+    page["query"] = json!("");
+    page["headers"]["Cookie"] = json!("lang=en-US; i_like_gogs=bob-session; _csrf=abc");
+    let (_, web) = handler.ask(&json!({ "request": page, "now": now }));
+    assert_eq!(web["allow"], true, "{web}");
+    assert_eq!(web["origin_user"], "alice");
+    assert_eq!(web["origin_authorization"], "");
+    assert_eq!(web["origin_cookie"], "lang=en-US; _csrf=abc");
+    assert!(web["strip"]
+        .as_array()
+        .expect("strip")
+        .contains(&json!("cookie")));
+    assert_eq!(allowed["origin_cookie"], "");
+
     // CI's quota (3 a minute) goes to APIM as it stands.
     let ci = json!({ "request": { "path": "/acme/app.git/info/refs", "headers": { "Authorization": "token ci-secret-key-0001" } }, "now": now });
     let (_, ci_answer) = handler.ask(&ci);
@@ -244,6 +261,7 @@ fn apim_mode_answers_what_the_policy_xml_reads() {
         "identity",
         "origin_authorization",
         "origin_user",
+        "origin_cookie",
         "strip",
         "response_headers",
         "content_type",

@@ -15,7 +15,7 @@ use crate::engine::{Engine, Gateway, RateLimit, SiteAccess};
 use crate::identity::{valid_user, MAX_NAME_LEN};
 use crate::jwt::Issuer;
 use crate::keys::{Algorithm, KeySet};
-use crate::origin::{CredentialMode, OriginConfig};
+use crate::origin::{CredentialMode, OriginConfig, DEFAULT_SESSION_COOKIES};
 use crate::rate::Gcra;
 use crate::scope::{Effect, Grant, Principal, RepoPattern};
 use crate::time::UnixTime;
@@ -102,6 +102,14 @@ fn gateway(raw: &RawPolicy, at: At<'_>) -> Result<Gateway, PolicyError> {
     })
 }
 
+/// An RFC 6265 cookie name: a token, so no separators, spaces or controls.
+fn cookie_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
 fn header_name_ok(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
@@ -165,6 +173,22 @@ fn origin(raw: RawOrigin, site_api: SiteAccess, at: At<'_>) -> Result<OriginConf
         Some(h) => h.into_inner().to_ascii_lowercase(),
         None => String::from("x-webauth-user"),
     };
+    let session_cookies = match raw.session_cookies {
+        None => DEFAULT_SESSION_COOKIES.map(String::from).to_vec(),
+        Some(list) if list.get_ref().is_empty() => {
+            return err(at, list.span(), "session_cookies must name at least one cookie: Gogs always signs browsers in with its session cookie".to_owned());
+        }
+        Some(list) => {
+            if let Some(bad) = list.get_ref().iter().find(|c| !cookie_name_ok(c)) {
+                return err(
+                    at,
+                    list.span(),
+                    format!("session_cookies: `{bad}` is not a valid cookie name"),
+                );
+            }
+            list.into_inner()
+        }
+    };
     Ok(OriginConfig {
         git,
         api,
@@ -173,6 +197,7 @@ fn origin(raw: RawOrigin, site_api: SiteAccess, at: At<'_>) -> Result<OriginConf
         service_user,
         service_token_secret,
         user_header,
+        session_cookies,
     })
 }
 

@@ -50,6 +50,7 @@ pub(crate) struct RawOrigin {
     pub(crate) service_user: Option<Spanned<String>>,
     pub(crate) service_token_secret: Option<Spanned<String>>,
     pub(crate) user_header: Option<Spanned<String>>,
+    pub(crate) session_cookies: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]

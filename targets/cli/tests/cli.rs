@@ -133,6 +133,8 @@ fn check_reports_file_line_and_column() {
         ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 0\nperiod_seconds = 1\n", "4:12: requests must be at least 1"),
         ("[[test]]\nname = \"t\"\nrequest = { path = \"/\" }\nexpect = {}\n", "4:10: test `t` expects nothing"),
         ("[[grant]\n", "1:9: unclosed array table, expected `]`"),
+        ("[origin]\nsession_cookies = []\n", "2:19: session_cookies must name at least one cookie"),
+        ("[origin]\nsession_cookies = [\"i_like_gogs\", \"a b\"]\n", "2:19: session_cookies: `a b` is not a valid cookie name"),
     ];
     for (i, (policy, expected)) in cases.iter().enumerate() {
         let path = write_temp(&dir, &format!("bad{i}.toml"), policy);

@@ -432,6 +432,35 @@ pub fn gateway_git_scenarios(world: &World, gateway_url: &str, log: &dyn Fn() ->
     assert!(seen
         .iter()
         .any(|r| header(r, "authorization") == Some(alice_basic.as_str())));
+
+    // A web page carrying someone else's Gogs session: Gogs would sign the browser in from
+    // it before reading X-WEBAUTH-USER, so it must not arrive; the other cookies must.
+    let page = client
+        .get(format!("{gateway_url}/acme/app/src/master"))
+        .header("Authorization", &alice)
+        .header("X-WEBAUTH-USER", "admin")
+        .header("Cookie", "lang=en-US; i_like_gogs=admin-session; _csrf=tok")
+        .send()
+        .expect("web request");
+    // The test origin only speaks git, so it refuses the page; what it was sent is the point.
+    assert_eq!(page.status(), 401, "{}", log());
+    let seen = world.origin_requests();
+    let forwarded = seen
+        .iter()
+        .rev()
+        .find(|r| r["path"] == "/acme/app/src/master")
+        .unwrap_or_else(|| panic!("the web request never reached the origin\n{}", log()));
+    assert_eq!(
+        header(forwarded, "x-webauth-user"),
+        Some("alice"),
+        "{forwarded}"
+    );
+    assert_eq!(
+        header(forwarded, "cookie"),
+        Some("lang=en-US; _csrf=tok"),
+        "{forwarded}"
+    );
+    assert_eq!(header(forwarded, "authorization"), None, "{forwarded}");
 }
 
 /// The audit reasons the scenarios above must have produced.
