@@ -171,6 +171,32 @@ impl ExplainStep {
     }
 }
 
+/// Where the engine records the steps behind a decision. Formatting them costs more than
+/// the authorization step itself, so unless the caller asked, nothing is formatted.
+#[derive(Debug, Default)]
+pub(crate) struct Explain(Option<Vec<ExplainStep>>);
+
+impl Explain {
+    pub(crate) fn new(record: bool) -> Self {
+        Explain(record.then(Vec::new))
+    }
+
+    pub(crate) fn records(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Records the step `make` builds, if recording; `make` is not called otherwise.
+    pub(crate) fn step(&mut self, make: impl FnOnce() -> ExplainStep) {
+        if let Some(steps) = &mut self.0 {
+            steps.push(make());
+        }
+    }
+
+    pub(crate) fn into_steps(self) -> Vec<ExplainStep> {
+        self.0.unwrap_or_default()
+    }
+}
+
 /// The engine's answer for one request. Serialized, this is `tollgate eval`'s output (see
 /// the README for the schema), identical on every host.
 #[derive(Clone, Debug, Serialize)]
@@ -197,6 +223,8 @@ pub struct Decision {
     pub headers: Vec<Header>,
     /// Seconds until a rate-limited request may be retried.
     pub retry_after: Option<u64>,
+    /// The steps behind the decision; empty unless it came from
+    /// [`crate::Engine::decide_explained`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub explain: Vec<ExplainStep>,
 }

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use crate::access::Access;
 use crate::apikey::{self, ApiKey};
 use crate::credential::{self, CredentialError, Presented};
-use crate::decision::{Decision, ExplainStep, Header, Reason, Verdict};
+use crate::decision::{Decision, Explain, ExplainStep, Header, Reason, Verdict};
 use crate::identity::Identity;
 use crate::jwt::{self, Issuer, TokenRejection};
 use crate::keys::KeyStore;
@@ -62,7 +62,7 @@ struct Draft {
     repo: Option<route::RepoName>,
     access: Option<Access>,
     identity: Option<Identity>,
-    explain: Vec<ExplainStep>,
+    explain: Explain,
 }
 
 impl Draft {
@@ -88,7 +88,7 @@ impl Draft {
             set: Vec::new(),
             headers: Vec::new(),
             retry_after: None,
-            explain: self.explain,
+            explain: self.explain.into_steps(),
         }
     }
 }
@@ -110,7 +110,7 @@ impl Engine {
     /// denies included: the authorization step of [`Engine::decide`] on its own, for tools
     /// that ask "who may do what" and for measuring that step alone.
     pub fn access(&self, who: Option<&Identity>, repo: &RepoName) -> Option<Access> {
-        scope::evaluate(&self.grants, who, repo, None).effective
+        scope::evaluate(&self.grants, who, repo, &mut Explain::new(false)).effective
     }
 
     /// Decides one request. Pure: the same arguments always give the same verdict.
@@ -126,7 +126,7 @@ impl Engine {
 
     /// [`Engine::decide`], looking tokens up in `tokens` first and recording the ones it
     /// verifies, so a repeated token skips its signature check. The cache must be used
-    /// with this engine only. Same verdicts as `decide`, but for the explanation.
+    /// with this engine only. Same verdicts as `decide`.
     pub fn decide_cached(
         &self,
         facts: &RequestFacts<'_>,
@@ -135,18 +135,46 @@ impl Engine {
         secrets: &dyn SecretStore,
         tokens: &dyn TokenCacheStore,
     ) -> Verdict {
+        self.decide_recording(facts, now, keys, secrets, tokens, Explain::new(false))
+    }
+
+    /// [`Engine::decide_cached`], also recording every step behind the decision in
+    /// [`Decision::explain`] (`tollgate eval --explain`, `tollgate test`). Same verdicts;
+    /// a token answered from `tokens` is explained as `(cached)`.
+    pub fn decide_explained(
+        &self,
+        facts: &RequestFacts<'_>,
+        now: UnixTime,
+        keys: &dyn KeyStore,
+        secrets: &dyn SecretStore,
+        tokens: &dyn TokenCacheStore,
+    ) -> Verdict {
+        self.decide_recording(facts, now, keys, secrets, tokens, Explain::new(true))
+    }
+
+    fn decide_recording(
+        &self,
+        facts: &RequestFacts<'_>,
+        now: UnixTime,
+        keys: &dyn KeyStore,
+        secrets: &dyn SecretStore,
+        tokens: &dyn TokenCacheStore,
+        explain: Explain,
+    ) -> Verdict {
         let mut draft = Draft {
             class: None,
             repo: None,
             access: None,
             identity: None,
-            explain: Vec::new(),
+            explain,
         };
 
         let route = match route::classify(facts.method, facts.path, facts.query, facts.body) {
             Ok(route) => route,
             Err(e) => {
-                draft.explain.push(ExplainStep::new("route", e.message()));
+                draft
+                    .explain
+                    .step(|| ExplainStep::new("route", e.message()));
                 return Verdict::Decided(draft.finish(
                     false,
                     400,
@@ -160,18 +188,22 @@ impl Engine {
         if let Target::Repo { repo, access } = &route.target {
             draft.repo = Some(repo.clone());
             draft.access = Some(*access);
-            draft.explain.push(ExplainStep::new(
-                "route",
-                format!(
-                    "{} request on `{repo}` needs {access}",
-                    route.class.as_str()
-                ),
-            ));
+            draft.explain.step(|| {
+                ExplainStep::new(
+                    "route",
+                    format!(
+                        "{} request on `{repo}` needs {access}",
+                        route.class.as_str()
+                    ),
+                )
+            });
         } else {
-            draft.explain.push(ExplainStep::new(
-                "route",
-                format!("{} request outside any repository", route.class.as_str()),
-            ));
+            draft.explain.step(|| {
+                ExplainStep::new(
+                    "route",
+                    format!("{} request outside any repository", route.class.as_str()),
+                )
+            });
         }
 
         let identity = match self.authenticate(facts, now, keys, tokens, &mut draft.explain) {
@@ -206,7 +238,7 @@ impl Engine {
                 let message = format!("origin credential `{}` is not configured", missing.0);
                 draft
                     .explain
-                    .push(ExplainStep::new("origin", message.clone()));
+                    .step(|| ExplainStep::new("origin", message.clone()));
                 return Verdict::Decided(draft.finish(
                     false,
                     500,
@@ -218,7 +250,7 @@ impl Engine {
         };
         if route.class == RouteClass::Web {
             if let Some(cookies) = self.origin.web_cookies(facts.header_values("cookie")) {
-                draft.explain.push(ExplainStep::new(
+                draft.explain.step(|| ExplainStep::new(
                     "origin",
                     format!(
                         "Gogs sign-in cookie `{}` removed: the origin must act as the verified caller",
@@ -233,6 +265,7 @@ impl Engine {
             Some(id) => id.user.clone(),
             None => String::from("anonymous"),
         };
+        let explaining = draft.explain.records();
         let mut allowed = draft.finish(
             true,
             200,
@@ -261,6 +294,7 @@ impl Engine {
                     gcra: limit.gcra,
                     now,
                     allowed,
+                    explain: explaining,
                 })
             }
             None => Verdict::Decided(allowed),
@@ -286,16 +320,16 @@ impl Engine {
         now: UnixTime,
         keys: &dyn KeyStore,
         tokens: &dyn TokenCacheStore,
-        explain: &mut Vec<ExplainStep>,
+        explain: &mut Explain,
     ) -> Result<Option<Identity>, (Reason, &'static str)> {
         let candidates = match credential::extract(facts) {
             Ok(Presented::Nothing) => {
-                explain.push(ExplainStep::new("credential", "none presented: anonymous"));
+                explain.step(|| ExplainStep::new("credential", "none presented: anonymous"));
                 return Ok(None);
             }
             Ok(Presented::Candidates(c)) => c,
             Err(e) => {
-                explain.push(ExplainStep::new("credential", e.message()));
+                explain.step(|| ExplainStep::new("credential", e.message()));
                 let reason = match e {
                     CredentialError::InQuery => Reason::CredentialInQuery,
                     _ => Reason::BadCredentials,
@@ -309,10 +343,12 @@ impl Engine {
                 // A JWT is unambiguous: its verdict is final, whichever Basic field held it.
                 let digest: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
                 if let Some(identity) = tokens.lookup(&digest, now) {
-                    explain.push(ExplainStep::new(
-                        format!("issuer:{}", issuer_name(&identity)),
-                        format!("token verified for `{}` (cached)", identity.user),
-                    ));
+                    explain.step(|| {
+                        ExplainStep::new(
+                            format!("issuer:{}", issuer_name(&identity)),
+                            format!("token verified for `{}` (cached)", identity.user),
+                        )
+                    });
                     return Ok(Some(identity));
                 }
                 return match jwt::verify(
@@ -328,14 +364,16 @@ impl Engine {
                         if let Some(until) = verified.valid_until {
                             tokens.remember(digest, &identity, verified.valid_from, until, now);
                         }
-                        explain.push(ExplainStep::new(
-                            format!("issuer:{}", issuer_name(&identity)),
-                            format!("token verified for `{}`", identity.user),
-                        ));
+                        explain.step(|| {
+                            ExplainStep::new(
+                                format!("issuer:{}", issuer_name(&identity)),
+                                format!("token verified for `{}`", identity.user),
+                            )
+                        });
                         Ok(Some(identity))
                     }
                     Err(r) => {
-                        explain.push(ExplainStep::new("credential", r.message()));
+                        explain.step(|| ExplainStep::new("credential", r.message()));
                         Err((Reason::InvalidCredential(r), r.message()))
                     }
                 };
@@ -345,14 +383,16 @@ impl Engine {
                 continue;
             }
             if let Some(identity) = apikey::lookup(&self.api_keys, candidate) {
-                explain.push(ExplainStep::new(
-                    format!("api_key:{}", issuer_name(&identity)),
-                    format!("API key verified for `{}`", identity.user),
-                ));
+                explain.step(|| {
+                    ExplainStep::new(
+                        format!("api_key:{}", issuer_name(&identity)),
+                        format!("API key verified for `{}`", identity.user),
+                    )
+                });
                 return Ok(Some(identity));
             }
         }
-        explain.push(ExplainStep::new("credential", rejection.message()));
+        explain.step(|| ExplainStep::new("credential", rejection.message()));
         Err((Reason::InvalidCredential(rejection), rejection.message()))
     }
 
@@ -370,14 +410,16 @@ impl Engine {
                     SiteAccess::Authenticated => who.is_some(),
                     SiteAccess::Deny => false,
                 };
-                draft.explain.push(ExplainStep::new(
-                    rule,
-                    if open {
-                        "open"
-                    } else {
-                        "closed to this caller"
-                    },
-                ));
+                draft.explain.step(|| {
+                    ExplainStep::new(
+                        rule,
+                        if open {
+                            "open"
+                        } else {
+                            "closed to this caller"
+                        },
+                    )
+                });
                 if open {
                     return Ok(Some(rule.into()));
                 }
@@ -401,8 +443,7 @@ impl Engine {
                 )))
             }
             Target::Repo { repo, access } => {
-                let scope =
-                    scope::evaluate(&self.grants, who.as_ref(), repo, Some(&mut draft.explain));
+                let scope = scope::evaluate(&self.grants, who.as_ref(), repo, &mut draft.explain);
                 if scope.effective.is_some_and(|e| e >= *access) {
                     return Ok(scope.best_allow.map(|g| format!("grant:{}", g.name)));
                 }

@@ -89,6 +89,8 @@ pub struct PendingRate {
     pub(crate) gcra: Gcra,
     pub(crate) now: UnixTime,
     pub(crate) allowed: Decision,
+    /// Whether the decision is being explained (see [`crate::Engine::decide_explained`]).
+    pub(crate) explain: bool,
 }
 
 impl PendingRate {
@@ -125,10 +127,12 @@ impl PendingRate {
     /// limiter keeps no GCRA state (Fastly's Edge Rate Limiting); others use `resolve`.
     pub fn admit(&self) -> Decision {
         let mut decision = self.allowed.clone();
-        decision.explain.push(ExplainStep::new(
-            format!("rate_limit:{}", self.limit_name),
-            format!("within the limit (key `{}`)", self.key),
-        ));
+        if self.explain {
+            decision.explain.push(ExplainStep::new(
+                format!("rate_limit:{}", self.limit_name),
+                format!("within the limit (key `{}`)", self.key),
+            ));
+        }
         decision
     }
 
@@ -149,10 +153,12 @@ impl PendingRate {
         decision.strip = Vec::new();
         decision.headers = alloc::vec![Header::new("retry-after", format!("{retry_after}"))];
         decision.retry_after = Some(retry_after);
-        decision.explain.push(ExplainStep::new(
-            rule,
-            format!("over the limit (key `{}`)", self.key),
-        ));
+        if self.explain {
+            decision.explain.push(ExplainStep::new(
+                rule,
+                format!("over the limit (key `{}`)", self.key),
+            ));
+        }
         decision
     }
 

@@ -5,7 +5,7 @@
 use alloc::{format, string::String, vec::Vec};
 
 use crate::access::Access;
-use crate::decision::ExplainStep;
+use crate::decision::{Explain, ExplainStep};
 use crate::glob::SegmentGlob;
 use crate::identity::{Identity, Via};
 use crate::route::RepoName;
@@ -92,18 +92,15 @@ pub(crate) struct Scope<'g> {
     pub(crate) deny: Option<&'g Grant>,
 }
 
-/// Weighs every grant for `who` on `repo`. With `explain`, one step per grant says what it
-/// did; without, nothing is formatted, which keeps the step allocation-free.
+/// Weighs every grant for `who` on `repo`, recording one step per grant in `explain`.
 pub(crate) fn evaluate<'g>(
     grants: &'g [Grant],
     who: Option<&Identity>,
     repo: &RepoName,
-    mut explain: Option<&mut Vec<ExplainStep>>,
+    explain: &mut Explain,
 ) -> Scope<'g> {
     let mut note = |grant: &Grant, outcome: &dyn Fn() -> String| {
-        if let Some(steps) = explain.as_deref_mut() {
-            steps.push(ExplainStep::new(format!("grant:{}", grant.name), outcome()));
-        }
+        explain.step(|| ExplainStep::new(format!("grant:{}", grant.name), outcome()));
     };
     let mut best_allow: Option<&Grant> = None;
     let mut deny: Option<&Grant> = None;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use policy_core::policy::Policy;
-use policy_core::{OwnedRequest, RateState, UnixTime};
+use policy_core::{NoTokenCache, OwnedRequest, RateState, UnixTime};
 use serde_json::Value;
 use tollgate_wasmtime::{CompiledModule, PolicyInstance};
 
@@ -79,14 +79,16 @@ impl<'p> Decider<'p> {
             } => {
                 let pairs = request.header_pairs();
                 let facts = request.facts(&pairs);
-                let mut decision = policy
-                    .engine
-                    .decide_with_state(&facts, now, keys, secrets, state);
+                let verdict = if explain {
+                    policy
+                        .engine
+                        .decide_explained(&facts, now, keys, secrets, &NoTokenCache)
+                } else {
+                    policy.engine.decide(&facts, now, keys, secrets)
+                };
+                let decision = verdict.resolve_with(state);
                 let audit =
                     serde_json::to_value(decision.audit(&facts, now)).map_err(|e| e.to_string())?;
-                if !explain {
-                    decision.explain.clear();
-                }
                 Ok((
                     serde_json::to_value(&decision).map_err(|e| e.to_string())?,
                     audit,

@@ -91,7 +91,7 @@ async fn eval_endpoint(req: &mut Request, env: &Env, config: &config::Config) ->
         Ok(input) => input,
         Err(e) => return Response::error(format!("bad eval input: {e}\n"), 400),
     };
-    let mut decision = decide(
+    let decision = decide(
         env,
         config,
         &input.request,
@@ -99,7 +99,6 @@ async fn eval_endpoint(req: &mut Request, env: &Env, config: &config::Config) ->
         &input.rate_namespace,
     )
     .await?;
-    decision.explain.clear();
     let mut response = Response::ok(decision.to_json())?;
     response
         .headers_mut()

@@ -241,13 +241,12 @@ fn eval_endpoint(setup: &Setup, mut req: Request) -> Response {
     } else {
         format!("{}/", input.rate_namespace)
     };
-    let mut decision = decide(
+    let decision = decide(
         setup,
         &input.request,
         UnixTime::from_secs(input.now),
         &namespace,
     );
-    decision.explain.clear();
     Response::from_status(StatusCode::OK)
         .with_header("content-type", "application/json")
         .with_body(decision.to_json())

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use policy_core::policy::Policy;
 use policy_core::{
-    Engine, KeySet, KeyStore, OwnedRequest, PendingRate, RateState, SecretStore, UnixTime, Verdict,
+    Engine, KeySet, KeyStore, NoTokenCache, OwnedRequest, PendingRate, RateState, SecretStore,
+    UnixTime, Verdict,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -51,7 +52,6 @@ struct Waiting {
     pending: PendingRate,
     request: OwnedRequest,
     now: UnixTime,
-    explain: bool,
 }
 
 #[derive(Default)]
@@ -187,18 +187,10 @@ fn set_secrets(state: &mut State, input: &[u8]) -> Value {
     }
 }
 
-fn finished(
-    decision: &mut policy_core::Decision,
-    request: &OwnedRequest,
-    now: UnixTime,
-    explain: bool,
-) -> Value {
+fn finished(decision: &policy_core::Decision, request: &OwnedRequest, now: UnixTime) -> Value {
     let pairs = request.header_pairs();
     let audit =
         serde_json::to_value(decision.audit(&request.facts(&pairs), now)).unwrap_or(Value::Null);
-    if !explain {
-        decision.explain.clear();
-    }
     // What a proxying host acts on: the real origin header values (the decision shows
     // secrets by name only) or the denial response's bytes.
     let action = if decision.allow {
@@ -222,16 +214,14 @@ fn decide(state: &mut State, input: &[u8]) -> Value {
     };
     let now = UnixTime::from_nanos(input.now_nanos);
     let pairs = input.request.header_pairs();
-    let verdict = engine.decide(
-        &input.request.facts(&pairs),
-        now,
-        &state.keys,
-        &state.secrets,
-    );
+    let facts = input.request.facts(&pairs);
+    let verdict = if input.explain {
+        engine.decide_explained(&facts, now, &state.keys, &state.secrets, &NoTokenCache)
+    } else {
+        engine.decide(&facts, now, &state.keys, &state.secrets)
+    };
     match verdict {
-        Verdict::Decided(mut decision) => {
-            finished(&mut decision, &input.request, now, input.explain)
-        }
+        Verdict::Decided(decision) => finished(&decision, &input.request, now),
         Verdict::Pending(pending) => {
             let key = pending.key().to_string();
             let (requests, period_seconds) = pending.gcra().quota();
@@ -240,7 +230,6 @@ fn decide(state: &mut State, input: &[u8]) -> Value {
                 pending,
                 request: input.request,
                 now,
-                explain: input.explain,
             });
             json!({ "pending": { "key": key, "limit": limit, "requests": requests, "period_seconds": period_seconds } })
         }
@@ -255,13 +244,8 @@ fn resolve(state: &mut State, input: &[u8]) -> Value {
     let Some(waiting) = &state.waiting else {
         return error("nothing to resolve: the last decide was final");
     };
-    let (mut decision, update) = waiting.pending.resolve(input.state.map(RateState));
-    let mut out = finished(
-        &mut decision,
-        &waiting.request,
-        waiting.now,
-        waiting.explain,
-    );
+    let (decision, update) = waiting.pending.resolve(input.state.map(RateState));
+    let mut out = finished(&decision, &waiting.request, waiting.now);
     if let Some(obj) = out.as_object_mut() {
         obj.insert(
             "update".into(),

@@ -338,7 +338,7 @@ impl Target for NativeCached {
         let engine = &policy.engine;
         let decide = |state: &mut HashMap<String, RateState>| {
             engine
-                .decide_cached(&facts, case.now, &NoKeys, &self.inner.secrets, &self.tokens)
+                .decide_explained(&facts, case.now, &NoKeys, &self.inner.secrets, &self.tokens)
                 .resolve_with(&mut map_rate_state(state))
         };
         // Warm the cache with throw-away rate state, then decide for real.
