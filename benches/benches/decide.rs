@@ -94,6 +94,30 @@ fn native_cached(c: &mut Criterion) {
     group.finish();
 }
 
+/// What recording the explanation adds (`tollgate eval --explain`, `tollgate test`).
+fn native_explained(c: &mut Criterion) {
+    let secrets = Secrets(corpus_secrets().into_iter().collect());
+    let mut group = c.benchmark_group("decide/native-explained");
+    for (label, file, name) in CASES.iter().filter(|(label, _, _)| *label == "api-key") {
+        let (policy, _) = corpus_policy(file);
+        let case = case(&policy, name).clone();
+        let pairs = case.request.header_pairs();
+        let facts = case.request.facts(&pairs);
+        group.bench_function(BenchmarkId::from_parameter(label), |b| {
+            b.iter(|| {
+                policy.engine.decide_explained(
+                    &facts,
+                    case.now,
+                    &NoKeys,
+                    &secrets,
+                    &policy_core::NoTokenCache,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
 fn wasmtime(c: &mut Criterion) {
     let module = CompiledModule::from_file(&build_wasm_module()).expect("policy module");
     let mut group = c.benchmark_group("decide/wasmtime");
@@ -120,5 +144,12 @@ fn policy_compile(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, native, native_cached, wasmtime, policy_compile);
+criterion_group!(
+    benches,
+    native,
+    native_cached,
+    native_explained,
+    wasmtime,
+    policy_compile
+);
 criterion_main!(benches);
