@@ -63,8 +63,19 @@ impl<'p> Decider<'p> {
         Ok(Decider::Wasm(Box::new(instance)))
     }
 
-    /// The decision and its audit record, as JSON.
+    /// The decision and its audit record, as JSON with every object's keys sorted.
     pub fn decide(
+        &mut self,
+        request: &OwnedRequest,
+        now: UnixTime,
+        explain: bool,
+        state: &mut dyn FnMut(&str, Option<RateState>) -> Option<RateState>,
+    ) -> Result<(Value, Value), String> {
+        self.decide_unordered(request, now, explain, state)
+            .map(|(decision, audit)| (sorted_keys(decision), sorted_keys(audit)))
+    }
+
+    fn decide_unordered(
         &mut self,
         request: &OwnedRequest,
         now: UnixTime,
@@ -99,5 +110,26 @@ impl<'p> Decider<'p> {
                 .map(|outcome| (outcome.decision, outcome.audit))
                 .map_err(|e| e.to_string()),
         }
+    }
+}
+
+/// `value` with the keys of every object in sorted order. Native decisions serialize in
+/// field order when a build unifies serde_json's `preserve_order` feature (cedar-policy, a
+/// benchmark peer, turns it on), while the module's always come back sorted; sorting here
+/// keeps `eval` and `eval --wasm` byte-identical whatever the build.
+fn sorted_keys(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sorted_keys(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted_keys).collect()),
+        other => other,
     }
 }
