@@ -71,18 +71,7 @@ impl<'p> Decider<'p> {
         explain: bool,
         state: &mut dyn FnMut(&str, Option<RateState>) -> Option<RateState>,
     ) -> Result<(Value, Value), String> {
-        self.decide_unordered(request, now, explain, state)
-            .map(|(decision, audit)| (sorted_keys(decision), sorted_keys(audit)))
-    }
-
-    fn decide_unordered(
-        &mut self,
-        request: &OwnedRequest,
-        now: UnixTime,
-        explain: bool,
-        state: &mut dyn FnMut(&str, Option<RateState>) -> Option<RateState>,
-    ) -> Result<(Value, Value), String> {
-        match self {
+        let (decision, audit) = match self {
             Decider::Native {
                 policy,
                 keys,
@@ -100,16 +89,17 @@ impl<'p> Decider<'p> {
                 let decision = verdict.resolve_with(state);
                 let audit =
                     serde_json::to_value(decision.audit(&facts, now)).map_err(|e| e.to_string())?;
-                Ok((
-                    serde_json::to_value(&decision).map_err(|e| e.to_string())?,
-                    audit,
-                ))
+                let decision = serde_json::to_value(&decision).map_err(|e| e.to_string())?;
+                (decision, audit)
             }
-            Decider::Wasm(instance) => instance
-                .decide_with_state(request, now, explain, state)
-                .map(|outcome| (outcome.decision, outcome.audit))
-                .map_err(|e| e.to_string()),
-        }
+            Decider::Wasm(instance) => {
+                let outcome = instance
+                    .decide_with_state(request, now, explain, state)
+                    .map_err(|e| e.to_string())?;
+                (outcome.decision, outcome.audit)
+            }
+        };
+        Ok((sorted_keys(decision), sorted_keys(audit)))
     }
 }
 
