@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use policy_core::cases::TestCase;
 use serde_json::{json, Value};
 
-use crate::process::{audit_lines, free_port, repo, wait_until_http, Proc};
+use crate::process::{free_port, repo, which, DevServer};
 use crate::{corpus_secrets, eval_over_http, Target};
 
 pub fn worker_dir() -> PathBuf {
@@ -22,14 +22,6 @@ fn path_with_node22() -> OsString {
     path.push(":");
     path.push(std::env::var_os("PATH").unwrap_or_default());
     path
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(tool))
-            .find(|p| p.is_file())
-    })
 }
 
 /// Builds the Worker once per test process (`worker-build --profile wasm-size`).
@@ -56,93 +48,58 @@ pub fn build_worker() {
     });
 }
 
-/// One `wrangler dev` with the given `[vars]`.
-#[derive(Debug)]
-pub struct Wrangler {
-    pub port: u16,
-    pub dir: tempfile::TempDir,
-    proc: Proc,
-}
-
-impl Wrangler {
-    pub fn start(vars: &[(&str, &str)]) -> Wrangler {
-        build_worker();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let main = worker_dir().join("build/worker/shim.mjs");
-        let mut config = format!(
-            "name = \"tollgate-test\"\nmain = {}\ncompatibility_date = \"2025-09-01\"\n\n[vars]\n",
-            json!(main.display().to_string())
-        );
-        for (name, value) in vars {
-            // A JSON string is a valid TOML basic string.
-            config.push_str(&format!("{name} = {}\n", json!(value)));
-        }
-        config.push_str(
-            "\n[[durable_objects.bindings]]\nname = \"RATE_LIMITER\"\nclass_name = \"RateLimiter\"\n\n[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"RateLimiter\"]\n",
-        );
-        let config_path = dir.path().join("wrangler.toml");
-        std::fs::write(&config_path, config).expect("wrangler.toml");
-        let port = free_port();
-        let inspector = free_port();
-        let log = std::fs::File::create(dir.path().join("wrangler.log")).expect("log");
-        let proc = Proc::start(
-            "wrangler dev",
-            Command::new(worker_dir().join("node_modules/.bin/wrangler"))
-                .arg("dev")
-                .arg("--config")
-                .arg(&config_path)
-                .args([
-                    "--ip",
-                    "127.0.0.1",
-                    "--port",
-                    &port.to_string(),
-                    "--inspector-port",
-                    &inspector.to_string(),
-                ])
-                .arg("--persist-to")
-                .arg(dir.path().join("state"))
-                .current_dir(dir.path())
-                .env("PATH", path_with_node22())
-                .env("WRANGLER_SEND_METRICS", "false")
-                .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-                .env("HOME", dir.path())
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log),
-            port,
-        );
-        let wrangler = Wrangler { port, dir, proc };
-        wrangler.wait_until_serving();
-        wrangler
+/// One `wrangler dev` with the given `[vars]`, logging to `wrangler.log`.
+pub fn start_wrangler(vars: &[(&str, &str)]) -> DevServer {
+    build_worker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = worker_dir().join("build/worker/shim.mjs");
+    let mut config = format!(
+        "name = \"tollgate-test\"\nmain = {}\ncompatibility_date = \"2025-09-01\"\n\n[vars]\n",
+        json!(main.display().to_string())
+    );
+    for (name, value) in vars {
+        // A JSON string is a valid TOML basic string.
+        config.push_str(&format!("{name} = {}\n", json!(value)));
     }
-
-    fn wait_until_serving(&self) {
-        wait_until_http(&format!("{}/", self.url()), "wrangler dev", &|| self.log());
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Everything wrangler printed, the Worker's audit lines included.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("wrangler.log")).unwrap_or_default()
-    }
-
-    /// The Worker's audit records (JSON lines it logged).
-    pub fn audit(&self) -> Vec<Value> {
-        audit_lines(&self.log())
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.proc.pid()
-    }
+    config.push_str(
+        "\n[[durable_objects.bindings]]\nname = \"RATE_LIMITER\"\nclass_name = \"RateLimiter\"\n\n[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"RateLimiter\"]\n",
+    );
+    let config_path = dir.path().join("wrangler.toml");
+    std::fs::write(&config_path, config).expect("wrangler.toml");
+    let port = free_port();
+    let inspector = free_port();
+    DevServer::start(
+        "wrangler dev",
+        Command::new(worker_dir().join("node_modules/.bin/wrangler"))
+            .arg("dev")
+            .arg("--config")
+            .arg(&config_path)
+            .args([
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--inspector-port",
+                &inspector.to_string(),
+            ])
+            .arg("--persist-to")
+            .arg(dir.path().join("state"))
+            .current_dir(dir.path())
+            .env("PATH", path_with_node22())
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("HOME", dir.path()),
+        dir,
+        "wrangler.log",
+        port,
+    )
 }
 
 /// The corpus through the Worker's test-only `/__tollgate/eval` endpoint, so each case
 /// runs at its own time and with its own rate-limit namespace in the Durable Object.
 #[derive(Debug, Default)]
 pub struct Cloudflare {
-    dev: Option<Wrangler>,
+    dev: Option<DevServer>,
     case: u64,
 }
 
@@ -154,7 +111,7 @@ impl Target for Cloudflare {
     fn load(&mut self, source: &str, _file: &str) -> Result<(), String> {
         self.dev = None; // stop the previous wrangler first
         let secrets = serde_json::to_string(&corpus_secrets()).map_err(|e| e.to_string())?;
-        self.dev = Some(Wrangler::start(&[
+        self.dev = Some(start_wrangler(&[
             ("TOLLGATE_POLICY", source),
             ("TOLLGATE_ORIGIN", "http://127.0.0.1:9"),
             ("TOLLGATE_SECRETS", &secrets),

@@ -1,13 +1,13 @@
 //! The Fastly Compute app (targets/fastly) under Viceroy, on 127.0.0.1, stopped by PID.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use policy_core::cases::TestCase;
 use serde_json::{json, Value};
 
-use crate::process::{audit_lines, free_port, repo, wait_until_http, Proc};
+use crate::process::{free_port, repo, which, DevServer};
 use crate::{corpus_secrets, eval_over_http, Target};
 
 /// Builds the app once per test process and returns the module.
@@ -55,14 +55,6 @@ pub fn chunks(key: &str, value: &str) -> Vec<(String, String)> {
     items
 }
 
-/// One Viceroy with a generated fastly.toml.
-#[derive(Debug)]
-pub struct Viceroy {
-    pub port: u16,
-    pub dir: tempfile::TempDir,
-    proc: Proc,
-}
-
 /// What goes into the generated `[local_server]`.
 #[derive(Debug, Default)]
 pub struct ViceroyConfig<'a> {
@@ -71,87 +63,57 @@ pub struct ViceroyConfig<'a> {
     pub secrets: Vec<(String, String)>,
 }
 
-impl Viceroy {
-    pub fn start(config: &ViceroyConfig<'_>) -> Viceroy {
-        let module = build_app();
-        let viceroy = std::env::var_os("PATH")
-            .and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|p| p.join("viceroy"))
-                    .find(|p| p.is_file())
-            })
-            .expect("viceroy is not installed: run ./scripts/test (cargo install viceroy)");
-        let dir = tempfile::tempdir().expect("tempdir");
-        // JSON strings are valid TOML basic strings.
-        let mut toml = format!(
+/// One Viceroy with a generated fastly.toml, logging to `viceroy.log`.
+pub fn start_viceroy(config: &ViceroyConfig<'_>) -> DevServer {
+    let module = build_app();
+    let viceroy = which("viceroy")
+        .expect("viceroy is not installed: run ./scripts/test (cargo install viceroy)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // JSON strings are valid TOML basic strings.
+    let mut toml = format!(
             "manifest_version = 3\nname = \"tollgate-test\"\nlanguage = \"rust\"\n\n[local_server]\n[local_server.backends.origin]\nurl = {}\n\n[local_server.config_stores.tollgate]\nformat = \"inline-toml\"\n[local_server.config_stores.tollgate.contents]\n",
             json!(config.origin)
         );
-        for (key, value) in &config.config {
-            for (item, piece) in chunks(key, value) {
-                toml.push_str(&format!("{} = {}\n", json!(item), json!(piece)));
-            }
+    for (key, value) in &config.config {
+        for (item, piece) in chunks(key, value) {
+            toml.push_str(&format!("{} = {}\n", json!(item), json!(piece)));
         }
-        toml.push_str("\n[local_server.secret_stores]\ntollgate_secrets = [\n");
-        for (key, value) in &config.secrets {
-            // Secret Store names cannot hold `/`: the app looks `a/b` up as `a.b`.
-            let key = key.replace('/', ".");
-            toml.push_str(&format!(
-                "  {{ key = {}, data = {} }},\n",
-                json!(key),
-                json!(value)
-            ));
-        }
-        toml.push_str("]\n\n[local_server.kv_stores]\ntollgate_rate = [{ key = \"created\", data = \"1\" }]\n");
-        let manifest = dir.path().join("fastly.toml");
-        std::fs::write(&manifest, toml).expect("fastly.toml");
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("viceroy.log")).expect("log");
-        let proc = Proc::start(
-            "viceroy",
-            Command::new(viceroy)
-                .arg("-C")
-                .arg(&manifest)
-                .args(["--addr", &format!("127.0.0.1:{port}")])
-                .arg(&module)
-                .current_dir(dir.path())
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .stdin(Stdio::null()),
-            port,
-        );
-        let v = Viceroy { port, dir, proc };
-        v.wait_until_serving();
-        v
     }
-
-    fn wait_until_serving(&self) {
-        wait_until_http(&format!("{}/", self.url()), "viceroy", &|| self.log());
+    toml.push_str("\n[local_server.secret_stores]\ntollgate_secrets = [\n");
+    for (key, value) in &config.secrets {
+        // Secret Store names cannot hold `/`: the app looks `a/b` up as `a.b`.
+        let key = key.replace('/', ".");
+        toml.push_str(&format!(
+            "  {{ key = {}, data = {} }},\n",
+            json!(key),
+            json!(value)
+        ));
     }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("viceroy.log")).unwrap_or_default()
-    }
-
-    /// The app's audit records (the JSON lines it printed).
-    pub fn audit(&self) -> Vec<Value> {
-        audit_lines(&self.log())
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.proc.pid()
-    }
+    toml.push_str(
+        "]\n\n[local_server.kv_stores]\ntollgate_rate = [{ key = \"created\", data = \"1\" }]\n",
+    );
+    let manifest = dir.path().join("fastly.toml");
+    std::fs::write(&manifest, toml).expect("fastly.toml");
+    let port = free_port();
+    DevServer::start(
+        "viceroy",
+        Command::new(viceroy)
+            .arg("-C")
+            .arg(&manifest)
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .arg(&module)
+            .current_dir(dir.path()),
+        dir,
+        "viceroy.log",
+        port,
+    )
 }
 
 /// The corpus through the app's test-only `/__tollgate/eval` endpoint, with the exact GCRA
 /// rate store (Viceroy stubs Edge Rate Limiting).
 #[derive(Debug, Default)]
 pub struct Fastly {
-    viceroy: Option<Viceroy>,
+    viceroy: Option<DevServer>,
     case: u64,
 }
 
@@ -162,7 +124,7 @@ impl Target for Fastly {
 
     fn load(&mut self, source: &str, _file: &str) -> Result<(), String> {
         self.viceroy = None;
-        self.viceroy = Some(Viceroy::start(&ViceroyConfig {
+        self.viceroy = Some(start_viceroy(&ViceroyConfig {
             origin: "http://127.0.0.1:9",
             config: vec![
                 ("policy", source.to_owned()),

@@ -14,6 +14,15 @@ pub fn repo() -> PathBuf {
         .expect("repository root")
 }
 
+/// `tool` as found on `PATH`.
+pub fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -133,6 +142,61 @@ pub fn wait_for_line(stream: impl std::io::Read, needle: &str) {
         }
     }
     panic!("stream ended before `{needle}`");
+}
+
+/// A server under test that writes its console to a log file in its own temporary
+/// directory (`wrangler dev`, Viceroy): started, waited for until it serves HTTP, and
+/// stopped by PID when dropped.
+#[derive(Debug)]
+pub struct DevServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    log_file: &'static str,
+    proc: Proc,
+}
+
+impl DevServer {
+    /// Runs `command` with its output in `dir/log_file`; returns once `port` answers HTTP.
+    pub fn start(
+        name: &'static str,
+        command: &mut Command,
+        dir: tempfile::TempDir,
+        log_file: &'static str,
+        port: u16,
+    ) -> DevServer {
+        let log = std::fs::File::create(dir.path().join(log_file)).expect("log");
+        let proc = Proc::start(
+            name,
+            command.stdout(log.try_clone().expect("log")).stderr(log),
+            port,
+        );
+        let server = DevServer {
+            port,
+            dir,
+            log_file,
+            proc,
+        };
+        wait_until_http(&format!("{}/", server.url()), name, &|| server.log());
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Everything the server printed, its audit lines included.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(self.log_file)).unwrap_or_default()
+    }
+
+    /// The audit records (JSON lines) the server logged.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        audit_lines(&self.log())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
 }
 
 /// Waits until `url` answers HTTP at all (a listening port is not yet a serving runtime).

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tollgate_conformance::cloudflare::{Cloudflare, Wrangler};
+use tollgate_conformance::cloudflare::{start_wrangler, Cloudflare};
 use tollgate_conformance::world::{gateway_git_scenarios, World, SCENARIO_REASONS};
 use tollgate_conformance::{run, MIN_CORPUS_CASES};
 
@@ -15,7 +15,7 @@ fn worker_passes_the_corpus() {
 #[test]
 fn git_through_the_worker() {
     let world = World::start();
-    let worker = Wrangler::start(&[
+    let worker = start_wrangler(&[
         ("TOLLGATE_POLICY", &world.policy()),
         ("TOLLGATE_ORIGIN", &world.origin_url()),
         ("TOLLGATE_SECRETS", &world.secrets_json()),

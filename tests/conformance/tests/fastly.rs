@@ -1,7 +1,7 @@
 //! The Fastly Compute app under Viceroy: the conformance corpus, and real git traffic
 //! through it to a local Git origin with keys from a local identity provider.
 
-use tollgate_conformance::fastly::{Fastly, Viceroy, ViceroyConfig};
+use tollgate_conformance::fastly::{start_viceroy, Fastly, ViceroyConfig};
 use tollgate_conformance::world::{gateway_git_scenarios, World, BURST_KEY, SCENARIO_REASONS};
 use tollgate_conformance::{run, MIN_CORPUS_CASES};
 
@@ -28,7 +28,7 @@ fn jwks(world: &World) -> String {
 fn git_through_the_fastly_app() {
     let world = World::start();
     let origin = world.origin_url();
-    let app = Viceroy::start(&ViceroyConfig {
+    let app = start_viceroy(&ViceroyConfig {
         origin: &origin,
         config: vec![
             ("policy", world.policy()),
@@ -57,7 +57,7 @@ fn edge_rate_limiting_is_the_default_store() {
     // Viceroy's ERL never limits, so this shows the production path runs and admits.
     let world = World::start();
     let origin = world.origin_url();
-    let app = Viceroy::start(&ViceroyConfig {
+    let app = start_viceroy(&ViceroyConfig {
         origin: &origin,
         config: vec![("policy", world.policy()), ("jwks.e2e", jwks(&world))],
         secrets: secrets(&world),
