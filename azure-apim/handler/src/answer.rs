@@ -47,6 +47,32 @@ pub fn apim_window(calls: u64, period_seconds: u64) -> (u64, u64) {
     )
 }
 
+/// The request headers apim-policy.xml deletes, and those it sets from the answer. APIM
+/// takes a header's name only as a literal, so the XML cannot follow a policy's
+/// `origin.user_header`: a decision that needs any other header removed or set is refused,
+/// never forwarded with the client's copy of that header still on it.
+const XML_DELETES: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "x-webauth-user",
+    "cookie",
+];
+const XML_SETS: [&str; 3] = ["authorization", "x-webauth-user", "cookie"];
+
+/// The first header of a forward that the XML cannot apply.
+fn unsupported_header<'a>(strip: &'a [String], set: &'a [(String, String)]) -> Option<&'a str> {
+    let known = |list: &[&str], name: &str| list.iter().any(|h| h.eq_ignore_ascii_case(name));
+    strip
+        .iter()
+        .map(String::as_str)
+        .find(|name| !known(&XML_DELETES, name))
+        .or_else(|| {
+            set.iter()
+                .map(|(name, _)| name.as_str())
+                .find(|name| !known(&XML_SETS, name))
+        })
+}
+
 impl Answer {
     pub fn from_final(outcome: Final, rate: Option<(String, u64, u64)>) -> Answer {
         let (allow, status, reason) = (
@@ -55,6 +81,18 @@ impl Answer {
             outcome.reason().to_owned(),
         );
         let d = outcome.decision;
+        if let Action::Forward { strip, set } = &outcome.action {
+            if let Some(name) = unsupported_header(strip, set) {
+                return Answer::refusal(
+                    "apim_unsupported_header",
+                    &format!(
+                        "the decision needs header `{name}` removed or set, which \
+                         apim-policy.xml cannot do; under APIM the policy's \
+                         origin.user_header must be X-WEBAUTH-USER"
+                    ),
+                );
+            }
+        }
         let (strip, set, content_type, body) = match outcome.action {
             Action::Forward { strip, set } => (strip, set, String::new(), String::new()),
             Action::Deny { content_type, body } => (Vec::new(), Vec::new(), content_type, body),
@@ -74,14 +112,7 @@ impl Answer {
                 .unwrap_or_default()
                 .to_owned(),
             origin_authorization: find("authorization"),
-            // The reverse-proxy header's name is the policy's; it is whatever else is set.
-            origin_user: set
-                .iter()
-                .find(|(n, _)| {
-                    !n.eq_ignore_ascii_case("authorization") && !n.eq_ignore_ascii_case("cookie")
-                })
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default(),
+            origin_user: find("x-webauth-user"),
             origin_cookie: find("cookie"),
             strip,
             response_headers: d["headers"].as_object().cloned().unwrap_or_default(),
@@ -98,11 +129,19 @@ impl Answer {
 
     /// The module failed: refuse.
     pub fn failure(message: &str) -> Answer {
-        eprintln!("tollgate-azure-handler: policy module failed: {message}");
+        Answer::refusal(
+            "policy_module_error",
+            &format!("policy module failed: {message}"),
+        )
+    }
+
+    /// Refuse with a server error: the edge cannot carry out what was decided.
+    fn refusal(reason: &str, message: &str) -> Answer {
+        eprintln!("tollgate-azure-handler: {message}");
         Answer {
             allow: false,
             status: 500,
-            reason: "policy_module_error".into(),
+            reason: reason.into(),
             identity: String::new(),
             origin_authorization: String::new(),
             origin_user: String::new(),
@@ -112,9 +151,8 @@ impl Answer {
             content_type: "text/plain; charset=utf-8".into(),
             body: "policy evaluation failed\n".into(),
             rate_limit: Value::Null,
-            decision: json!({ "allow": false, "status": 500, "reason": "policy_module_error" }),
-            audit: json!({ "allow": false, "status": 500, "reason": "policy_module_error" })
-                .to_string(),
+            decision: json!({ "allow": false, "status": 500, "reason": reason }),
+            audit: json!({ "allow": false, "status": 500, "reason": reason }).to_string(),
         }
     }
 
@@ -125,7 +163,31 @@ impl Answer {
 
 #[cfg(test)]
 mod tests {
-    use super::apim_window;
+    use super::{apim_window, unsupported_header};
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn only_headers_the_xml_handles_pass() {
+        let strip = names(&["authorization", "proxy-authorization", "x-webauth-user"]);
+        let set = vec![
+            ("X-WEBAUTH-USER".to_owned(), "alice".to_owned()),
+            ("cookie".to_owned(), "lang=en-US".to_owned()),
+        ];
+        assert_eq!(unsupported_header(&strip, &set), None);
+
+        // A custom reverse-proxy header: the client's copy would reach Gogs.
+        let mut custom = strip.clone();
+        custom.push("x-remote-user".to_owned());
+        assert_eq!(unsupported_header(&custom, &[]), Some("x-remote-user"));
+        let custom_set = vec![("x-remote-user".to_owned(), "alice".to_owned())];
+        assert_eq!(
+            unsupported_header(&strip, &custom_set),
+            Some("x-remote-user")
+        );
+    }
 
     #[test]
     fn quotas_fit_apims_window() {

@@ -245,6 +245,22 @@ fn apim_mode_answers_what_the_policy_xml_reads() {
     }
     fields.remove("tollgate");
     fields.remove("tollgateResponse");
+    // Every header an answer strips is one the XML deletes.
+    let deleted: BTreeSet<String> = root
+        .descendants()
+        .filter(|n| n.has_tag_name("set-header") && n.attribute("exists-action") == Some("delete"))
+        .filter_map(|n| n.attribute("name"))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    for answer in [&allowed, &web] {
+        for name in answer["strip"].as_array().expect("strip") {
+            let name = name.as_str().expect("header name");
+            assert!(
+                deleted.contains(name),
+                "the handler strips `{name}`, which the policy XML never deletes"
+            );
+        }
+    }
     let answers = [&allowed, &denied, &lfs];
     for field in &fields {
         let known = answers.iter().any(|a| a.get(field).is_some())
@@ -273,6 +289,45 @@ fn apim_mode_answers_what_the_policy_xml_reads() {
             "the policy XML ignores the handler's `{field}`"
         );
     }
+}
+
+/// APIM sets header names only as literals, and the XML's reverse-proxy header is
+/// X-WEBAUTH-USER: with any other `user_header` the client's copy of that header would
+/// reach Gogs untouched, so the handler refuses every request it would forward.
+#[test]
+fn a_user_header_the_xml_cannot_handle_is_refused() {
+    let policy =
+        std::fs::read_to_string(repo().join("examples/policy.toml")).expect("example policy");
+    let custom = policy.replacen(
+        "[origin]\n",
+        "[origin]\nuser_header = \"X-Remote-User\"\n",
+        1,
+    );
+    assert_ne!(custom, policy, "the example policy has an [origin] table");
+    let handler = Handler::start(&custom, "apim");
+    let now = 1_767_225_600u64;
+
+    let mut page = example_request("alice-clone.json");
+    page["path"] = json!("/acme/app/src/master");
+    page["query"] = json!("");
+    page["headers"]["X-Remote-User"] = json!("admin");
+    for request in [example_request("alice-clone.json"), page] {
+        let (status, answer) = handler.ask(&json!({ "request": request, "now": now }));
+        assert_eq!(status, 200);
+        assert_eq!(answer["allow"], false, "{answer}");
+        assert_eq!(answer["status"], 500);
+        assert_eq!(answer["reason"], "apim_unsupported_header");
+        assert_eq!(answer["origin_user"], "");
+        assert_eq!(answer["decision"]["allow"], false);
+    }
+
+    // Denials need no header handled, and keep their own status and challenge.
+    let (_, anonymous) = handler.ask(&json!({
+        "request": { "method": "POST", "path": "/acme/app.git/git-receive-pack" },
+        "now": now,
+    }));
+    assert_eq!(anonymous["status"], 401, "{anonymous}");
+    assert_ne!(anonymous["reason"], "apim_unsupported_header");
 }
 
 #[test]
