@@ -106,6 +106,13 @@ impl Engine {
             .filter_map(|i| i.jwks_url.as_deref().map(|url| (i.name.as_str(), url)))
     }
 
+    /// The header Gogs reads for reverse-proxy authentication (`origin.user_header`,
+    /// lowercase). Every forward strips the client's copy, so a host that can only name
+    /// headers ahead of time (API Management) checks it once, at load.
+    pub fn user_header(&self) -> &str {
+        &self.origin.user_header
+    }
+
     /// The access `who` (`None`: anonymous) has on `repo` once every grant is weighed,
     /// denies included: the authorization step of [`Engine::decide`] on its own, for tools
     /// that ask "who may do what" and for measuring that step alone.

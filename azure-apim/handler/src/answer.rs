@@ -59,6 +59,20 @@ const XML_DELETES: [&str; 4] = [
 ];
 const XML_SETS: [&str; 3] = ["authorization", "x-webauth-user", "cookie"];
 
+/// At load: the policy's reverse-proxy header must be the one the XML handles. The
+/// per-request check in [`Answer::from_final`] stays as the backstop.
+pub fn check_user_header(user_header: &str) -> Result<(), String> {
+    if user_header.eq_ignore_ascii_case("x-webauth-user") {
+        return Ok(());
+    }
+    Err(format!(
+        "TOLLGATE_POLICY: origin.user_header `{user_header}` cannot be used under API \
+         Management: apim-policy.xml names headers as literals and deletes and sets only \
+         X-WEBAUTH-USER, so a client's `{user_header}` would reach Gogs; use the default \
+         (and REVERSE_PROXY_AUTHENTICATION_HEADER = X-WEBAUTH-USER in Gogs' app.ini)"
+    ))
+}
+
 /// The first header of a forward that the XML cannot apply.
 fn unsupported_header<'a>(strip: &'a [String], set: &'a [(String, String)]) -> Option<&'a str> {
     let known = |list: &[&str], name: &str| list.iter().any(|h| h.eq_ignore_ascii_case(name));
@@ -163,10 +177,19 @@ impl Answer {
 
 #[cfg(test)]
 mod tests {
-    use super::{apim_window, unsupported_header};
+    use super::{apim_window, check_user_header, unsupported_header};
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_xml_user_header_loads_and_others_do_not() {
+        assert_eq!(check_user_header("x-webauth-user"), Ok(()));
+        let refused = check_user_header("x-remote-user").expect_err("a custom header is refused");
+        assert!(refused.contains("`x-remote-user`"), "{refused}");
+        // A module too old to report the header is refused too.
+        assert!(check_user_header("").is_err());
     }
 
     #[test]

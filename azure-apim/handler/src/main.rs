@@ -102,6 +102,7 @@ impl Handler {
         };
         // Compile the policy now: a bad policy stops the handler with its positioned error.
         let instance = handler.instantiate()?;
+        answer::check_user_header(instance.user_header())?;
         handler.keys.fetch_all(instance.jwks_urls(), true);
         handler
             .idle

@@ -7,7 +7,7 @@
 //!
 //! | export | input | output |
 //! | --- | --- | --- |
-//! | `tollgate_init` | `{"policy": TOML, "file": NAME}` | `{"ok": {"jwks_urls": [[issuer, url]], "tests": N}}` |
+//! | `tollgate_init` | `{"policy": TOML, "file": NAME}` | `{"ok": {"jwks_urls": [[issuer, url]], "tests": N, "user_header": NAME}}` |
 //! | `tollgate_set_keys` | `{"issuer": NAME, "jwks": JSON or null}` | `{"ok": {"keys": N}}` |
 //! | `tollgate_set_secrets` | `{"secrets": {NAME: VALUE}, "placeholder": BOOL}` | `{"ok": {"secrets": N}}` |
 //! | `tollgate_decide` | `{"request": REQUEST, "now_nanos": N, "explain": BOOL}` | `{"decision": D, "audit": A, "action": X}` or `{"pending": {"key": K, "limit": NAME, "requests": N, "period_seconds": S}}` |

@@ -144,11 +144,12 @@ fn init(state: &mut State, input: &[u8]) -> Value {
                 .map(|(n, u)| (n.to_string(), u.to_string()))
                 .collect();
             let tests = policy.tests.len();
+            let user_header = policy.engine.user_header().to_string();
             *state = State {
                 engine: Some(policy.engine),
                 ..State::default()
             };
-            json!({ "ok": { "jwks_urls": urls, "tests": tests } })
+            json!({ "ok": { "jwks_urls": urls, "tests": tests, "user_header": user_header } })
         }
         Err(e) => error(e),
     }

@@ -207,12 +207,14 @@ pub struct PolicyInstance {
     store: Store<StoreLimits>,
     exports: Exports,
     jwks_urls: Vec<(String, String)>,
+    user_header: String,
 }
 
 impl std::fmt::Debug for PolicyInstance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PolicyInstance")
             .field("jwks_urls", &self.jwks_urls)
+            .field("user_header", &self.user_header)
             .finish_non_exhaustive()
     }
 }
@@ -230,15 +232,22 @@ impl PolicyInstance {
             store,
             exports,
             jwks_urls: Vec::new(),
+            user_header: String::new(),
         };
         let ok = this.call_ok("init", &json!({ "policy": policy, "file": file }))?;
         this.jwks_urls = serde_json::from_value(ok["jwks_urls"].clone()).unwrap_or_default();
+        this.user_header = ok["user_header"].as_str().unwrap_or_default().to_owned();
         Ok(this)
     }
 
     /// Issuers whose keys the host must fetch: `(issuer name, JWKS URL)`.
     pub fn jwks_urls(&self) -> &[(String, String)] {
         &self.jwks_urls
+    }
+
+    /// The policy's reverse-proxy user header (`origin.user_header`, lowercase).
+    pub fn user_header(&self) -> &str {
+        &self.user_header
     }
 
     /// Hands the module an issuer's JWKS; `None` makes it forget them (stale keys).
