@@ -249,6 +249,9 @@ impl CedarScope {
             Access::Read => &self.actions[0],
             Access::Write => &self.actions[1],
             Access::Admin => &self.actions[2],
+            Access::Owner => panic!(
+                "the peer policies model read, write and admin; `queries` never asks for owner"
+            ),
         };
         let request = Request::new(
             principal.uid(),

@@ -1,13 +1,15 @@
 use core::fmt;
 use serde::{Deserialize, Serialize};
 
-/// Repository access levels, ordered: `Read < Write < Admin`, as in Gogs.
+/// Repository access levels, ordered `Read < Write < Admin < Owner`, as in Gogs (its
+/// `AccessModeOwner` is the repository's owner, or an owner of the organisation owning it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
     Read,
     Write,
     Admin,
+    Owner,
 }
 
 impl Access {
@@ -16,6 +18,7 @@ impl Access {
             Access::Read => "read",
             Access::Write => "write",
             Access::Admin => "admin",
+            Access::Owner => "owner",
         }
     }
 
@@ -25,6 +28,7 @@ impl Access {
             Access::Read => None,
             Access::Write => Some(Access::Read),
             Access::Admin => Some(Access::Write),
+            Access::Owner => Some(Access::Admin),
         }
     }
 }

@@ -35,8 +35,20 @@ pub struct TestCase {
     /// Send the request this many times (sharing rate-limit state); the expectation is
     /// checked on the last answer.
     pub repeat: u32,
+    /// Requests sent first, in order, sharing rate-limit state with the case's own
+    /// (their answers are not checked): two clients sharing one limit, say.
+    pub before: Vec<OwnedRequest>,
     pub request: OwnedRequest,
     pub expect: Expectation,
+}
+
+impl TestCase {
+    /// The requests the case sends, in order; the expectation applies to the last.
+    pub fn sequence(&self) -> impl Iterator<Item = &OwnedRequest> {
+        self.before
+            .iter()
+            .chain(core::iter::repeat_n(&self.request, self.repeat as usize))
+    }
 }
 
 /// Fields left `None` are not checked.

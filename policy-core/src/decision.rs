@@ -63,6 +63,14 @@ pub enum Reason {
     NotFound,
     /// A non-repository page or API call that the gateway settings close.
     SiteClosed,
+    /// A page or API call listing across repositories, closed by `gateway.cross_repo`.
+    CrossRepoClosed,
+    /// A route naming its repository by id or uuid, closed by `gateway.by_id`.
+    ByIdClosed,
+    /// Gogs' diagnostics or installer, closed by `gateway.operator`.
+    OperatorClosed,
+    /// No route of the Gogs versions followed takes the request; Gogs would answer 404.
+    NoRoute,
     /// Over the rate limit.
     RateLimited,
     /// The origin credential for this identity is not configured on the host.
@@ -82,6 +90,10 @@ impl Reason {
             Reason::DeniedByRule => "denied_by_rule",
             Reason::NotFound => "not_found",
             Reason::SiteClosed => "site_closed",
+            Reason::CrossRepoClosed => "cross_repo_closed",
+            Reason::ByIdClosed => "by_id_closed",
+            Reason::OperatorClosed => "operator_closed",
+            Reason::NoRoute => "no_route",
             Reason::RateLimited => "rate_limited",
             Reason::OriginCredentialMissing => "origin_credential_missing",
         }

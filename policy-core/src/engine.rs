@@ -3,6 +3,7 @@ use serde::Deserialize;
 
 use crate::access::Access;
 use crate::apikey::{self, ApiKey};
+use crate::client_key;
 use crate::credential::{self, CredentialError, Presented};
 use crate::decision::{Decision, Explain, ExplainStep, Header, Reason, Verdict};
 use crate::identity::Identity;
@@ -11,7 +12,7 @@ use crate::keys::KeyStore;
 use crate::origin::{OriginConfig, SecretStore};
 use crate::rate::{Gcra, PendingRate};
 use crate::request::RequestFacts;
-use crate::route::{self, RepoName, Route, RouteClass, Target};
+use crate::route::{self, RepoName, RepoNeed, Route, RouteClass, RouteError, SiteKind};
 use crate::scope::{self, any_matches, Grant, Principal};
 use crate::time::UnixTime;
 use crate::token_cache::{NoTokenCache, TokenCacheStore};
@@ -26,6 +27,15 @@ pub(crate) enum SiteAccess {
     Deny,
 }
 
+/// Whether a kind of route the edge cannot scope to a repository is closed, or decided
+/// like any other page outside a repository (`site_web`, `site_api`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SiteSwitch {
+    Deny,
+    Site,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Gateway {
     pub(crate) realm: String,
@@ -33,6 +43,14 @@ pub(crate) struct Gateway {
     pub(crate) hide_forbidden_repos: bool,
     pub(crate) site_web: SiteAccess,
     pub(crate) site_api: SiteAccess,
+    /// Lists and searches across repositories, which Gogs filters by its own permissions.
+    pub(crate) cross_repo: SiteSwitch,
+    /// Routes reaching a repository by id, uuid or form field.
+    pub(crate) by_id: SiteSwitch,
+    /// Gogs' diagnostics (pprof, metrics) and installer.
+    pub(crate) operator: SiteSwitch,
+    /// IPv6 prefix length anonymous callers share a rate-limit key by.
+    pub(crate) anonymous_ipv6_prefix: u8,
 }
 
 #[derive(Clone, Debug)]
@@ -54,12 +72,14 @@ pub struct Engine {
     pub(crate) api_keys: Vec<ApiKey>,
     pub(crate) grants: Vec<Grant>,
     pub(crate) rate_limits: Vec<RateLimit>,
+    /// The Gogs versions whose routes requests are classified against (`origin.gogs`).
+    pub(crate) gogs: Vec<&'static route::Version>,
 }
 
 /// Partial decision state threaded through the steps of [`Engine::decide`].
 struct Draft {
     class: Option<RouteClass>,
-    repo: Option<route::RepoName>,
+    repo: Option<RepoName>,
     access: Option<Access>,
     identity: Option<Identity>,
     explain: Explain,
@@ -145,6 +165,30 @@ impl Engine {
         self.decide_recording(facts, now, keys, secrets, tokens, Explain::new(false))
     }
 
+    /// The denial a request gets whatever its body says, decided before the host reads
+    /// the body: for a request whose body counts ([`RequestFacts::wants_body`]), the
+    /// decision as if the body asked for the least access its route allows (an LFS batch
+    /// that only downloads). `Some` means no body could make the request pass, so the host
+    /// answers without reading or buffering it; `None` means read the body and decide.
+    /// Nothing is stored: a pending rate limit is left unresolved.
+    pub fn refusal_before_body(
+        &self,
+        facts: &RequestFacts<'_>,
+        now: UnixTime,
+        keys: &dyn KeyStore,
+        secrets: &dyn SecretStore,
+        tokens: &dyn TokenCacheStore,
+    ) -> Option<Decision> {
+        let least = RequestFacts {
+            body: Some(route::LEAST_ACCESS_BODY),
+            ..*facts
+        };
+        match self.decide_cached(&least, now, keys, secrets, tokens) {
+            Verdict::Decided(decision) if !decision.allow => Some(decision),
+            _ => None,
+        }
+    }
+
     /// [`Engine::decide_cached`], also recording every step behind the decision in
     /// [`Decision::explain`] (`tollgate eval --explain`, `tollgate test`). Same verdicts;
     /// a token answered from `tokens` is explained as `(cached)`.
@@ -176,42 +220,50 @@ impl Engine {
             explain,
         };
 
-        let route = match route::classify(facts.method, facts.path, facts.query, facts.body) {
+        let route = match route::classify(
+            &self.gogs,
+            facts.method,
+            facts.path,
+            facts.query,
+            facts.body,
+        ) {
             Ok(route) => route,
             Err(e) => {
                 draft
                     .explain
                     .step(|| ExplainStep::new("route", e.message()));
+                let (status, reason) = match e {
+                    RouteError::NoRoute => (404, Reason::NoRoute),
+                    _ => (400, Reason::BadPath),
+                };
                 return Verdict::Decided(draft.finish(
                     false,
-                    400,
-                    Reason::BadPath,
+                    status,
+                    reason,
                     e.message().into(),
                     None,
                 ));
             }
         };
         draft.class = Some(route.class);
-        if let Target::Repo { repo, access } = &route.target {
+        if let Some(RepoNeed { repo, access }) = &route.repo {
             draft.repo = Some(repo.clone());
             draft.access = Some(*access);
-            draft.explain.step(|| {
-                ExplainStep::new(
-                    "route",
-                    format!(
-                        "{} request on `{repo}` needs {access}",
-                        route.class.as_str()
-                    ),
-                )
-            });
-        } else {
-            draft.explain.step(|| {
-                ExplainStep::new(
-                    "route",
-                    format!("{} request outside any repository", route.class.as_str()),
-                )
-            });
         }
+        draft.explain.step(|| {
+            let target = match &route.repo {
+                Some(RepoNeed { repo, access }) => format!("on `{repo}` needs {access}"),
+                None => String::from("outside any repository"),
+            };
+            ExplainStep::new(
+                "route",
+                format!(
+                    "{} request {target} (Gogs route `{}`)",
+                    route.class.as_str(),
+                    route.pattern
+                ),
+            )
+        });
 
         let identity = match self.authenticate(facts, now, keys, tokens, &mut draft.explain) {
             Ok(identity) => identity,
@@ -285,10 +337,11 @@ impl Engine {
 
         match self.rate_limit_for(allowed.identity.as_ref()) {
             Some(limit) => {
-                let subject = match (&allowed.identity, facts.client_ip) {
-                    (Some(id), _) => format!("user:{}", id.user),
-                    (None, Some(ip)) => format!("anon:{ip}"),
-                    (None, None) => String::from("anon:unknown"),
+                let subject = match &allowed.identity {
+                    Some(id) => format!("user:{}", id.user),
+                    None => {
+                        client_key::anonymous(facts.client_ip, self.gateway.anonymous_ipv6_prefix)
+                    }
                 };
                 let key = if limit.shared {
                     limit.name.clone()
@@ -403,108 +456,179 @@ impl Engine {
         Err((Reason::InvalidCredential(rejection), rejection.message()))
     }
 
-    /// `Ok` with the deciding rule when the request may proceed; the denial otherwise.
+    /// `Ok` with the deciding rule when the request may proceed; the denial otherwise. A
+    /// request must pass every rule its route needs: the switch of a kind of route the
+    /// edge cannot scope, the repository's grants, the site rule.
     fn authorize(&self, route: &Route, draft: &mut Draft) -> Result<Option<String>, Box<Decision>> {
-        let who = draft.identity.clone();
-        match &route.target {
-            Target::Site => {
-                let (setting, rule) = match route.class {
-                    RouteClass::Api => (self.gateway.site_api, "gateway.site_api"),
-                    _ => (self.gateway.site_web, "gateway.site_web"),
-                };
-                let open = match setting {
-                    SiteAccess::Anonymous => true,
-                    SiteAccess::Authenticated => who.is_some(),
-                    SiteAccess::Deny => false,
-                };
-                draft.explain.step(|| {
-                    ExplainStep::new(
-                        rule,
-                        if open {
-                            "open"
-                        } else {
-                            "closed to this caller"
-                        },
-                    )
-                });
-                if open {
-                    return Ok(Some(rule.into()));
+        let mut page = false;
+        for kind in &route.site {
+            let (switch, rule, reason, what) = match kind {
+                SiteKind::Page => {
+                    page = true;
+                    continue;
                 }
-                if who.is_none() && setting == SiteAccess::Authenticated {
-                    let mut d = draft_take(draft).finish(
-                        false,
-                        401,
-                        Reason::MissingCredential,
-                        "authentication required".into(),
-                        Some(rule.into()),
-                    );
-                    d.headers = self.challenge(route.class, false);
-                    return Err(Box::new(d));
-                }
-                Err(Box::new(draft_take(draft).finish(
+                SiteKind::CrossRepo => (
+                    self.gateway.cross_repo,
+                    "gateway.cross_repo",
+                    Reason::CrossRepoClosed,
+                    "pages that list or search across repositories",
+                ),
+                SiteKind::ById => (
+                    self.gateway.by_id,
+                    "gateway.by_id",
+                    Reason::ByIdClosed,
+                    "routes that name a repository by id",
+                ),
+                SiteKind::Operator => (
+                    self.gateway.operator,
+                    "gateway.operator",
+                    Reason::OperatorClosed,
+                    "Gogs' diagnostics and installer",
+                ),
+            };
+            let open = switch == SiteSwitch::Site;
+            draft.explain.step(|| {
+                ExplainStep::new(
+                    rule,
+                    if open {
+                        "site: decided as a page outside any repository"
+                    } else {
+                        "deny"
+                    },
+                )
+            });
+            if !open {
+                return Err(Box::new(draft_take(draft).finish(
                     false,
                     403,
-                    Reason::SiteClosed,
-                    "this part of the site is closed at the gateway".into(),
+                    reason,
+                    format!("{what} are closed at the gateway"),
                     Some(rule.into()),
-                )))
+                )));
             }
-            Target::Repo { repo, access } => {
-                let scope = scope::evaluate(&self.grants, who.as_ref(), repo, &mut draft.explain);
-                if scope.effective.is_some_and(|e| e >= *access) {
-                    return Ok(scope.best_allow.map(|g| format!("grant:{}", g.name)));
-                }
-                let denied_by_rule = scope.deny.filter(|d| d.access <= *access);
-                let rule = denied_by_rule
-                    .or(scope.best_allow)
-                    .map(|g| format!("grant:{}", g.name));
-                let Some(identity) = who else {
-                    // Anonymous: challenge, so git asks for (or sends) credentials.
-                    let mut d = draft_take(draft).finish(
-                        false,
-                        401,
-                        Reason::MissingCredential,
-                        format!("authentication required for `{repo}`"),
-                        rule,
-                    );
-                    d.headers = self.challenge(route.class, false);
-                    return Err(Box::new(d));
-                };
-                if scope.effective.is_none() && self.gateway.hide_forbidden_repos {
-                    return Err(Box::new(draft_take(draft).finish(
-                        false,
-                        404,
-                        Reason::NotFound,
-                        format!("repository `{repo}` not found"),
-                        rule,
-                    )));
-                }
-                let (reason, message) = match (denied_by_rule, scope.effective) {
-                    (Some(_), _) => (
-                        Reason::DeniedByRule,
-                        format!(
-                            "`{}` may not {} on `{repo}`: denied by policy",
-                            identity.user,
-                            verb(*access)
-                        ),
-                    ),
-                    (None, Some(have)) => (
-                        Reason::InsufficientAccess,
-                        format!(
-                            "`{}` has {have} access to `{repo}`; this needs {access}",
-                            identity.user
-                        ),
-                    ),
-                    (None, None) => (
-                        Reason::InsufficientAccess,
-                        format!("`{}` has no access to `{repo}`", identity.user),
-                    ),
-                };
-                Err(Box::new(
-                    draft_take(draft).finish(false, 403, reason, message, rule),
-                ))
-            }
+            page = true;
         }
+        let mut rule = None;
+        if let Some(need) = &route.repo {
+            rule = self.authorize_repo(need, route.class, draft)?;
+        }
+        if page {
+            let site_rule = self.authorize_site(route.site_class, draft)?;
+            rule = rule.or(site_rule);
+        }
+        Ok(rule)
+    }
+
+    fn authorize_site(
+        &self,
+        class: RouteClass,
+        draft: &mut Draft,
+    ) -> Result<Option<String>, Box<Decision>> {
+        let who = draft.identity.as_ref();
+        let (setting, rule) = match class {
+            RouteClass::Api => (self.gateway.site_api, "gateway.site_api"),
+            _ => (self.gateway.site_web, "gateway.site_web"),
+        };
+        let open = match setting {
+            SiteAccess::Anonymous => true,
+            SiteAccess::Authenticated => who.is_some(),
+            SiteAccess::Deny => false,
+        };
+        let anonymous = who.is_none();
+        draft.explain.step(|| {
+            ExplainStep::new(
+                rule,
+                if open {
+                    "open"
+                } else {
+                    "closed to this caller"
+                },
+            )
+        });
+        if open {
+            return Ok(Some(rule.into()));
+        }
+        if anonymous && setting == SiteAccess::Authenticated {
+            let mut d = draft_take(draft).finish(
+                false,
+                401,
+                Reason::MissingCredential,
+                "authentication required".into(),
+                Some(rule.into()),
+            );
+            d.headers = self.challenge(class, false);
+            return Err(Box::new(d));
+        }
+        Err(Box::new(draft_take(draft).finish(
+            false,
+            403,
+            Reason::SiteClosed,
+            "this part of the site is closed at the gateway".into(),
+            Some(rule.into()),
+        )))
+    }
+
+    fn authorize_repo(
+        &self,
+        need: &RepoNeed,
+        class: RouteClass,
+        draft: &mut Draft,
+    ) -> Result<Option<String>, Box<Decision>> {
+        let RepoNeed { repo, access } = need;
+        let who = draft.identity.clone();
+        let scope = scope::evaluate(&self.grants, who.as_ref(), repo, &mut draft.explain);
+        if scope.effective.is_some_and(|e| e >= *access) {
+            return Ok(scope.best_allow.map(|g| format!("grant:{}", g.name)));
+        }
+        let denied_by_rule = scope.deny.filter(|d| d.access <= *access);
+        let rule = denied_by_rule
+            .or(scope.best_allow)
+            .map(|g| format!("grant:{}", g.name));
+        let Some(identity) = who else {
+            // Anonymous: challenge, so git asks for (or sends) credentials.
+            let mut d = draft_take(draft).finish(
+                false,
+                401,
+                Reason::MissingCredential,
+                format!("authentication required for `{repo}`"),
+                rule,
+            );
+            d.headers = self.challenge(class, false);
+            return Err(Box::new(d));
+        };
+        if scope.effective.is_none() && self.gateway.hide_forbidden_repos {
+            return Err(Box::new(draft_take(draft).finish(
+                false,
+                404,
+                Reason::NotFound,
+                format!("repository `{repo}` not found"),
+                rule,
+            )));
+        }
+        let (reason, message) = match (denied_by_rule, scope.effective) {
+            (Some(_), _) => (
+                Reason::DeniedByRule,
+                format!(
+                    "`{}` may not {} on `{repo}`: denied by policy",
+                    identity.user,
+                    verb(*access)
+                ),
+            ),
+            (None, Some(have)) => (
+                Reason::InsufficientAccess,
+                format!(
+                    "`{}` has {have} access to `{repo}`; this needs {access}",
+                    identity.user
+                ),
+            ),
+            (None, None) => (
+                Reason::InsufficientAccess,
+                format!("`{}` has no access to `{repo}`", identity.user),
+            ),
+        };
+        Err(Box::new(
+            draft_take(draft).finish(false, 403, reason, message, rule),
+        ))
     }
 
     fn rate_limit_for(&self, who: Option<&Identity>) -> Option<&RateLimit> {
@@ -558,5 +682,6 @@ fn verb(access: Access) -> &'static str {
         Access::Read => "read",
         Access::Write => "write (push)",
         Access::Admin => "administer",
+        Access::Owner => "act as owner",
     }
 }

@@ -18,6 +18,35 @@ pub const HOP_BY_HOP: &[&str] = &[
     "host",
 ];
 
+/// Headers that say which client the request came from. Only the host knows, so a
+/// client's own copies never pass: the host sets each from the peer address (Gogs reads
+/// `X-Real-IP`, then `X-Forwarded-For`, for its logs and `TRUSTED_PROXY_IPS`).
+pub const CLIENT_ADDRESS: &[&str] = &["x-forwarded-for", "x-real-ip", "forwarded"];
+
+/// The [`CLIENT_ADDRESS`] headers a host sets on every forwarded request, for the peer
+/// address it saw (`Forwarded` is only removed: it needs more than an address).
+pub fn client_address_headers(peer_ip: &str) -> [(&'static str, String); 2] {
+    [
+        ("x-forwarded-for", peer_ip.into()),
+        ("x-real-ip", peer_ip.into()),
+    ]
+}
+
+/// A header name the way some servers and gateways read it: case-insensitive, with `_`
+/// taken for `-` (CGI and nginx `underscores_in_headers` map `X_WEBAUTH_USER` onto
+/// `X-WEBAUTH-USER`).
+fn canonical(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b == b'_' {
+                '-'
+            } else {
+                char::from(b.to_ascii_lowercase())
+            }
+        })
+        .collect()
+}
+
 /// The header names listed in `Connection` values (lowercase): hop-by-hop as well.
 pub fn connection_tokens<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     values
@@ -28,15 +57,15 @@ pub fn connection_tokens<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<S
         .collect()
 }
 
-/// May request header `name` (any case) go to the origin? Not if it is hop-by-hop, named
-/// by `Connection` (`connection` from [`connection_tokens`]), in the decision's `strip`
-/// list, or `X-Forwarded-For` (the host sets its own from the peer address).
+/// May request header `name` go to the origin? Not if it is hop-by-hop, named by
+/// `Connection` (`connection` from [`connection_tokens`]), in the decision's `strip` list
+/// or [`CLIENT_ADDRESS`] (which the host sets), in any case and with `_` for `-`.
 pub fn may_forward(name: &str, connection: &[String], strip: &[String]) -> bool {
-    let lower = name.to_ascii_lowercase();
-    !(HOP_BY_HOP.contains(&lower.as_str())
-        || connection.contains(&lower)
-        || strip.contains(&lower)
-        || lower == "x-forwarded-for")
+    let name = canonical(name);
+    !(HOP_BY_HOP.contains(&name.as_str())
+        || connection.iter().any(|c| canonical(c) == name)
+        || strip.iter().any(|s| canonical(s) == name)
+        || CLIENT_ADDRESS.contains(&name.as_str()))
 }
 
 /// May response header `name` go back to the client? Not if it is hop-by-hop or named by
@@ -69,9 +98,16 @@ mod tests {
             "Transfer-Encoding",
             "Host",
             "X-Secret",
+            "X_Secret",
             "Authorization",
             "X-WEBAUTH-USER",
+            "X_WEBAUTH_USER",
+            "x_webauth-user",
             "X-Forwarded-For",
+            "X_Forwarded_For",
+            "X-Real-IP",
+            "x_real_ip",
+            "Forwarded",
         ] {
             assert!(
                 !may_forward(name, &connection, &strip),

@@ -2,13 +2,16 @@
 //! validator whose algorithm the policy fixed and whose key family fits that algorithm.
 
 use alloc::{borrow::ToOwned, string::String, vec::Vec};
+use base64ct::{Base64UrlUnpadded, Encoding};
 use chrono::TimeDelta;
-use jwt_compact::alg::{Ed25519, Es256, Hs256, Rsa};
+use jwt_compact::alg::{Es256, Hs256, Rsa};
 use jwt_compact::{AlgorithmExt, Claims, TimeOptions, Token, UntrustedToken, ValidationError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::eddsa::StrictEd25519;
 use crate::identity::{valid_user, Identity, Via, MAX_GROUPS, MAX_NAME_LEN};
+use crate::json_members::repeats_a_member;
 use crate::keys::{Algorithm, KeyMiss, KeySet, KeyStore, VerifyingKey};
 use crate::time::UnixTime;
 
@@ -34,6 +37,7 @@ pub(crate) struct Issuer {
 pub enum TokenRejection {
     TooLarge,
     Malformed,
+    DuplicateMember,
     CriticalHeader,
     UnknownIssuer,
     AlgorithmNotAllowed,
@@ -58,6 +62,7 @@ impl TokenRejection {
         match self {
             TokenRejection::TooLarge => "token_too_large",
             TokenRejection::Malformed => "token_malformed",
+            TokenRejection::DuplicateMember => "token_duplicate_member",
             TokenRejection::CriticalHeader => "token_critical_header",
             TokenRejection::UnknownIssuer => "token_unknown_issuer",
             TokenRejection::AlgorithmNotAllowed => "token_algorithm_not_allowed",
@@ -82,6 +87,9 @@ impl TokenRejection {
         match self {
             TokenRejection::TooLarge => "token is larger than the policy allows",
             TokenRejection::Malformed => "token is not a well-formed JWT",
+            TokenRejection::DuplicateMember => {
+                "token header or claims repeat a member, which parsers read differently"
+            }
             TokenRejection::CriticalHeader => {
                 "token has a `crit` header this gateway does not implement"
             }
@@ -142,6 +150,7 @@ pub(crate) fn verify(
     if token.len() > max_bytes {
         return Err(TokenRejection::TooLarge);
     }
+    refuse_repeated_members(token)?;
     let untrusted =
         UntrustedToken::<ExtraHeader>::try_from(token).map_err(|_| TokenRejection::Malformed)?;
     if untrusted.header().other_fields.crit.is_some() {
@@ -193,6 +202,22 @@ pub(crate) fn verify(
     })
 }
 
+/// A header or claims object repeating a member is refused before anything reads either.
+fn refuse_repeated_members(token: &str) -> Result<(), TokenRejection> {
+    let mut parts = token.split('.');
+    for part in [parts.next(), parts.next()] {
+        let decoded = part
+            .and_then(|p| Base64UrlUnpadded::decode_vec(p).ok())
+            .ok_or(TokenRejection::Malformed)?;
+        match repeats_a_member(&decoded) {
+            Some(false) => {}
+            Some(true) => return Err(TokenRejection::DuplicateMember),
+            None => return Err(TokenRejection::Malformed),
+        }
+    }
+    Ok(())
+}
+
 fn select_key<'k>(
     issuer: &'k Issuer,
     store: &'k dyn KeyStore,
@@ -204,10 +229,14 @@ fn select_key<'k>(
     } else {
         None
     };
-    let sets = [issuer.inline_keys.as_ref(), fetched];
+    let sets = [(issuer.inline_keys.as_ref(), false), (fetched, true)];
     let mut last_miss = None;
-    for set in sets.into_iter().flatten() {
+    for (set, is_fetched) in sets {
+        let Some(set) = set else { continue };
         match set.select(kid, alg) {
+            // Hosts parse fetched sets with `KeySet::from_fetched_json`, which refuses
+            // HMAC keys; one that got here anyway is still never used.
+            Ok(VerifyingKey::Hmac(_)) if is_fetched => last_miss = Some(KeyMiss::AlgorithmMismatch),
             Ok(key) => return Ok(key),
             Err(miss) => last_miss = Some(miss),
         }
@@ -241,7 +270,7 @@ fn validate_signature(
             Es256.validator::<CustomClaims>(k).validate(token)
         }
         (Algorithm::EdDSA, VerifyingKey::Ed25519(k)) => {
-            Ed25519.validator::<CustomClaims>(k).validate(token)
+            StrictEd25519.validator::<CustomClaims>(k).validate(token)
         }
         _ => return Err(TokenRejection::KeyAlgorithmMismatch),
     };

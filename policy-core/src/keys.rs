@@ -114,6 +114,8 @@ pub enum KeySetError {
     },
     /// An asymmetric key that carries private material.
     PrivateKey { index: usize, kid: Option<String> },
+    /// A symmetric (`oct`) key in a JWKS fetched from a URL.
+    FetchedSecret { index: usize, kid: Option<String> },
     /// No key in the set can verify any supported algorithm.
     NoUsableKeys { skipped: usize },
 }
@@ -132,6 +134,11 @@ impl fmt::Display for KeySetError {
             KeySetError::PrivateKey { index, kid } => write!(
                 f,
                 "invalid JWKS: {} contains private key material; publish only public keys",
+                at(index, kid)
+            ),
+            KeySetError::FetchedSecret { index, kid } => write!(
+                f,
+                "invalid JWKS: {} is a symmetric (`oct`) key; an HMAC secret served at a URL is no secret, so fetched key sets may hold only public keys",
                 at(index, kid)
             ),
             KeySetError::NoUsableKeys { skipped } => write!(
@@ -183,12 +190,22 @@ impl KeySet {
     /// routinely publish those next to their signing keys. A supported key with bad
     /// parameters, or with private material, refuses the whole set.
     pub fn from_json(json: &str) -> Result<KeySet, KeySetError> {
+        Self::parse(json, false)
+    }
+
+    /// [`KeySet::from_json`] for a document fetched from an issuer's `jwks_url`: a
+    /// symmetric key there refuses the whole set.
+    pub fn from_fetched_json(json: &str) -> Result<KeySet, KeySetError> {
+        Self::parse(json, true)
+    }
+
+    fn parse(json: &str, fetched: bool) -> Result<KeySet, KeySetError> {
         let doc: JwksDocument = serde_json::from_str(json).map_err(|e| KeySetError::Document {
             message: format!("{e}"),
         })?;
         let mut set = KeySet::default();
         for (index, value) in doc.keys.into_iter().enumerate() {
-            match parse_key(index, value)? {
+            match parse_key(index, value, fetched)? {
                 Some(jwk) => set.keys.push(jwk),
                 None => set.skipped += 1,
             }
@@ -249,7 +266,11 @@ impl KeySet {
     }
 }
 
-fn parse_key(index: usize, value: serde_json::Value) -> Result<Option<Jwk>, KeySetError> {
+fn parse_key(
+    index: usize,
+    value: serde_json::Value,
+    fetched: bool,
+) -> Result<Option<Jwk>, KeySetError> {
     let meta: JwkMeta = serde_json::from_value(value.clone()).map_err(|e| KeySetError::Key {
         index,
         kid: None,
@@ -281,6 +302,9 @@ fn parse_key(index: usize, value: serde_json::Value) -> Result<Option<Jwk>, KeyS
     if !supported {
         return Ok(None);
     }
+    if fetched && meta.kty.as_deref() == Some("oct") {
+        return Err(KeySetError::FetchedSecret { index, kid });
+    }
     if meta.d.is_some() && meta.kty.as_deref() != Some("oct") {
         return Err(KeySetError::PrivateKey { index, kid });
     }
@@ -305,9 +329,15 @@ fn parse_key(index: usize, value: serde_json::Value) -> Result<Option<Jwk>, KeyS
         JsonWebKey::EllipticCurve { .. } => VerifyingKey::P256(
             p256::ecdsa::VerifyingKey::try_from(&jwk).map_err(|e| bad(format!("{e}")))?,
         ),
-        JsonWebKey::KeyPair { .. } => VerifyingKey::Ed25519(
-            ed25519_dalek::VerifyingKey::try_from(&jwk).map_err(|e| bad(format!("{e}")))?,
-        ),
+        JsonWebKey::KeyPair { .. } => {
+            let key =
+                ed25519_dalek::VerifyingKey::try_from(&jwk).map_err(|e| bad(format!("{e}")))?;
+            if key.is_weak() {
+                // A small-order key verifies signatures anyone can make.
+                return Err(bad("Ed25519 key has small order (a weak key)".to_owned()));
+            }
+            VerifyingKey::Ed25519(key)
+        }
         _ => return Ok(None),
     };
     if let Some(alg) = alg {

@@ -19,7 +19,7 @@ pub struct RequestFacts<'a> {
 
 impl<'a> RequestFacts<'a> {
     /// Largest LFS batch body the engine reads; larger ones count as uploads.
-    pub const LFS_BATCH_BODY_LIMIT: usize = 1 << 20;
+    pub const LFS_BATCH_BODY_LIMIT: usize = crate::route::LFS_BATCH_BODY_LIMIT;
 
     /// A GET with no headers: convenient for building facts field by field.
     pub const fn get(path: &'a str) -> Self {

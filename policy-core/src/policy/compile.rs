@@ -8,10 +8,10 @@ use toml::Spanned;
 use super::schema::{
     RawApiKey, RawEffect, RawGrant, RawIssuer, RawOrigin, RawPolicy, RawRateLimit, RawTestCase,
 };
-use super::{Policy, PolicyError, Source};
+use super::{Policy, PolicyError, SecretUse, Source};
 use crate::apikey::ApiKey;
 use crate::cases::{Expectation, TestCase, DEFAULT_TEST_NOW};
-use crate::engine::{Engine, Gateway, RateLimit, SiteAccess};
+use crate::engine::{Engine, Gateway, RateLimit, SiteAccess, SiteSwitch};
 use crate::identity::{valid_user, MAX_NAME_LEN};
 use crate::jwt::Issuer;
 use crate::keys::{Algorithm, KeySet};
@@ -32,14 +32,37 @@ const MAX_PERIOD_SECONDS: u64 = 30 * 24 * 3600;
 
 pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError> {
     let gateway = gateway(&raw, at)?;
-    let origin = origin(raw.origin, gateway.site_api, at)?;
+    let gogs = gogs_versions(raw.origin.gogs.as_ref(), at)?;
+    let service_secret_span = raw.origin.service_token_secret.as_ref().map(Spanned::span);
+    let origin = origin(raw.origin, &gateway, at)?;
     let issuers = issuers(raw.issuers, at)?;
+    let user_spans: Vec<(String, Range<usize>)> = raw
+        .api_keys
+        .iter()
+        .map(|k| {
+            (
+                k.get_ref().user.get_ref().to_ascii_lowercase(),
+                k.get_ref().user.span(),
+            )
+        })
+        .chain(raw.grants.iter().flat_map(|g| {
+            let who = &g.get_ref().who;
+            who.get_ref()
+                .0
+                .iter()
+                .filter_map(|p| p.strip_prefix("user:"))
+                .map(|u| (u.to_ascii_lowercase(), who.span()))
+                .collect::<Vec<_>>()
+        }))
+        .collect();
     let api_keys = api_keys(raw.api_keys, at)?;
     let key_names: BTreeSet<String> = api_keys.iter().map(|k| k.name.clone()).collect();
     let grants = grants(raw.grants, &key_names, at)?;
     let rate_limits = rate_limits(raw.rate_limits, &key_names, at)?;
     let tests = tests(raw.tests, at)?;
+    let origin_secrets = origin_secrets(&origin, service_secret_span, &user_spans, at);
     Ok(Policy {
+        origin_secrets,
         engine: Engine {
             gateway,
             origin,
@@ -47,9 +70,83 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
             api_keys,
             grants,
             rate_limits,
+            gogs,
         },
         tests,
     })
+}
+
+/// The origin secrets the policy names, each once, where it is first named.
+fn origin_secrets(
+    origin: &OriginConfig,
+    service_secret_span: Option<Range<usize>>,
+    users: &[(String, Range<usize>)],
+    at: At<'_>,
+) -> Vec<SecretUse> {
+    let mut out: Vec<SecretUse> = Vec::new();
+    let modes = [origin.git, origin.api, origin.web];
+    if let (true, Some(name)) = (
+        modes.contains(&CredentialMode::ServiceToken),
+        &origin.service_token_secret,
+    ) {
+        out.push(SecretUse {
+            name: name.clone(),
+            position: service_secret_span.map(|s| at.position(s.start)),
+            purpose: String::from("the service account's Gogs token"),
+        });
+    }
+    if modes.contains(&CredentialMode::UserToken) {
+        for (user, span) in users {
+            let name = origin.user_token_secret.replace("{user}", user);
+            if !out.iter().any(|u| u.name == name) {
+                out.push(SecretUse {
+                    name,
+                    position: Some(at.position(span.start)),
+                    purpose: format!("the Gogs token of `{user}`"),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// `origin.gogs`: the Gogs versions whose routes requests are classified against; by
+/// default every version Tollgate has an inventory of, so a request must satisfy what any
+/// of them would make of it.
+fn gogs_versions(
+    raw: Option<&Spanned<super::schema::OneOrMany>>,
+    at: At<'_>,
+) -> Result<Vec<&'static crate::route::Version>, PolicyError> {
+    let all = crate::route::versions();
+    let Some(names) = raw else {
+        return Ok(all.iter().collect());
+    };
+    if names.get_ref().0.is_empty() {
+        return err(
+            at,
+            names.span(),
+            "origin.gogs must name at least one Gogs version".to_owned(),
+        );
+    }
+    let mut out: Vec<&'static crate::route::Version> = Vec::new();
+    for name in &names.get_ref().0 {
+        match all.iter().find(|v| v.name == name) {
+            Some(v) if !out.iter().any(|o| o.name == v.name) => out.push(v),
+            Some(_) => {}
+            None => {
+                let known: Vec<&str> = all.iter().map(|v| v.name).collect();
+                return err(
+                    at,
+                    names.span(),
+                    format!(
+                        "unknown Gogs version `{name}`; route inventories exist for `{}`",
+                        known.join("`, `")
+                    ),
+                );
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn gateway(raw: &RawPolicy, at: At<'_>) -> Result<Gateway, PolicyError> {
@@ -90,15 +187,34 @@ fn gateway(raw: &RawPolicy, at: At<'_>) -> Result<Gateway, PolicyError> {
         Some(max) => *max.get_ref(),
         None => DEFAULT_MAX_TOKEN_BYTES,
     };
+    let anonymous_ipv6_prefix = match &g.anonymous_ipv6_prefix {
+        Some(p) if !(1..=128).contains(p.get_ref()) => {
+            return err(
+                at,
+                p.span(),
+                format!(
+                    "anonymous_ipv6_prefix must be between 1 and 128, not {}",
+                    p.get_ref()
+                ),
+            );
+        }
+        Some(p) => *p.get_ref(),
+        None => crate::client_key::DEFAULT_IPV6_PREFIX,
+    };
+    let site = |s: &Option<Spanned<SiteAccess>>| {
+        s.as_ref()
+            .map_or(SiteAccess::Authenticated, |s| *s.get_ref())
+    };
     Ok(Gateway {
         realm,
         max_token_bytes: usize::try_from(max_token_bytes).unwrap_or(usize::MAX),
         hide_forbidden_repos: g.hide_forbidden_repos.unwrap_or(true),
-        site_web: g.site_web.unwrap_or(SiteAccess::Authenticated),
-        site_api: g
-            .site_api
-            .as_ref()
-            .map_or(SiteAccess::Authenticated, |s| *s.get_ref()),
+        site_web: site(&g.site_web),
+        site_api: site(&g.site_api),
+        cross_repo: g.cross_repo.unwrap_or(SiteSwitch::Deny),
+        by_id: g.by_id.unwrap_or(SiteSwitch::Deny),
+        operator: g.operator.unwrap_or(SiteSwitch::Deny),
+        anonymous_ipv6_prefix,
     })
 }
 
@@ -114,7 +230,44 @@ fn header_name_ok(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-fn origin(raw: RawOrigin, site_api: SiteAccess, at: At<'_>) -> Result<OriginConfig, PolicyError> {
+/// Request headers HTTP or Tollgate itself gives a meaning: Gogs' reverse-proxy user
+/// header must be none of them, or setting it would clobber (or smuggle) that meaning.
+const HEADERS_WITH_A_MEANING: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "via",
+    "range",
+    "origin",
+    "referer",
+    "accept",
+    "accept-encoding",
+    "user-agent",
+    "git-protocol",
+    "x-csrf-token",
+    "x-gogs-event",
+    "x-gogs-delivery",
+    "x-gogs-signature",
+];
+
+fn origin(raw: RawOrigin, gateway: &Gateway, at: At<'_>) -> Result<OriginConfig, PolicyError> {
     let mode =
         |m: &Option<Spanned<CredentialMode>>, default| m.as_ref().map_or(default, |m| *m.get_ref());
     let git = mode(&raw.git, CredentialMode::UserToken);
@@ -125,7 +278,11 @@ fn origin(raw: RawOrigin, site_api: SiteAccess, at: At<'_>) -> Result<OriginConf
             return err(at, g.span(), "origin.git must be `user-token` or `service-token`: Gogs does not apply reverse-proxy authentication to git over HTTP".to_owned());
         }
     }
-    if api == CredentialMode::ServiceToken && site_api != SiteAccess::Deny {
+    if web == CredentialMode::ServiceToken && gateway.site_web != SiteAccess::Deny {
+        let span = raw.web.as_ref().map(Spanned::span);
+        return Err(at.error(span, "origin.web = `service-token` makes every page outside a repository (dashboards, settings, administration) run as the service account; set `gateway.site_web = \"deny\"`".to_owned()));
+    }
+    if api == CredentialMode::ServiceToken && gateway.site_api != SiteAccess::Deny {
         let span = raw.api.as_ref().map(Spanned::span);
         return Err(at.error(span, "origin.api = `service-token` makes every site-wide API call (`/api/v1/user/repos`, ...) run as the service account; set `gateway.site_api = \"deny\"`".to_owned()));
     }
@@ -167,7 +324,20 @@ fn origin(raw: RawOrigin, site_api: SiteAccess, at: At<'_>) -> Result<OriginConf
             return err(
                 at,
                 h.span(),
-                format!("user_header `{}` is not a valid header name", h.get_ref()),
+                format!(
+                    "user_header `{}` is not a valid header name (letters, digits and `-`)",
+                    h.get_ref()
+                ),
+            );
+        }
+        Some(h) if HEADERS_WITH_A_MEANING.contains(&h.get_ref().to_ascii_lowercase().as_str()) => {
+            return err(
+                at,
+                h.span(),
+                format!(
+                    "user_header `{}` already means something to HTTP or to Tollgate; Gogs' default is `X-WEBAUTH-USER`",
+                    h.get_ref()
+                ),
             );
         }
         Some(h) => h.into_inner().to_ascii_lowercase(),
@@ -228,14 +398,48 @@ fn unique_name(
     Ok(name.get_ref().clone())
 }
 
-fn url_ok(url: &str) -> bool {
-    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
-    url.starts_with("https://")
-        || loopback.iter().any(|p| {
-            url.strip_prefix(p).is_some_and(|rest| {
-                rest.is_empty() || rest.starts_with(':') || rest.starts_with('/')
-            })
-        })
+/// Where a JWKS may be fetched from: `https://`, or plain `http://` to a loopback
+/// address. Parsed as an RFC 3986 URI, and anything a host's own URL parser might read
+/// differently is refused outright: user info (`http://127.0.0.1:80@evil.example/`),
+/// percent-encoded or empty hosts, fragments, an upper-case scheme.
+fn jwks_url_problem(url: &str) -> Option<&'static str> {
+    use fluent_uri::component::Host;
+    let Ok(uri) = fluent_uri::Uri::parse(url) else {
+        return Some("is not a valid URI");
+    };
+    let Some(authority) = uri.authority() else {
+        return Some("has no host");
+    };
+    if authority.userinfo().is_some() {
+        return Some("carries user information (`user@`), which names no host but can hide one");
+    }
+    if uri.fragment().is_some() {
+        return Some("has a fragment");
+    }
+    if authority
+        .port()
+        .is_some_and(|p| p.as_str().is_empty() || p.as_str().parse::<u16>().is_err())
+    {
+        return Some("has an invalid port");
+    }
+    let loopback = match authority.host_parsed() {
+        Host::Ipv4(ip) => ip.is_loopback(),
+        Host::Ipv6(ip) => ip.is_loopback(),
+        Host::RegName(name) => {
+            let name = name.as_str();
+            if name.is_empty() || name.contains('%') {
+                return Some("has an empty or percent-encoded host");
+            }
+            name.eq_ignore_ascii_case("localhost")
+        }
+        _ => return Some("has a host of an unsupported kind"),
+    };
+    match uri.scheme().as_str() {
+        "https" => None,
+        "http" if loopback => None,
+        "http" => Some("must be https:// (plain http only to a loopback address)"),
+        _ => Some("must be https:// (plain http only to a loopback address)"),
+    }
 }
 
 fn issuers(raw: Vec<Spanned<RawIssuer>>, at: At<'_>) -> Result<Vec<Issuer>, PolicyError> {
@@ -294,15 +498,15 @@ fn issuers(raw: Vec<Spanned<RawIssuer>>, at: At<'_>) -> Result<Vec<Issuer>, Poli
             None => None,
         };
         if let Some(url) = &r.jwks_url {
-            if !url_ok(url.get_ref()) {
+            if let Some(problem) = jwks_url_problem(url.get_ref()) {
                 return err(
                     at,
                     url.span(),
-                    format!(
-                        "jwks_url `{}` must be https:// (plain http only on loopback)",
-                        url.get_ref()
-                    ),
+                    format!("jwks_url `{}` {problem}", url.get_ref()),
                 );
+            }
+            if let Some(hs) = r.algorithms.iter().find(|a| a.get_ref() == "HS256") {
+                return err(at, hs.span(), format!("issuer `{name}`: HS256 cannot be combined with `jwks_url`: an HMAC key fetched from a URL is no secret; keep HS256 keys inline in `jwks`, or use RS256, PS256, ES256 or EdDSA"));
             }
         }
         if inline_keys.is_none() && r.jwks_url.is_none() {
@@ -582,6 +786,7 @@ fn tests(raw: Vec<Spanned<RawTestCase>>, at: At<'_>) -> Result<Vec<TestCase>, Po
             position: at.position(table.start),
             now: UnixTime::from_secs(r.now.unwrap_or(DEFAULT_TEST_NOW)),
             repeat,
+            before: r.before,
             request: r.request,
             expect,
         });

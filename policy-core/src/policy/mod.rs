@@ -57,6 +57,20 @@ impl std::error::Error for PolicyError {}
 pub struct Policy {
     pub engine: Engine,
     pub tests: Vec<TestCase>,
+    /// Origin secrets the policy itself names (the service token, the Gogs tokens of the
+    /// users its API keys and grants name), for hosts to check they hold them. Users
+    /// known only from tokens at request time are not here.
+    pub origin_secrets: Vec<SecretUse>,
+}
+
+/// An origin secret a policy needs, and where the policy asks for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretUse {
+    /// The secret's name in the host's secret store.
+    pub name: String,
+    pub position: Option<Position>,
+    /// What the secret is for, as a phrase: "the Gogs token of `ci-bot`".
+    pub purpose: String,
 }
 
 impl Policy {

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::access::Access;
-use crate::engine::SiteAccess;
+use crate::engine::{SiteAccess, SiteSwitch};
 use crate::origin::CredentialMode;
 use crate::request::OwnedRequest;
 pub(crate) use crate::serde_util::OneOrMany;
@@ -36,8 +36,12 @@ pub(crate) struct RawGateway {
     pub(crate) realm: Option<Spanned<String>>,
     pub(crate) max_token_bytes: Option<Spanned<u64>>,
     pub(crate) hide_forbidden_repos: Option<bool>,
-    pub(crate) site_web: Option<SiteAccess>,
+    pub(crate) site_web: Option<Spanned<SiteAccess>>,
     pub(crate) site_api: Option<Spanned<SiteAccess>>,
+    pub(crate) cross_repo: Option<SiteSwitch>,
+    pub(crate) by_id: Option<SiteSwitch>,
+    pub(crate) operator: Option<SiteSwitch>,
+    pub(crate) anonymous_ipv6_prefix: Option<Spanned<u8>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -51,6 +55,7 @@ pub(crate) struct RawOrigin {
     pub(crate) service_token_secret: Option<Spanned<String>>,
     pub(crate) user_header: Option<Spanned<String>>,
     pub(crate) session_cookies: Option<Spanned<Vec<String>>>,
+    pub(crate) gogs: Option<Spanned<OneOrMany>>,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +117,8 @@ pub(crate) struct RawTestCase {
     pub(crate) name: String,
     pub(crate) now: Option<u64>,
     pub(crate) repeat: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub(crate) before: Vec<OwnedRequest>,
     pub(crate) request: OwnedRequest,
     pub(crate) expect: Spanned<RawExpect>,
 }

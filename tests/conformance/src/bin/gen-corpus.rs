@@ -352,6 +352,15 @@ fn mint(keys: &Keys, spec: &Spec) -> String {
     format!("{input}.{}", Base64UrlUnpadded::encode_string(&sig))
 }
 
+/// A token over header and claims given as JSON text, so they can repeat a member
+/// (which a `serde_json::Value` cannot hold).
+fn mint_text(keys: &Keys, alg: &str, key: &str, header: &str, claims: &str) -> String {
+    let b64 = |t: &str| Base64UrlUnpadded::encode_string(t.as_bytes());
+    let input = format!("{}.{}", b64(header), b64(claims));
+    let sig = keys.sign(alg, key, input.as_bytes());
+    format!("{input}.{}", Base64UrlUnpadded::encode_string(&sig))
+}
+
 fn tamper(token: &str) -> String {
     // Flip one bit in the middle of the signature: still valid base64url, wrong signature.
     let (head, sig) = token.rsplit_once('.').expect("three parts");
@@ -381,6 +390,35 @@ fn main() {
     tokens.insert(
         "two-parts".into(),
         alice.rsplit_once('.').expect("parts").0.to_owned(),
+    );
+
+    // Repeated members: serde_json keeps the last `sub`, other parsers the first.
+    let claims = serde_json::to_string(&base_claims("alice", &["developers"])).expect("json");
+    let repeated_sub = claims.replacen('{', r#"{"sub":"admin","#, 1);
+    let header = r#"{"alg":"ES256","kid":"es1","typ":"JWT"}"#;
+    tokens.insert(
+        "repeated-claim".into(),
+        mint_text(&keys, "ES256", "es1", header, &repeated_sub),
+    );
+    tokens.insert(
+        "repeated-header".into(),
+        mint_text(
+            &keys,
+            "ES256",
+            "es1",
+            r#"{"alg":"ES256","kid":"es1","kid":"es1","typ":"JWT"}"#,
+            &claims,
+        ),
+    );
+    tokens.insert(
+        "repeated-nested".into(),
+        mint_text(
+            &keys,
+            "ES256",
+            "es1",
+            header,
+            &claims.replacen('{', r#"{"ext":{"a":1,"a":2},"#, 1),
+        ),
     );
 
     let src = root.join("tests/conformance/corpus-src");
