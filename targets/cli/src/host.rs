@@ -38,7 +38,7 @@ impl JwksFiles {
     pub fn load(args: &[String]) -> Result<Self, String> {
         let mut files = JwksFiles::default();
         for (arg, (name, text)) in args.iter().zip(Self::read(args)?) {
-            let set = KeySet::from_json(&text).map_err(|e| format!("{arg}: {e}"))?;
+            let set = KeySet::from_fetched_json(&text).map_err(|e| format!("{arg}: {e}"))?;
             match name {
                 Some(name) => {
                     files.by_issuer.insert(name, set);
@@ -99,24 +99,49 @@ impl SecretStore for Secrets {
 }
 
 /// Rate-limit state kept in memory, optionally loaded from and saved to a JSON file.
+/// With a file, an exclusive lock on `FILE.lock` is held from load until the value is
+/// dropped, so concurrent `tollgate eval --state` runs take turns and each one sees the
+/// update of the one before it.
 #[derive(Default)]
 pub struct RateFile {
     states: BTreeMap<String, RateState>,
+    _lock: Option<std::fs::File>,
 }
 
 impl RateFile {
     pub fn load(path: Option<&Path>) -> Result<Self, String> {
-        let Some(path) = path.filter(|p| p.exists()) else {
+        let Some(path) = path else {
             return Ok(RateFile::default());
         };
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let states = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "{}: expected a JSON object of key to state: {e}",
-                path.display()
-            )
-        })?;
-        Ok(RateFile { states })
+        let lock_path = {
+            let mut p = path.as_os_str().to_owned();
+            p.push(".lock");
+            std::path::PathBuf::from(p)
+        };
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+        lock.lock()
+            .map_err(|e| format!("{}: cannot lock: {e}", lock_path.display()))?;
+        let states = if path.exists() {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_json::from_str(&text).map_err(|e| {
+                format!(
+                    "{}: expected a JSON object of key to state: {e}",
+                    path.display()
+                )
+            })?
+        } else {
+            BTreeMap::new()
+        };
+        Ok(RateFile {
+            states,
+            _lock: Some(lock),
+        })
     }
 
     /// Reads a key's state, or stores `update` when given.
@@ -130,8 +155,13 @@ impl RateFile {
         }
     }
 
+    /// Writes the state beside the file and renames it over, so a reader never sees half.
     pub fn save(&self, path: &Path) -> Result<(), String> {
         let text = serde_json::to_string_pretty(&self.states).map_err(|e| e.to_string())?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
+        let mut temp = path.as_os_str().to_owned();
+        temp.push(".tmp");
+        let temp = std::path::PathBuf::from(temp);
+        std::fs::write(&temp, text + "\n").map_err(|e| format!("{}: {e}", temp.display()))?;
+        std::fs::rename(&temp, path).map_err(|e| format!("{}: {e}", path.display()))
     }
 }

@@ -29,7 +29,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate a policy file; exit 1 with a positioned error if it is not valid.
-    Check { policy: PathBuf },
+    Check {
+        policy: PathBuf,
+        /// JSON object of origin secrets: also check it holds every secret the policy
+        /// names (the service token, the Gogs tokens of users named by keys and grants).
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+    },
     /// Decide one request, read as JSON from stdin, and print the decision as JSON.
     Eval {
         #[arg(long)]
@@ -111,6 +117,13 @@ enum Command {
         /// Seconds a token is served from the cache at most (its own `exp` still applies).
         #[arg(long, default_value_t = 60)]
         token_cache_max_age: u64,
+        /// Seconds a client may take to send a request head, counted from when the
+        /// connection starts waiting for one (new, or idle after a response).
+        #[arg(long, default_value_t = 20)]
+        header_timeout: u64,
+        /// LFS batch bodies (at most 1 MiB each) buffered at once; more get 503.
+        #[arg(long, default_value_t = 64)]
+        max_buffered_bodies: usize,
         /// Decide every request inside the policy module under wasmtime (`--wasm` or
         /// `--wasm=MODULE`; default as for `eval`).
         #[arg(long, value_name = "MODULE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
@@ -123,7 +136,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { policy } => check(&policy),
+        Command::Check { policy, secrets } => check(&policy, secrets.as_deref()),
         Command::Eval {
             policy,
             now,
@@ -162,6 +175,8 @@ fn main() -> ExitCode {
             shutdown_grace,
             token_cache_entries,
             token_cache_max_age,
+            header_timeout,
+            max_buffered_bodies,
             wasm,
         } => load_policy(&policy).and_then(|(p, source)| {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
@@ -185,6 +200,8 @@ fn main() -> ExitCode {
             config.shutdown_grace = std::time::Duration::from_secs(shutdown_grace);
             config.token_cache_entries = token_cache_entries;
             config.token_cache_max_age = std::time::Duration::from_secs(token_cache_max_age);
+            config.header_timeout = std::time::Duration::from_secs(header_timeout.max(1));
+            config.max_buffered_bodies = max_buffered_bodies.max(1);
             config.wasm = wasm.map(|module| tollgate_serve::WasmConfig {
                 module: module_path(Path::new(&module)),
                 source,
@@ -204,16 +221,44 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reads and compiles a policy; the error text carries file:line:column and an excerpt.
+/// Reads and compiles a policy; the error text carries file:line:column and an excerpt
+/// wherever the problem has a place in the file.
 fn load_policy(path: &Path) -> Result<(Policy, String), String> {
-    let source = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("{}: cannot read the policy: {e}", path.display()))?;
+    let source = String::from_utf8(bytes)
+        .map_err(|e| report::not_utf8(path, e.as_bytes(), e.utf8_error()))?;
     let policy = Policy::parse(&source, &path.display().to_string())
         .map_err(|e| report::policy_error(&e, &source))?;
     Ok((policy, source))
 }
 
-fn check(path: &Path) -> Result<ExitCode, String> {
-    let (policy, _) = load_policy(path)?;
+fn check(path: &Path, secrets: Option<&Path>) -> Result<ExitCode, String> {
+    let (policy, source) = load_policy(path)?;
+    if let Some(map) = host::Secrets::load(secrets)?.map() {
+        let file = path.display().to_string();
+        let missing: Vec<String> = policy
+            .origin_secrets
+            .iter()
+            .filter(|need| !map.contains_key(&need.name))
+            .map(|need| {
+                report::at_position(
+                    &file,
+                    need.position,
+                    &source,
+                    &format!(
+                        "origin secret `{}` ({}) is not in {}",
+                        need.name,
+                        need.purpose,
+                        secrets.map_or(String::new(), |p| p.display().to_string())
+                    ),
+                )
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(missing.join("\n"));
+        }
+    }
     println!(
         "{}: ok ({} test case{})",
         path.display(),

@@ -11,13 +11,11 @@ use crate::host::RateFile;
 pub fn run(policy: &Policy, path: &Path, decider: &mut Decider<'_>, verbose: bool) -> ExitCode {
     let (mut passed, mut failed) = (0usize, 0usize);
     for case in &policy.tests {
-        // Each case starts from empty rate-limit state; repeats share it.
+        // Each case starts from empty rate-limit state; its requests share it.
         let mut state = RateFile::default();
         let mut last = Err(String::from("case never ran"));
-        for _ in 0..case.repeat {
-            last = decider.decide(&case.request, case.now, verbose, &mut |k, u| {
-                state.access(k, u)
-            });
+        for request in case.sequence() {
+            last = decider.decide(request, case.now, verbose, &mut |k, u| state.access(k, u));
         }
         let (mismatches, explain) = match &last {
             Ok((decision, _)) => (

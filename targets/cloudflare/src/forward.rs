@@ -1,6 +1,6 @@
 //! Translation between Workers requests/responses and the engine's facts and decisions.
 
-use policy_core::forwarding::connection_tokens;
+use policy_core::forwarding::{client_address_headers, connection_tokens};
 use policy_core::{Decision, OwnedRequest, RequestFacts};
 use wasm_bindgen::JsValue;
 use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, Result};
@@ -84,7 +84,9 @@ pub async fn to_origin(
         headers.set(header.name(), header.value())?;
     }
     if let Some(ip) = &owned.client_ip {
-        headers.set("x-forwarded-for", ip)?;
+        for (name, value) in client_address_headers(ip) {
+            headers.set(name, &value)?;
+        }
     }
     let method = req.method();
     let mut init = RequestInit::new();

@@ -45,7 +45,7 @@ async fn download(url: &str) -> Result<KeySet, String> {
     if text.len() > 1 << 20 {
         return Err("document too large".into());
     }
-    KeySet::from_json(&text).map_err(|e| e.to_string())
+    KeySet::from_fetched_json(&text).map_err(|e| e.to_string())
 }
 
 /// Keys for every `jwks_url` issuer, fetching what is due. `key_miss` asks for an early

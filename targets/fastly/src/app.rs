@@ -8,7 +8,7 @@ use fastly::config_store::ConfigStore;
 use fastly::http::StatusCode;
 use fastly::{Request, Response};
 use policy_core::cases::EvalRequest;
-use policy_core::forwarding::connection_tokens;
+use policy_core::forwarding::{client_address_headers, connection_tokens};
 use policy_core::policy::Policy;
 use policy_core::{
     Decision, Engine, KeySet, KeyStore, OwnedRequest, RequestFacts, SecretStore, UnixTime, Verdict,
@@ -111,7 +111,7 @@ fn setup() -> Result<Setup, String> {
         if let Some(jwks) = chunked(&config, &format!("jwks.{name}"))? {
             keys.insert(
                 name.clone(),
-                KeySet::from_json(&jwks).map_err(|e| format!("jwks.{name}: {e}"))?,
+                KeySet::from_fetched_json(&jwks).map_err(|e| format!("jwks.{name}: {e}"))?,
             );
         }
     }
@@ -216,7 +216,9 @@ pub fn handle(mut req: Request) -> Response {
         req.set_header(header.name(), header.value());
     }
     if let Some(ip) = &owned.client_ip {
-        req.set_header("x-forwarded-for", ip);
+        for (name, value) in client_address_headers(ip) {
+            req.set_header(name, value);
+        }
     }
     match req.send(BACKEND) {
         Ok(response) => response,

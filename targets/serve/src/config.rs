@@ -51,6 +51,13 @@ pub struct ServeConfig {
     /// Longest a token is served from the cache (bounds how long a token signed by a
     /// withdrawn key keeps working); its own `exp` still applies.
     pub token_cache_max_age: Duration,
+    /// Longest a client may take to send a request head, counted from when the
+    /// connection starts waiting for one: a new connection, or a kept-alive one after its
+    /// last response. So it bounds both slow heads (slowloris) and idle connections.
+    pub header_timeout: Duration,
+    /// Request bodies buffered at once (LFS batch requests, at most 1 MiB each); beyond
+    /// it requests are answered 503 with Retry-After.
+    pub max_buffered_bodies: usize,
 }
 
 impl ServeConfig {
@@ -69,6 +76,8 @@ impl ServeConfig {
             wasm: None,
             token_cache_entries: 10_000,
             token_cache_max_age: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(20),
+            max_buffered_bodies: 64,
         }
     }
 }

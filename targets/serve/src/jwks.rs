@@ -177,7 +177,7 @@ impl KeyCache {
             return Err("document too large".into());
         }
         let text = std::str::from_utf8(&body).map_err(|_| "not UTF-8".to_owned())?;
-        let keys = KeySet::from_json(text).map_err(|e| e.to_string())?;
+        let keys = KeySet::from_fetched_json(text).map_err(|e| e.to_string())?;
         Ok((keys, text.to_owned()))
     }
 }

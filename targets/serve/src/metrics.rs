@@ -12,6 +12,7 @@ pub struct Metrics {
     decision_nanos: AtomicU64,
     decision_count: AtomicU64,
     origin_errors: AtomicU64,
+    shed: AtomicU64,
     jwks: Mutex<BTreeMap<(String, &'static str), u64>>,
     in_flight: AtomicI64,
 }
@@ -29,6 +30,11 @@ impl Metrics {
 
     pub fn origin_error(&self) {
         self.origin_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request refused because the gateway was at a limit it enforces (503).
+    pub fn shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn jwks_fetch(&self, issuer: &str, ok: bool) {
@@ -80,6 +86,16 @@ impl Metrics {
             out,
             "tollgate_origin_errors_total {}",
             self.origin_errors.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_shed_total Requests refused with 503 at a gateway limit (buffered bodies)."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_shed_total counter");
+        let _ = writeln!(
+            out,
+            "tollgate_shed_total {}",
+            self.shed.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

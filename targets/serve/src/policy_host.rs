@@ -153,14 +153,8 @@ impl WasmPool {
         })
     }
 
-    fn decide_in(
-        slot: &mut Slot,
-        keys: &KeyCache,
-        request: &OwnedRequest,
-        now: UnixTime,
-        rate: &Mutex<HashMap<String, RateState>>,
-    ) -> Result<Final, String> {
-        // Bring the instance's keys up to date with the cache (and drop stale ones).
+    /// Brings the instance's keys up to date with the cache (and drops stale ones).
+    fn sync_keys(slot: &mut Slot, keys: &KeyCache) -> Result<(), String> {
         let fresh = keys.fresh_documents();
         let issuers: Vec<String> = slot
             .instance
@@ -185,6 +179,17 @@ impl WasmPool {
                 _ => {}
             }
         }
+        Ok(())
+    }
+
+    fn decide_in(
+        slot: &mut Slot,
+        keys: &KeyCache,
+        request: &OwnedRequest,
+        now: UnixTime,
+        rate: &Mutex<HashMap<String, RateState>>,
+    ) -> Result<Final, String> {
+        Self::sync_keys(slot, keys)?;
         match slot
             .instance
             .decide(request, now, false)
@@ -259,6 +264,10 @@ impl TokenCacheStore for SharedTokenCache {
     }
 }
 
+/// The body a request is decided with before its own is read (see
+/// `Engine::refusal_before_body`): an LFS batch that only downloads.
+const LEAST_ACCESS_BODY: &str = r#"{"operation":"download"}"#;
+
 pub enum PolicyHost {
     Native {
         engine: Box<Engine>,
@@ -269,6 +278,64 @@ pub enum PolicyHost {
 }
 
 impl PolicyHost {
+    /// The denial a request gets whatever its body says, before the body is read. A key
+    /// miss is left to the full decision, which refreshes keys and retries.
+    pub fn refusal_before_body(
+        &self,
+        keys: &KeyCache,
+        request: &OwnedRequest,
+        now: UnixTime,
+        _metrics: &Metrics,
+    ) -> Option<Outcome> {
+        let outcome = match self {
+            PolicyHost::Native {
+                engine,
+                secrets,
+                tokens,
+            } => {
+                tokens.follow_keys(keys);
+                let pairs = request.header_pairs();
+                let facts = request.facts(&pairs);
+                let decision =
+                    engine.refusal_before_body(&facts, now, &keys.snapshot(), secrets, tokens)?;
+                Outcome::from_decision(&decision, decision.audit(&facts, now).to_json())
+            }
+            PolicyHost::Wasm(pool) => {
+                let least = OwnedRequest {
+                    body: Some(LEAST_ACCESS_BODY.into()),
+                    ..request.clone()
+                };
+                let mut slot = pool
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop()
+                    .map_or_else(|| pool.instantiate(), Ok)
+                    .ok()?;
+                let verdict = WasmPool::sync_keys(&mut slot, keys).and_then(|()| {
+                    slot.instance
+                        .decide(&least, now, false)
+                        .map_err(|e| e.to_string())
+                });
+                let outcome = match verdict {
+                    Ok(WasmVerdict::Decided(outcome)) if !outcome.allow() => {
+                        Some(Outcome::from_final(outcome))
+                    }
+                    Ok(_) => None,
+                    Err(_) => return None, // the full decision reports the failure
+                };
+                pool.idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(slot);
+                outcome?
+            }
+        };
+        let key_miss = outcome.reason == "token_unknown_key"
+            || outcome.reason == "token_issuer_keys_unavailable";
+        (!key_miss).then_some(outcome)
+    }
+
     /// Decides one request (with rate-limit state) and returns what to do.
     pub fn decide(
         &self,

@@ -13,7 +13,7 @@ use http_body_util::{BodyDataStream, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use policy_core::forwarding::{connection_tokens, may_forward, may_return};
+use policy_core::forwarding::{client_address_headers, connection_tokens, may_forward, may_return};
 use policy_core::{OwnedRequest, RateState, RequestFacts, SecretStore, UnixTime};
 
 use crate::audit::AuditLog;
@@ -31,6 +31,8 @@ pub struct Shared {
     pub audit: AuditLog,
     pub metrics: Metrics,
     pub client: reqwest::Client,
+    /// One permit per request body buffered at once.
+    pub body_slots: tokio::sync::Semaphore,
 }
 
 pub struct SecretMap(pub HashMap<String, String>);
@@ -122,8 +124,42 @@ async fn handle_inner(
     }
 
     // LFS batch bodies decide the access they need: read them (bounded), then forward
-    // the same bytes. Every other body streams through untouched.
-    let (buffered, streaming) = if RequestFacts::wants_body(&owned.method, &owned.path) {
+    // the same bytes. Every other body streams through untouched. A request no body could
+    // get through (no or a forged credential, no grant at all) is refused unread, and
+    // only so many bodies are held at once.
+    let wants_body = RequestFacts::wants_body(&owned.method, &owned.path);
+    if wants_body {
+        if let Some(outcome) =
+            shared
+                .policy
+                .refusal_before_body(&shared.keys, &owned, now(), &shared.metrics)
+        {
+            shared
+                .metrics
+                .decision(outcome.status, &outcome.reason, started.elapsed());
+            shared.audit.write(&outcome.audit);
+            return deny(&outcome);
+        }
+    }
+    let _body_slot = if wants_body {
+        match shared.body_slots.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                shared.metrics.shed();
+                let mut busy = full(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/vnd.git-lfs+json",
+                    "{\"message\":\"too many LFS batch requests in flight; retry shortly\"}",
+                );
+                busy.headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return busy;
+            }
+        }
+    } else {
+        None
+    };
+    let (buffered, streaming) = if wants_body {
         match Limited::new(body, RequestFacts::LFS_BATCH_BODY_LIMIT)
             .collect()
             .await
@@ -201,7 +237,9 @@ async fn forward(
     for (name, value) in &outcome.set {
         builder = builder.header(name, value);
     }
-    builder = builder.header("x-forwarded-for", peer.ip().to_string());
+    for (name, value) in client_address_headers(&peer.ip().to_string()) {
+        builder = builder.header(name, value);
+    }
     let body = match (buffered, streaming) {
         (Some(bytes), _) => reqwest::Body::from(bytes),
         (None, Some(incoming)) => reqwest::Body::wrap_stream(BodyDataStream::new(incoming)),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
@@ -94,6 +94,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         audit: AuditLog::open(&config.audit).map_err(|e| format!("audit log: {e}"))?,
         metrics: Metrics::default(),
         client,
+        body_slots: tokio::sync::Semaphore::new(config.max_buffered_bodies),
     });
     shared.keys.refresh_all(&shared.metrics).await;
 
@@ -140,7 +141,10 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
                 };
                 let shared = Arc::clone(&shared);
                 let service = service_fn(move |req| proxy::handle(Arc::clone(&shared), peer, req));
-                let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(config.header_timeout)
+                    .serve_connection(TokioIo::new(stream), service);
                 let watched = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(e) = watched.await {

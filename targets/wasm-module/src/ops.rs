@@ -164,7 +164,7 @@ fn set_keys(state: &mut State, input: &[u8]) -> Value {
         state.keys.0.remove(&input.issuer);
         return json!({ "ok": { "keys": 0 } });
     };
-    match KeySet::from_json(&jwks) {
+    match KeySet::from_fetched_json(&jwks) {
         Ok(set) => {
             let count = set.len();
             state.keys.0.insert(input.issuer, set);
