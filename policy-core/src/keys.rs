@@ -373,3 +373,47 @@ impl<S: KeyStore + ?Sized> KeyStore for &S {
         (**self).key_set(issuer_name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OCT: &str = r#"{"kty": "oct", "kid": "h", "k": "dG9sbGdhdGUtZXhhbXBsZS1kZW1vLWhtYWMta2V5LTMyYnl0ZXMhIQ"}"#;
+    const ED: &str = r#"{"kty": "OKP", "crv": "Ed25519", "kid": "e", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+    /// The identity point: every signature verifies against it under a lax check.
+    const ED_SMALL_ORDER: &str = r#"{"kty": "OKP", "crv": "Ed25519", "kid": "w", "x": "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#;
+
+    fn set(keys: &[&str]) -> String {
+        alloc::format!(r#"{{"keys": [{}]}}"#, keys.join(","))
+    }
+
+    #[test]
+    fn fetched_sets_may_not_hold_secrets() {
+        assert_eq!(KeySet::from_json(&set(&[OCT])).map(|s| s.len()), Ok(1));
+        assert_eq!(
+            KeySet::from_fetched_json(&set(&[ED, OCT])).map(|s| s.len()),
+            Err(KeySetError::FetchedSecret {
+                index: 1,
+                kid: Some("h".into())
+            })
+        );
+        assert_eq!(
+            KeySet::from_fetched_json(&set(&[ED])).map(|s| s.len()),
+            Ok(1)
+        );
+    }
+
+    #[test]
+    fn small_order_ed25519_keys_are_refused() {
+        for parse in [KeySet::from_json, KeySet::from_fetched_json] {
+            match parse(&set(&[ED, ED_SMALL_ORDER])) {
+                Err(KeySetError::Key {
+                    index: 1, message, ..
+                }) => {
+                    assert!(message.contains("small order"), "{message}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

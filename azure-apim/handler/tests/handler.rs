@@ -263,6 +263,47 @@ fn apim_mode_answers_what_the_policy_xml_reads() {
             );
         }
     }
+    // Gateways may read `_` as `-`, and the client's address is the gateway's to say: every
+    // spelling of the identity and address headers goes, and APIM sets the address itself.
+    for name in ["x-webauth-user", "x-real-ip", "x-forwarded-for"] {
+        let parts: Vec<&str> = name.split('-').collect();
+        for separators in 0..(1u32 << (parts.len() - 1)) {
+            let mut spelling = String::from(parts[0]);
+            for (i, part) in parts.iter().enumerate().skip(1) {
+                spelling.push(if separators & (1 << (i - 1)) != 0 {
+                    '_'
+                } else {
+                    '-'
+                });
+                spelling.push_str(part);
+            }
+            let handled =
+                deleted.contains(&spelling) || (spelling == name && header_names.contains(name));
+            assert!(
+                handled,
+                "the policy XML lets a client's `{spelling}` through"
+            );
+        }
+    }
+    assert!(
+        deleted.contains("forwarded"),
+        "the policy XML lets a client's `Forwarded` through"
+    );
+    for name in ["X-Real-IP", "X-Forwarded-For"] {
+        let set = root.descendants().find(|n| {
+            n.has_tag_name("set-header")
+                && n.attribute("name") == Some(name)
+                && n.attribute("exists-action") == Some("override")
+        });
+        let value = set
+            .and_then(|n| n.descendants().find(|v| v.has_tag_name("value")))
+            .and_then(|v| v.text());
+        assert_eq!(
+            value,
+            Some("@(context.Request.IpAddress)"),
+            "{name} is not set from the client's address"
+        );
+    }
     let answers = [&allowed, &denied, &lfs];
     for field in &fields {
         let known = answers.iter().any(|a| a.get(field).is_some())

@@ -145,6 +145,31 @@ fn check_reports_file_line_and_column() {
         ("[[grant]\n", "1:9: unclosed array table, expected `]`"),
         ("[origin]\nsession_cookies = []\n", "2:19: session_cookies must name at least one cookie"),
         ("[origin]\nsession_cookies = [\"i_like_gogs\", \"a b\"]\n", "2:19: session_cookies: `a b` is not a valid cookie name"),
+        (
+            "[[issuer]]\nname = \"x\"\nissuer = \"https://i\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"http://127.0.0.1:80@evil.example/jwks\"\n",
+            "6:12: jwks_url `http://127.0.0.1:80@evil.example/jwks` carries user information",
+        ),
+        (
+            "[[issuer]]\nname = \"x\"\nissuer = \"https://i\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"http://127.0.0.1\\\\@evil.example/jwks\"\n",
+            "6:12: jwks_url `http://127.0.0.1\\@evil.example/jwks` is not a valid URI",
+        ),
+        (
+            "[[issuer]]\nname = \"x\"\nissuer = \"https://i\"\naudiences = [\"g\"]\nalgorithms = [\"RS256\", \"HS256\"]\njwks_url = \"https://i/jwks\"\n",
+            "5:24: issuer `x`: HS256 cannot be combined with `jwks_url`",
+        ),
+        (
+            "[[issuer]]\nname = \"x\"\nissuer = \"https://i\"\naudiences = [\"g\"]\nalgorithms = [\"EdDSA\"]\njwks = '{\"keys\": [{\"kty\": \"OKP\", \"crv\": \"Ed25519\", \"x\": \"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"}]}'\n",
+            "6:8: invalid JWKS: key 0: Ed25519 key has small order",
+        ),
+        ("[origin]\nuser_header = \"Authorization\"\n", "2:15: user_header `Authorization` already means something"),
+        ("[origin]\nuser_header = \"X_Remote_User\"\n", "2:15: user_header `X_Remote_User` is not a valid header name"),
+        (
+            "[origin]\nweb = \"service-token\"\nservice_user = \"svc\"\nservice_token_secret = \"s\"\n",
+            "2:7: origin.web = `service-token` makes every page outside a repository",
+        ),
+        ("[origin]\ngogs = [\"v0.14.3\", \"v9\"]\n", "2:8: unknown Gogs version `v9`; route inventories exist for `master`, `v0.14.3`"),
+        ("[gateway]\nanonymous_ipv6_prefix = 0\n", "2:25: anonymous_ipv6_prefix must be between 1 and 128"),
+        ("[gateway]\ncross_repo = \"open\"\n", "2:14: unknown variant `open`, expected `deny` or `site`"),
     ];
     for (i, (policy, expected)) in cases.iter().enumerate() {
         let path = write_temp(&dir, &format!("bad{i}.toml"), policy);
@@ -307,6 +332,84 @@ fn eval_state_file_carries_rate_limits_across_runs() {
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).expect("state")).expect("state JSON");
     assert!(saved.get("ci/user:ci-bot").is_some(), "{saved}");
+}
+
+#[test]
+fn concurrent_evals_sharing_a_state_file_stay_exact() {
+    // The example's `ci` limit admits 3 requests a minute: of 8 evals run at once, exactly
+    // 3 may pass, whatever order the processes load and save the file in.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.json").display().to_string();
+    let request = r#"{"path": "/acme/app.git/info/refs", "headers": {"Authorization": "token ci-secret-key-0001"}}"#;
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                let out = tollgate(
+                    &[
+                        "eval",
+                        "--policy",
+                        "examples/policy.toml",
+                        "--now",
+                        "1767225600",
+                        "--state",
+                        &state,
+                    ],
+                    request,
+                );
+                let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+                json["status"].as_u64().expect("status")
+            })
+        })
+        .collect();
+    let mut statuses: Vec<u64> = runs.into_iter().map(|r| r.join().expect("eval")).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429, 429, 429]);
+}
+
+#[test]
+fn check_points_at_bytes_that_are_not_utf8() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("latin1.toml");
+    std::fs::write(&path, b"[gateway]\nrealm = \"caf\xe9\"\n").expect("write");
+    let path = path.display().to_string();
+    let out = tollgate(&["check", &path], "");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: {path}:2:13: the policy is not UTF-8 (byte 0xe9)"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("^"), "{stderr}");
+    let out = tollgate(&["check", "no/such/policy.toml"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("error: no/such/policy.toml: cannot read the policy:"));
+}
+
+#[test]
+fn check_with_secrets_names_each_missing_one_where_the_policy_asks_for_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = write_temp(&dir, "secrets.json", r#"{"gogs-token/alice": "x"}"#);
+    let out = tollgate(
+        &["check", "examples/policy.toml", "--secrets", &secrets],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "examples/policy.toml:41:8: origin secret `gogs-token/ci-bot` (the Gogs token of `ci-bot`) is not in {secrets}"
+        )),
+        "{stderr}"
+    );
+    let complete = write_temp(&dir, "all.json", r#"{"gogs-token/ci-bot": "x"}"#);
+    let out = tollgate(
+        &["check", "examples/policy.toml", "--secrets", &complete],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 #[test]

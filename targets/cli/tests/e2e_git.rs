@@ -262,3 +262,123 @@ fn a_large_push_streams_in_bounded_memory() {
         "tollgate peaked at {peak_mib} MiB for a 96 MiB push: the body was buffered"
     );
 }
+
+/// Writes `head` (and no body) on a raw connection and returns what comes back within
+/// `wait`, or `None` if nothing does.
+fn raw_exchange(port: u16, head: &str, wait: Duration) -> (std::net::TcpStream, Option<String>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.write_all(head.as_bytes()).expect("write head");
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buf = [0u8; 4096];
+    let answer = match stream.read(&mut buf) {
+        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Err(_) => None,
+    };
+    (stream, answer)
+}
+
+/// Does the server close `stream` within `wait`?
+fn closed_within(stream: &mut std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // a response to drain first
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+#[test]
+fn slow_and_idle_connections_are_closed_and_bodies_are_read_only_when_they_can_matter() {
+    let env = start(&["--header-timeout", "1", "--max-buffered-bodies", "1"]);
+    let port = env.tollgate_port;
+
+    // Half a request head, never finished (slowloris): closed after the header timeout.
+    let (mut slow, answer) = raw_exchange(
+        port,
+        "GET /acme/app.git/info/refs HTTP/1.1\r\nHost: x\r\n",
+        Duration::from_millis(200),
+    );
+    assert_eq!(answer, None, "answered half a head");
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(4)),
+        "a half-sent head held its connection"
+    );
+
+    // A kept-alive connection left idle after its response: closed the same way.
+    let (mut idle, answer) = raw_exchange(
+        port,
+        "GET /user/login HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(
+        answer.is_some_and(|a| a.starts_with("HTTP/1.1 ")),
+        "no response to a whole head"
+    );
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(4)),
+        "an idle connection was kept open"
+    );
+
+    // An LFS batch no body could get through is refused before its body is read: the
+    // answer comes while the promised megabyte has not been sent.
+    let batch = |auth: &str| {
+        format!(
+            "POST /acme/app.git/info/lfs/objects/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.git-lfs+json\r\n{auth}Content-Length: 1048576\r\n\r\n"
+        )
+    };
+    let (_anonymous, answer) = raw_exchange(port, &batch(""), Duration::from_secs(5));
+    let answer = answer.expect("an anonymous batch waited for its body");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("lfs-authenticate: basic"),
+        "{answer}"
+    );
+    let forged = format!(
+        "Authorization: Bearer {}\r\n",
+        tollgate_conformance::world::forge(&env.token("alice", "es256"))
+    );
+    let (_forged, answer) = raw_exchange(port, &batch(&forged), Duration::from_secs(5));
+    assert!(answer
+        .expect("a forged batch waited for its body")
+        .starts_with("HTTP/1.1 401"));
+
+    // One caller who may upload holds the only body slot while it sends slowly; a
+    // second such request is shed with 503 and Retry-After, and counted.
+    let alice = format!("Authorization: Bearer {}\r\n", env.token("alice", "es256"));
+    let (_holding, answer) = raw_exchange(port, &batch(&alice), Duration::from_millis(500));
+    assert_eq!(
+        answer, None,
+        "an allowed batch was answered before its body arrived"
+    );
+    let (_second, answer) = raw_exchange(port, &batch(&alice), Duration::from_secs(5));
+    let answer = answer.expect("the second batch waited instead of being shed");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(
+        env.metrics().contains("tollgate_shed_total 1\n"),
+        "{}",
+        env.metrics()
+    );
+    let refused: Vec<Value> = env
+        .audit()
+        .into_iter()
+        .filter(|a| a["path"] == "/acme/app.git/info/lfs/objects/batch")
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused.iter().all(|a| a["status"] == 401), "{refused:?}");
+}

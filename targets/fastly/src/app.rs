@@ -176,7 +176,14 @@ pub fn handle(mut req: Request) -> Response {
         }
     }
     if RequestFacts::wants_body(&owned.method, &owned.path) {
-        let body = req.take_body_bytes();
+        // Read one byte past the limit at most: an endless body must not fill memory.
+        let mut body = Vec::new();
+        let limit = RequestFacts::LFS_BATCH_BODY_LIMIT as u64 + 1;
+        if std::io::Read::read_to_end(&mut std::io::Read::take(req.take_body(), limit), &mut body)
+            .is_err()
+        {
+            return text(StatusCode::BAD_REQUEST, "cannot read request body\n");
+        }
         if body.len() > RequestFacts::LFS_BATCH_BODY_LIMIT {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,

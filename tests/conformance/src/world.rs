@@ -435,10 +435,15 @@ pub fn gateway_git_scenarios(world: &World, gateway_url: &str, log: &dyn Fn() ->
 
     // A web page carrying someone else's Gogs session: Gogs would sign the browser in from
     // it before reading X-WEBAUTH-USER, so it must not arrive; the other cookies must.
+    // Nor may its own spellings of the identity header, or its own idea of its address.
     let page = client
         .get(format!("{gateway_url}/acme/app/src/master"))
         .header("Authorization", &alice)
         .header("X-WEBAUTH-USER", "admin")
+        .header("X_WEBAUTH_USER", "admin")
+        .header("X-Real-IP", "203.0.113.66")
+        .header("X-Forwarded-For", "203.0.113.66")
+        .header("Forwarded", "for=203.0.113.66")
         .header("Cookie", "lang=en-US; i_like_gogs=admin-session; _csrf=tok")
         .send()
         .expect("web request");
@@ -461,6 +466,16 @@ pub fn gateway_git_scenarios(world: &World, gateway_url: &str, log: &dyn Fn() ->
         "{forwarded}"
     );
     assert_eq!(header(forwarded, "authorization"), None, "{forwarded}");
+    assert_eq!(header(forwarded, "x_webauth_user"), None, "{forwarded}");
+    assert_eq!(header(forwarded, "forwarded"), None, "{forwarded}");
+    for name in ["x-real-ip", "x-forwarded-for"] {
+        let value = header(forwarded, name)
+            .unwrap_or_else(|| panic!("no {name} at the origin: {forwarded}"));
+        assert!(
+            !value.contains("203.0.113.66"),
+            "the client's own {name} reached the origin: {forwarded}"
+        );
+    }
 }
 
 /// The audit reasons the scenarios above must have produced.
