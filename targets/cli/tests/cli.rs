@@ -398,9 +398,14 @@ fn check_with_secrets_names_each_missing_one_where_the_policy_asks_for_it() {
     );
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
+    let example = std::fs::read_to_string(repo().join("examples/policy.toml")).expect("example");
+    let line = 1 + example
+        .lines()
+        .position(|l| l == "user = \"ci-bot\"")
+        .expect("the example's ci-bot key");
     assert!(
         stderr.contains(&format!(
-            "examples/policy.toml:41:8: origin secret `gogs-token/ci-bot` (the Gogs token of `ci-bot`) is not in {secrets}"
+            "examples/policy.toml:{line}:8: origin secret `gogs-token/ci-bot` (the Gogs token of `ci-bot`) is not in {secrets}"
         )),
         "{stderr}"
     );
