@@ -11,18 +11,6 @@ use crate::policy::Position;
 use crate::request::OwnedRequest;
 use crate::time::UnixTime;
 
-/// Input of the edge hosts' test-only `POST /__tollgate/eval`: one request decided at a
-/// given time, with rate-limit state kept apart under `rate_namespace`.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvalRequest {
-    pub request: OwnedRequest,
-    /// Unix seconds.
-    pub now: u64,
-    #[serde(default)]
-    pub rate_namespace: String,
-}
-
 /// The time a case runs at when it names none: 2026-01-01T00:00:00Z.
 pub const DEFAULT_TEST_NOW: u64 = 1_767_225_600;
 

@@ -18,6 +18,19 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Did the decision want keys the engine lacks (see [`Decision::wants_fresh_keys`])?
+    pub fn wants_fresh_keys(&self) -> bool {
+        matches!(self, Verdict::Decided(d) if d.wants_fresh_keys())
+    }
+
+    /// The final decision, resolving a pending rate limit in `store`.
+    pub fn resolve_in(self, store: &dyn crate::RateStore) -> Decision {
+        match self {
+            Verdict::Decided(decision) => decision,
+            Verdict::Pending(pending) => pending.resolve_in(store).0,
+        }
+    }
+
     /// The final decision, resolving a pending rate limit against a synchronous state
     /// accessor: `state(key, None)` loads, `state(key, Some(new))` stores. For hosts whose
     /// state is local (tests, `tollgate eval`); concurrent hosts resolve themselves.
@@ -73,11 +86,58 @@ pub enum Reason {
     NoRoute,
     /// Over the rate limit.
     RateLimited,
+    /// The rate limit's state could not be read or written.
+    RateStoreUnavailable,
     /// The origin credential for this identity is not configured on the host.
     OriginCredentialMissing,
+    /// The policy module trapped, ran out of its time budget or answered malformed bytes;
+    /// the host refuses rather than guess.
+    PolicyModuleFailed,
 }
 
 impl Reason {
+    /// Every reason but the per-rejection ones (see [`TokenRejection::ALL`]).
+    const PLAIN: [Reason; 17] = [
+        Reason::Allowed,
+        Reason::BadPath,
+        Reason::CredentialInQuery,
+        Reason::BadCredentials,
+        Reason::MissingCredential,
+        Reason::InsufficientAccess,
+        Reason::DeniedByRule,
+        Reason::NotFound,
+        Reason::SiteClosed,
+        Reason::CrossRepoClosed,
+        Reason::ByIdClosed,
+        Reason::OperatorClosed,
+        Reason::NoRoute,
+        Reason::RateLimited,
+        Reason::RateStoreUnavailable,
+        Reason::OriginCredentialMissing,
+        Reason::PolicyModuleFailed,
+    ];
+
+    /// How many reasons there are: [`Reason::index`] is below it.
+    pub const COUNT: usize = Self::PLAIN.len() + TokenRejection::ALL.len();
+
+    /// Every reason, in [`Reason::index`] order.
+    pub fn all() -> impl Iterator<Item = Reason> {
+        Self::PLAIN
+            .into_iter()
+            .chain(TokenRejection::ALL.map(Reason::InvalidCredential))
+    }
+
+    /// The reason's position in [`Reason::all`], for hosts that count by reason in a
+    /// fixed table (lock-free metrics).
+    pub fn index(self) -> usize {
+        Self::all().position(|r| r == self).unwrap_or(0)
+    }
+
+    /// The reason whose [`Reason::code`] is `code`.
+    pub fn from_code(code: &str) -> Option<Reason> {
+        Self::all().find(|r| r.code() == code)
+    }
+
     pub const fn code(self) -> &'static str {
         match self {
             Reason::Allowed => "allowed",
@@ -95,7 +155,9 @@ impl Reason {
             Reason::OperatorClosed => "operator_closed",
             Reason::NoRoute => "no_route",
             Reason::RateLimited => "rate_limited",
+            Reason::RateStoreUnavailable => "rate_store_unavailable",
             Reason::OriginCredentialMissing => "origin_credential_missing",
+            Reason::PolicyModuleFailed => "policy_module_error",
         }
     }
 }
@@ -116,9 +178,9 @@ impl fmt::Display for Reason {
 /// a redacted form, which is all that `Debug`, JSON output and audit records ever show.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Header {
-    name: String,
-    value: String,
-    redacted: Option<String>,
+    pub(crate) name: String,
+    pub(crate) value: String,
+    pub(crate) redacted: Option<String>,
 }
 
 impl Header {
@@ -242,6 +304,27 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The refusal when the policy module failed (500, `policy_module_error`). What went
+    /// wrong belongs in the host's log, not in the answer.
+    pub fn policy_module_failed() -> Decision {
+        Decision {
+            allow: false,
+            status: 500,
+            reason: Reason::PolicyModuleFailed,
+            message: String::from("policy evaluation failed"),
+            rule: None,
+            identity: None,
+            class: None,
+            repo: None,
+            access: None,
+            strip: Vec::new(),
+            set: Vec::new(),
+            headers: Vec::new(),
+            retry_after: None,
+            explain: Vec::new(),
+        }
+    }
+
     /// The body a host answers a denial with, and its content type, so that every platform
     /// sends the same bytes: JSON for LFS and the API, plain text for git and the web.
     pub fn denial_body(&self) -> (&'static str, String) {
@@ -260,6 +343,16 @@ impl Decision {
             Some(RouteClass::Api) => ("application/json", json()),
             _ => ("text/plain; charset=utf-8", format!("{}\n", self.message)),
         }
+    }
+
+    /// Did the token name a key the engine does not have (an unknown `kid`, or no keys
+    /// for its issuer)? Hosts then fetch keys early ([`crate::JwksSchedule::after_key_miss`])
+    /// and decide once more.
+    pub fn wants_fresh_keys(&self) -> bool {
+        matches!(
+            self.reason,
+            Reason::InvalidCredential(TokenRejection::UnknownKey | TokenRejection::NoKeys)
+        )
     }
 
     /// The decision as one line of JSON (what `tollgate eval` prints).

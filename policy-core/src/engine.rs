@@ -74,6 +74,8 @@ pub struct Engine {
     pub(crate) rate_limits: Vec<RateLimit>,
     /// The Gogs versions whose routes requests are classified against (`origin.gogs`).
     pub(crate) gogs: Vec<&'static route::Version>,
+    /// Where RS256, PS256 and ES256 signatures are verified.
+    pub(crate) crypto: &'static dyn crate::CryptoProvider,
 }
 
 /// Partial decision state threaded through the steps of [`Engine::decide`].
@@ -117,6 +119,13 @@ impl Engine {
     /// Parses, validates and compiles a policy; `file` only labels error positions.
     pub fn from_toml(source: &str, file: &str) -> Result<Engine, crate::PolicyError> {
         crate::policy::Policy::parse(source, file).map(|p| p.engine)
+    }
+
+    /// The engine verifying RS256, PS256 and ES256 signatures with `provider` instead of
+    /// [`crate::RustCrypto`]. Decisions are the same; only their cost changes.
+    pub fn with_crypto(mut self, provider: &'static dyn crate::CryptoProvider) -> Engine {
+        self.crypto = provider;
+        self
     }
 
     /// Issuers whose keys the host must fetch: `(issuer name, JWKS URL)`.
@@ -179,11 +188,7 @@ impl Engine {
         secrets: &dyn SecretStore,
         tokens: &dyn TokenCacheStore,
     ) -> Option<Decision> {
-        let least = RequestFacts {
-            body: Some(route::LEAST_ACCESS_BODY),
-            ..*facts
-        };
-        match self.decide_cached(&least, now, keys, secrets, tokens) {
+        match self.decide_cached(&facts.with_least_access_body(), now, keys, secrets, tokens) {
             Verdict::Decided(decision) if !decision.allow => Some(decision),
             _ => None,
         }
@@ -417,6 +422,7 @@ impl Engine {
                     keys,
                     now,
                     self.gateway.max_token_bytes,
+                    self.crypto,
                 ) {
                     Ok(verified) => {
                         let identity = verified.identity;

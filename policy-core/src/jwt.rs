@@ -1,10 +1,11 @@
 //! JWT verification. An [`UntrustedToken`] becomes an [`Identity`] only here, through a
 //! validator whose algorithm the policy fixed and whose key family fits that algorithm.
 
+use crate::crypto::{CryptoProvider, ProvidedEs256, ProvidedRsa, RsaScheme};
 use alloc::{borrow::ToOwned, string::String, vec::Vec};
 use base64ct::{Base64UrlUnpadded, Encoding};
 use chrono::TimeDelta;
-use jwt_compact::alg::{Es256, Hs256, Rsa};
+use jwt_compact::alg::Hs256;
 use jwt_compact::{AlgorithmExt, Claims, TimeOptions, Token, UntrustedToken, ValidationError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -58,6 +59,30 @@ pub enum TokenRejection {
 }
 
 impl TokenRejection {
+    /// Every rejection, for mapping codes back (the policy module's wire form).
+    pub const ALL: [TokenRejection; 20] = [
+        TokenRejection::TooLarge,
+        TokenRejection::Malformed,
+        TokenRejection::DuplicateMember,
+        TokenRejection::CriticalHeader,
+        TokenRejection::UnknownIssuer,
+        TokenRejection::AlgorithmNotAllowed,
+        TokenRejection::NoKeys,
+        TokenRejection::UnknownKey,
+        TokenRejection::KeyAlgorithmMismatch,
+        TokenRejection::AmbiguousKey,
+        TokenRejection::BadSignature,
+        TokenRejection::MissingExpiry,
+        TokenRejection::Expired,
+        TokenRejection::NotYetValid,
+        TokenRejection::WrongAudience,
+        TokenRejection::WrongType,
+        TokenRejection::MissingUserClaim,
+        TokenRejection::InvalidUser,
+        TokenRejection::InvalidGroups,
+        TokenRejection::UnknownApiKey,
+    ];
+
     pub const fn code(self) -> &'static str {
         match self {
             TokenRejection::TooLarge => "token_too_large",
@@ -146,6 +171,7 @@ pub(crate) fn verify(
     store: &dyn KeyStore,
     now: UnixTime,
     max_bytes: usize,
+    crypto: &dyn CryptoProvider,
 ) -> Result<Verified, TokenRejection> {
     if token.len() > max_bytes {
         return Err(TokenRejection::TooLarge);
@@ -171,7 +197,7 @@ pub(crate) fn verify(
         .ok_or(TokenRejection::AlgorithmNotAllowed)?;
     let kid = untrusted.header().key_id.as_deref();
     let key = select_key(issuer, store, kid, alg)?;
-    let verified = validate_signature(&untrusted, alg, key)?;
+    let verified = validate_signature(&untrusted, alg, key, crypto)?;
     let (header, claims) = verified.into_parts();
     check_claims(issuer, &claims, header.token_type.as_deref(), now)?;
     let user = string_claim(&claims.custom, &issuer.user_claim)
@@ -253,6 +279,7 @@ fn validate_signature(
     token: &UntrustedToken<'_, ExtraHeader>,
     alg: Algorithm,
     key: &VerifyingKey,
+    crypto: &dyn CryptoProvider,
 ) -> Result<Token<CustomClaims, ExtraHeader>, TokenRejection> {
     // Each arm fixes the algorithm; `VerifyingKey` pairs it with the only key family it
     // may use, so the token's own `alg` never chooses how its signature is checked.
@@ -260,15 +287,21 @@ fn validate_signature(
         (Algorithm::HS256, VerifyingKey::Hmac(k)) => {
             Hs256.validator::<CustomClaims>(k).validate(token)
         }
-        (Algorithm::RS256, VerifyingKey::Rsa(k)) => {
-            Rsa::rs256().validator::<CustomClaims>(k).validate(token)
+        (Algorithm::RS256, VerifyingKey::Rsa(k)) => ProvidedRsa {
+            scheme: RsaScheme::Pkcs1Sha256,
+            provider: crypto,
         }
-        (Algorithm::PS256, VerifyingKey::Rsa(k)) => {
-            Rsa::ps256().validator::<CustomClaims>(k).validate(token)
+        .validator::<CustomClaims>(k)
+        .validate(token),
+        (Algorithm::PS256, VerifyingKey::Rsa(k)) => ProvidedRsa {
+            scheme: RsaScheme::PssSha256,
+            provider: crypto,
         }
-        (Algorithm::ES256, VerifyingKey::P256(k)) => {
-            Es256.validator::<CustomClaims>(k).validate(token)
-        }
+        .validator::<CustomClaims>(k)
+        .validate(token),
+        (Algorithm::ES256, VerifyingKey::P256(k)) => ProvidedEs256 { provider: crypto }
+            .validator::<CustomClaims>(k)
+            .validate(token),
         (Algorithm::EdDSA, VerifyingKey::Ed25519(k)) => {
             StrictEd25519.validator::<CustomClaims>(k).validate(token)
         }

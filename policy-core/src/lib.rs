@@ -34,12 +34,19 @@ extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+/// The policy module's typed interface (the `abi` feature).
+#[cfg(feature = "abi")]
+pub mod abi;
 mod access;
 mod apikey;
 mod audit;
+/// `[[test]]` cases and their expectations: for tools that run them (`tollgate test`, the
+/// conformance harness), not for hosts that only decide.
+#[cfg(feature = "testing")]
 pub mod cases;
 mod client_key;
 mod credential;
+mod crypto;
 mod decision;
 mod eddsa;
 mod engine;
@@ -47,6 +54,7 @@ pub mod forwarding;
 mod glob;
 mod identity;
 mod json_members;
+mod jwks_schedule;
 mod jwt;
 mod keys;
 mod no_random;
@@ -63,15 +71,19 @@ mod token_cache;
 pub use access::Access;
 pub use apikey::api_key_hash_hex;
 pub use audit::AuditRecord;
+pub use crypto::{CryptoProvider, P256Key, RsaKey, RsaScheme, RustCrypto};
 pub use decision::{Decision, ExplainStep, Header, Reason, Verdict};
 pub use engine::Engine;
 pub use identity::{Identity, Via};
+pub use jwks_schedule::{
+    FetchedKeys, JwksFetch, JwksSchedule, JwksTimings, KeysGeneration, UsableKeys,
+};
 pub use jwt::TokenRejection;
 pub use keys::{Algorithm, KeySet, KeySetError, KeyStore, NoKeys};
 pub use origin::{NoSecrets, SecretStore};
 pub use policy::{PolicyError, Position, SecretUse};
-pub use rate::{Gcra, PendingRate, RateState, RateUpdate};
-pub use request::{OwnedRequest, RequestFacts};
+pub use rate::{Gcra, PendingRate, RateState, RateStore, RateStoreError, RateUpdate};
+pub use request::{EvalRequest, OwnedRequest, RequestFacts};
 pub use route::{RepoName, RouteClass};
 pub use serde_util::OneOrMany;
 pub use time::UnixTime;

@@ -78,10 +78,31 @@ pub struct RateUpdate {
     pub expires: u64,
 }
 
-/// An allowed request that still has to pass a rate limit. The host loads the state for
-/// [`PendingRate::key`] and calls [`PendingRate::resolve`]; with concurrent requests it
-/// stores the update only if the state is still what it loaded (compare-and-replace) and
-/// resolves again otherwise.
+/// Where rate-limit state lives: one [`RateState`] per key, changed only by
+/// compare-and-replace, as in governor's `StateStore::measure_and_replace`. The store hands
+/// `decide` the key's current state and stores what it returns only if the key still
+/// holds the state it handed over; otherwise it runs `decide` again on the newer state.
+/// Hosts implement it over their storage (a sharded map, a KV store with generation
+/// match, a file); [`PendingRate::resolve_in`] runs GCRA through it.
+pub trait RateStore {
+    /// Runs `decide` on the state of `key` and stores the state it returns (`None`: leave
+    /// the key as it is). `Err` when the store could not be read or written.
+    fn measure_and_replace(
+        &self,
+        key: &str,
+        decide: &mut dyn FnMut(Option<RateState>) -> Option<RateState>,
+    ) -> Result<(), RateStoreError>;
+}
+
+/// A rate-limit store that could not be read or written; requests it would have decided
+/// are refused (fail closed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateStoreError(pub String);
+
+/// An allowed request that still has to pass a rate limit: resolve it against a
+/// [`RateStore`] ([`PendingRate::resolve_in`]), against a state the host loaded itself
+/// ([`PendingRate::resolve`]), or with the result of a GCRA check run where the state lives
+/// ([`PendingRate::conclude`]).
 #[derive(Clone, Debug)]
 pub struct PendingRate {
     pub(crate) key: String,
@@ -110,7 +131,30 @@ impl PendingRate {
 
     /// The final decision given the stored state, plus the update to store (none when refused).
     pub fn resolve(&self, prior: Option<RateState>) -> (Decision, Option<RateUpdate>) {
-        match self.gcra.check(prior, self.now) {
+        self.conclude(self.gcra.check(prior, self.now))
+    }
+
+    /// The final decision through `store`: GCRA runs on the key's state and the new state
+    /// is stored by compare-and-replace. A store that fails refuses the request (503,
+    /// `rate_store_unavailable`).
+    pub fn resolve_in(&self, store: &dyn RateStore) -> (Decision, Option<RateUpdate>) {
+        let mut outcome = None;
+        let stored = store.measure_and_replace(&self.key, &mut |prior| {
+            let (decision, update) = self.resolve(prior);
+            let state = update.as_ref().map(|u| u.state);
+            outcome = Some((decision, update));
+            state
+        });
+        match (stored, outcome) {
+            (Ok(()), Some(outcome)) => outcome,
+            _ => (self.unavailable(), None),
+        }
+    }
+
+    /// The final decision from a GCRA check that ran where the state lives (a Durable
+    /// Object): `Ok` with the state it stored, or `Err` with the nanoseconds to wait.
+    pub fn conclude(&self, check: Result<RateState, u64>) -> (Decision, Option<RateUpdate>) {
+        match check {
             Ok(state) => {
                 let update = RateUpdate {
                     key: self.key.clone(),
@@ -159,6 +203,25 @@ impl PendingRate {
                 format!("over the limit (key `{}`)", self.key),
             ));
         }
+        decision
+    }
+
+    /// The 503 when the limit's state could not be read or written: refusing is the only
+    /// answer that cannot exceed the limit.
+    pub fn unavailable(&self) -> Decision {
+        let mut decision = self.allowed.clone();
+        decision.allow = false;
+        decision.status = 503;
+        decision.reason = Reason::RateStoreUnavailable;
+        decision.message = format!(
+            "rate limit `{}` cannot be checked right now",
+            self.limit_name
+        );
+        decision.rule = Some(format!("rate_limit:{}", self.limit_name));
+        decision.set = Vec::new();
+        decision.strip = Vec::new();
+        decision.headers = alloc::vec![Header::new("retry-after", String::from("1"))];
+        decision.retry_after = Some(1);
         decision
     }
 

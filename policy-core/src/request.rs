@@ -41,6 +41,16 @@ impl<'a> RequestFacts<'a> {
             .map(|(_, v)| *v)
     }
 
+    /// The same request with the body that asks for the least access its route allows (an
+    /// LFS batch that only downloads): if that is refused, no body can pass, so a host may
+    /// answer before reading the real one (see [`crate::Engine::refusal_before_body`]).
+    pub fn with_least_access_body(&self) -> RequestFacts<'a> {
+        RequestFacts {
+            body: Some(crate::route::LEAST_ACCESS_BODY),
+            ..*self
+        }
+    }
+
     /// Does the request need its body for a decision? Hosts that stream bodies ask this
     /// before deciding, and buffer at most [`Self::LFS_BATCH_BODY_LIMIT`] bytes when it does.
     pub fn wants_body(method: &str, path: &str) -> bool {
@@ -50,6 +60,18 @@ impl<'a> RequestFacts<'a> {
                 .trim_end_matches('/')
                 .ends_with("/info/lfs/objects/batch")
     }
+}
+
+/// Input of the edge hosts' test-only `POST /__tollgate/eval`: one request decided at a
+/// given time, with rate-limit state kept apart under `rate_namespace`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalRequest {
+    pub request: OwnedRequest,
+    /// Unix seconds.
+    pub now: u64,
+    #[serde(default)]
+    pub rate_namespace: alloc::string::String,
 }
 
 /// An owned request in the JSON shape `tollgate eval` reads and `[[test]]` cases use:

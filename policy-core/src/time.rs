@@ -34,6 +34,12 @@ impl UnixTime {
         self.0 / NANOS_PER_SEC
     }
 
+    /// Whole seconds from `earlier` to this time; 0 if `earlier` is later (a clock that
+    /// stepped back).
+    pub const fn secs_since(self, earlier: UnixTime) -> u64 {
+        self.0.saturating_sub(earlier.0) / NANOS_PER_SEC
+    }
+
     pub(crate) fn to_chrono(self) -> DateTime<Utc> {
         // u64 nanoseconds end in 2554, well inside chrono's range.
         let secs = i64::try_from(self.as_secs()).unwrap_or(i64::MAX);

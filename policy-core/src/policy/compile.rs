@@ -5,11 +5,14 @@ use alloc::{borrow::ToOwned, collections::BTreeSet, format, string::String, vec:
 use core::ops::Range;
 use toml::Spanned;
 
+#[cfg(feature = "testing")]
+use super::schema::RawTestCase;
 use super::schema::{
-    RawApiKey, RawEffect, RawGrant, RawIssuer, RawOrigin, RawPolicy, RawRateLimit, RawTestCase,
+    RawApiKey, RawEffect, RawGrant, RawIssuer, RawOrigin, RawPolicy, RawRateLimit,
 };
 use super::{Policy, PolicyError, SecretUse, Source};
 use crate::apikey::ApiKey;
+#[cfg(feature = "testing")]
 use crate::cases::{Expectation, TestCase, DEFAULT_TEST_NOW};
 use crate::engine::{Engine, Gateway, RateLimit, SiteAccess, SiteSwitch};
 use crate::identity::{valid_user, MAX_NAME_LEN};
@@ -18,6 +21,7 @@ use crate::keys::{Algorithm, KeySet};
 use crate::origin::{CredentialMode, OriginConfig, DEFAULT_SESSION_COOKIES};
 use crate::rate::Gcra;
 use crate::scope::{Effect, Grant, Principal, RepoPattern};
+#[cfg(feature = "testing")]
 use crate::time::UnixTime;
 
 type At<'a> = &'a Source<'a>;
@@ -59,6 +63,7 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
     let key_names: BTreeSet<String> = api_keys.iter().map(|k| k.name.clone()).collect();
     let grants = grants(raw.grants, &key_names, at)?;
     let rate_limits = rate_limits(raw.rate_limits, &key_names, at)?;
+    #[cfg(feature = "testing")]
     let tests = tests(raw.tests, at)?;
     let origin_secrets = origin_secrets(&origin, service_secret_span, &user_spans, at);
     Ok(Policy {
@@ -71,7 +76,9 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
             grants,
             rate_limits,
             gogs,
+            crypto: &crate::RustCrypto,
         },
+        #[cfg(feature = "testing")]
         tests,
     })
 }
@@ -747,6 +754,7 @@ fn rate_limits(
     Ok(out)
 }
 
+#[cfg(feature = "testing")]
 fn tests(raw: Vec<Spanned<RawTestCase>>, at: At<'_>) -> Result<Vec<TestCase>, PolicyError> {
     let mut out = Vec::new();
     for spanned in raw {

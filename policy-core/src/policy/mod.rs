@@ -9,6 +9,7 @@ use alloc::{string::String, vec::Vec};
 use core::fmt;
 use core::ops::Range;
 
+#[cfg(feature = "testing")]
 use crate::cases::TestCase;
 use crate::engine::Engine;
 
@@ -56,6 +57,8 @@ impl std::error::Error for PolicyError {}
 #[derive(Debug)]
 pub struct Policy {
     pub engine: Engine,
+    /// The `[[test]]` cases written beside the policy (with the `testing` feature).
+    #[cfg(feature = "testing")]
     pub tests: Vec<TestCase>,
     /// Origin secrets the policy itself names (the service token, the Gogs tokens of the
     /// users its API keys and grants name), for hosts to check they hold them. Users

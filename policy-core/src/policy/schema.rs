@@ -1,13 +1,16 @@
 //! The policy file as written: strict serde structs (unknown fields are errors) with spans
 //! kept on everything validation may need to point at.
 
-use alloc::{collections::BTreeMap, string::String, vec::Vec};
+#[cfg(feature = "testing")]
+use alloc::collections::BTreeMap;
+use alloc::{string::String, vec::Vec};
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::access::Access;
 use crate::engine::{SiteAccess, SiteSwitch};
 use crate::origin::CredentialMode;
+#[cfg(feature = "testing")]
 use crate::request::OwnedRequest;
 pub(crate) use crate::serde_util::OneOrMany;
 
@@ -26,8 +29,13 @@ pub(crate) struct RawPolicy {
     pub(crate) grants: Vec<Spanned<RawGrant>>,
     #[serde(default, rename = "rate_limit")]
     pub(crate) rate_limits: Vec<Spanned<RawRateLimit>>,
+    #[cfg(feature = "testing")]
     #[serde(default, rename = "test")]
     pub(crate) tests: Vec<Spanned<RawTestCase>>,
+    /// Without the `testing` feature, `[[test]]` tables are accepted and skipped unread.
+    #[cfg(not(feature = "testing"))]
+    #[serde(default, rename = "test")]
+    _skipped_tests: Vec<serde::de::IgnoredAny>,
 }
 
 #[derive(Default, Deserialize)]
@@ -111,6 +119,7 @@ pub(crate) struct RawRateLimit {
     pub(crate) shared: Option<bool>,
 }
 
+#[cfg(feature = "testing")]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTestCase {
@@ -123,6 +132,7 @@ pub(crate) struct RawTestCase {
     pub(crate) expect: Spanned<RawExpect>,
 }
 
+#[cfg(feature = "testing")]
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawExpect {

@@ -30,7 +30,7 @@ pub(crate) use table::Version;
 
 /// Which Gogs surface a request is for. It selects the challenge a denial carries and the
 /// origin credential an allowed request gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RouteClass {
     /// Git smart (and dumb) HTTP.
@@ -67,6 +67,17 @@ impl RepoName {
     pub fn parse(full: &str) -> Option<RepoName> {
         let (owner, name) = full.split_once('/')?;
         repo_name(owner, name, false).ok()
+    }
+
+    /// `owner/name` exactly as [`fmt::Display`] wrote it (the policy module's wire form):
+    /// already resolved, so nothing is normalised again.
+    #[cfg(feature = "abi")]
+    pub(crate) fn from_display(full: &str) -> Option<RepoName> {
+        let (owner, name) = full.split_once('/')?;
+        Some(RepoName {
+            owner: owner.into(),
+            name: name.into(),
+        })
     }
 
     pub fn owner(&self) -> &str {

@@ -1,0 +1,343 @@
+//! The policy module's interface (`targets/wasm-module`), typed, versioned and shared by
+//! the module and its hosts: every input and output is one of these types, encoded with
+//! postcard. A host reads the module's `tollgate_abi_version` export first and refuses a
+//! module whose version is not [`ABI_VERSION`].
+//!
+//! A decision crosses as a [`WireVerdict`]: the same typed [`Verdict`] a host gets from
+//! the engine linked natively, so rate limits, audit records and responses are made by the
+//! same host code either way. Header values that hold secrets cross too (the module must
+//! hand the origin credential over); they are never printed.
+
+use alloc::{string::String, vec::Vec};
+use serde::{Deserialize, Serialize};
+
+use crate::access::Access;
+use crate::decision::{Decision, ExplainStep, Header, Reason, Verdict};
+use crate::identity::{Identity, Via};
+use crate::keys::Algorithm;
+use crate::rate::{Gcra, PendingRate};
+use crate::route::{RepoName, RouteClass};
+use crate::time::UnixTime;
+
+/// The interface version this crate speaks. Bump it with any change to these types.
+pub const ABI_VERSION: u32 = 2;
+
+/// Every operation answers `Ok` or a message (for `init`, the positioned policy error).
+pub type Answer<T> = Result<T, String>;
+
+/// `tollgate_init`: compile a policy.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Init<'a> {
+    pub policy: &'a str,
+    /// Labels the policy's error positions.
+    pub file: &'a str,
+}
+
+/// What `tollgate_init` answers about the policy it loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loaded {
+    /// `(issuer name, JWKS URL)` for the host to fetch.
+    pub jwks_urls: Vec<(String, String)>,
+    /// `origin.user_header`, lowercase.
+    pub user_header: String,
+}
+
+/// `tollgate_set_keys`: an issuer's JWKS document, or `None` to forget its keys.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SetKeys<'a> {
+    pub issuer: &'a str,
+    pub jwks: Option<&'a str>,
+}
+
+/// `tollgate_set_secrets`: origin secrets by name; `placeholder` makes every name resolve
+/// to a stand-in (policy tests: decisions only ever show names).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SetSecrets<'a> {
+    #[serde(borrow)]
+    pub secrets: Vec<(&'a str, &'a str)>,
+    pub placeholder: bool,
+}
+
+/// `tollgate_decide`: one request at one time.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Decide<'a> {
+    #[serde(borrow)]
+    pub request: WireRequest<'a>,
+    pub now_nanos: u64,
+    pub explain: bool,
+}
+
+/// [`crate::RequestFacts`] on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    #[serde(borrow)]
+    pub headers: Vec<(&'a str, &'a str)>,
+    pub body: Option<&'a [u8]>,
+    pub client_ip: Option<&'a str>,
+}
+
+impl<'a> WireRequest<'a> {
+    pub fn from_facts(facts: &crate::RequestFacts<'a>) -> Self {
+        WireRequest {
+            method: facts.method,
+            path: facts.path,
+            query: facts.query,
+            headers: facts.headers.to_vec(),
+            body: facts.body,
+            client_ip: facts.client_ip,
+        }
+    }
+
+    /// The facts again; `self` keeps the header pairs they borrow.
+    pub fn facts(&self) -> crate::RequestFacts<'_> {
+        crate::RequestFacts {
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            headers: &self.headers,
+            body: self.body,
+            client_ip: self.client_ip,
+        }
+    }
+}
+
+/// [`Verdict`] on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum WireVerdict {
+    Decided(WireDecision),
+    Pending(WirePending),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WirePending {
+    pub key: String,
+    pub limit_name: String,
+    pub gcra: Gcra,
+    pub now_nanos: u64,
+    pub allowed: WireDecision,
+    pub explain: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireDecision {
+    pub allow: bool,
+    pub status: u16,
+    pub reason: String,
+    pub message: String,
+    pub rule: Option<String>,
+    pub identity: Option<WireIdentity>,
+    pub class: Option<RouteClass>,
+    pub repo: Option<String>,
+    pub access: Option<Access>,
+    pub strip: Vec<String>,
+    pub set: Vec<WireHeader>,
+    pub headers: Vec<WireHeader>,
+    pub retry_after: Option<u64>,
+    pub explain: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireHeader {
+    pub name: String,
+    pub value: String,
+    pub redacted: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireIdentity {
+    pub user: String,
+    pub groups: Vec<String>,
+    pub via: WireVia,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum WireVia {
+    Jwt {
+        issuer: String,
+        alg: Algorithm,
+        kid: Option<String>,
+    },
+    ApiKey {
+        key: String,
+    },
+}
+
+/// A wire value that does not describe a decision (a module of another build).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireError(pub String);
+
+impl From<&Verdict> for WireVerdict {
+    fn from(verdict: &Verdict) -> Self {
+        match verdict {
+            Verdict::Decided(d) => WireVerdict::Decided(d.into()),
+            Verdict::Pending(p) => WireVerdict::Pending(WirePending {
+                key: p.key.clone(),
+                limit_name: p.limit_name.clone(),
+                gcra: p.gcra,
+                now_nanos: p.now.as_nanos(),
+                allowed: (&p.allowed).into(),
+                explain: p.explain,
+            }),
+        }
+    }
+}
+
+impl TryFrom<WireVerdict> for Verdict {
+    type Error = WireError;
+    fn try_from(wire: WireVerdict) -> Result<Self, WireError> {
+        Ok(match wire {
+            WireVerdict::Decided(d) => Verdict::Decided(d.try_into()?),
+            WireVerdict::Pending(p) => Verdict::Pending(PendingRate {
+                key: p.key,
+                limit_name: p.limit_name,
+                gcra: p.gcra,
+                now: UnixTime::from_nanos(p.now_nanos),
+                allowed: p.allowed.try_into()?,
+                explain: p.explain,
+            }),
+        })
+    }
+}
+
+fn wire_header(h: &Header) -> WireHeader {
+    WireHeader {
+        name: String::from(h.name()),
+        value: String::from(h.value()),
+        redacted: h.redacted.clone(),
+    }
+}
+
+fn header(w: WireHeader) -> Header {
+    Header {
+        name: w.name,
+        value: w.value,
+        redacted: w.redacted,
+    }
+}
+
+impl From<&Decision> for WireDecision {
+    fn from(d: &Decision) -> Self {
+        WireDecision {
+            allow: d.allow,
+            status: d.status,
+            reason: String::from(d.reason.code()),
+            message: d.message.clone(),
+            rule: d.rule.clone(),
+            identity: d.identity.as_ref().map(|i| WireIdentity {
+                user: i.user.clone(),
+                groups: i.groups.clone(),
+                via: match &i.via {
+                    Via::Jwt { issuer, alg, kid } => WireVia::Jwt {
+                        issuer: issuer.clone(),
+                        alg: *alg,
+                        kid: kid.clone(),
+                    },
+                    Via::ApiKey { key } => WireVia::ApiKey { key: key.clone() },
+                },
+            }),
+            class: d.class,
+            repo: d.repo.as_ref().map(alloc::string::ToString::to_string),
+            access: d.access,
+            strip: d.strip.clone(),
+            set: d.set.iter().map(wire_header).collect(),
+            headers: d.headers.iter().map(wire_header).collect(),
+            retry_after: d.retry_after,
+            explain: d
+                .explain
+                .iter()
+                .map(|s| (s.rule.clone(), s.outcome.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<WireDecision> for Decision {
+    type Error = WireError;
+    fn try_from(w: WireDecision) -> Result<Self, WireError> {
+        let reason = Reason::from_code(&w.reason)
+            .ok_or_else(|| WireError(alloc::format!("unknown reason `{}`", w.reason)))?;
+        let repo = match w.repo {
+            Some(r) => Some(
+                RepoName::from_display(&r)
+                    .ok_or_else(|| WireError(alloc::format!("not a repository: `{r}`")))?,
+            ),
+            None => None,
+        };
+        Ok(Decision {
+            allow: w.allow,
+            status: w.status,
+            reason,
+            message: w.message,
+            rule: w.rule,
+            // The module verified this identity; its decision is as trusted as the module.
+            identity: w.identity.map(|i| Identity {
+                user: i.user,
+                groups: i.groups,
+                via: match i.via {
+                    WireVia::Jwt { issuer, alg, kid } => Via::Jwt { issuer, alg, kid },
+                    WireVia::ApiKey { key } => Via::ApiKey { key },
+                },
+            }),
+            class: w.class,
+            repo,
+            access: w.access,
+            strip: w.strip,
+            set: w.set.into_iter().map(header).collect(),
+            headers: w.headers.into_iter().map(header).collect(),
+            retry_after: w.retry_after,
+            explain: w
+                .explain
+                .into_iter()
+                .map(|(rule, outcome)| ExplainStep { rule, outcome })
+                .collect(),
+        })
+    }
+}
+
+/// Encodes a wire value.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+/// Decodes a wire value, borrowing from `bytes` where the type borrows.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
+    postcard::from_bytes(bytes).map_err(|e| WireError(alloc::format!("{e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Engine, NoKeys, NoSecrets, RequestFacts};
+
+    #[test]
+    fn verdicts_cross_unchanged() {
+        let engine = Engine::from_toml(
+            "[[api_key]]\nname = \"k\"\nsha256 = \"395d4a6f304809c8f0de3c9c46ed6fc831faf84dc0e0e8e3505a8c0095ea6916\"\nuser = \"reader\"\n[[grant]]\nwho = \"key:k\"\nrepos = \"acme/app\"\naccess = \"read\"\n[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 1\nperiod_seconds = 60\n",
+            "t.toml",
+        )
+        .unwrap();
+        let headers = [("authorization", "token k-reader")];
+        let facts = RequestFacts {
+            headers: &headers,
+            ..RequestFacts::get("/acme/app.git/info/refs")
+        };
+        let now = UnixTime::from_secs(1_800_000_000);
+        for verdict in [
+            engine.decide(&facts, now, &NoKeys, &crate::NoSecrets),
+            engine.decide(
+                &RequestFacts::get("/acme/x.git/info/refs"),
+                now,
+                &NoKeys,
+                &NoSecrets,
+            ),
+        ] {
+            let wire = encode(&WireVerdict::from(&verdict));
+            let back: Verdict = decode::<WireVerdict>(&wire).unwrap().try_into().unwrap();
+            let json = |v: Verdict| v.resolve_with(&mut |_, _| None).to_json();
+            assert_eq!(json(back), json(verdict));
+        }
+    }
+}
