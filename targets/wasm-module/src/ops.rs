@@ -1,15 +1,11 @@
-//! The module's operations, safe Rust over byte slices. [`crate::abi`] exports them.
+//! The module's operations, safe Rust over byte slices; [`crate::exports`] exports them.
+//! Inputs and outputs are the typed, postcard-encoded values of `policy_core::abi`.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use policy_core::policy::Policy;
-use policy_core::{
-    Engine, KeySet, KeyStore, NoTokenCache, OwnedRequest, PendingRate, RateState, SecretStore,
-    UnixTime, Verdict,
-};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use policy_core::abi::{self, Answer, Decide, Init, Loaded, SetKeys, SetSecrets, WireVerdict};
+use policy_core::{Engine, KeySet, KeyStore, SecretStore, TokenCache, UnixTime};
 
 /// The exported operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,7 +14,6 @@ pub enum Op {
     SetKeys,
     SetSecrets,
     Decide,
-    Resolve,
 }
 
 #[derive(Default)]
@@ -47,19 +42,29 @@ impl SecretStore for Secrets {
     }
 }
 
-/// A decision waiting for the host's rate-limit state, with what its audit record needs.
-struct Waiting {
-    pending: PendingRate,
-    request: OwnedRequest,
-    now: UnixTime,
-}
+/// Verified tokens this instance remembers (the host gives each instance its own).
+const TOKEN_CACHE_ENTRIES: usize = 4096;
+const TOKEN_CACHE_MAX_AGE_SECS: u64 = 60;
 
-#[derive(Default)]
 struct State {
     engine: Option<Engine>,
     keys: Keys,
     secrets: Secrets,
-    waiting: Option<Waiting>,
+    tokens: RefCell<TokenCache>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            engine: None,
+            keys: Keys::default(),
+            secrets: Secrets::default(),
+            tokens: RefCell::new(TokenCache::new(
+                TOKEN_CACHE_ENTRIES,
+                TOKEN_CACHE_MAX_AGE_SECS,
+            )),
+        }
+    }
 }
 
 // wasm32-unknown-unknown has one thread; thread_local! gives interior mutability with no
@@ -68,190 +73,75 @@ thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InitInput {
-    policy: String,
-    #[serde(default = "default_file")]
-    file: String,
-}
-
-fn default_file() -> String {
-    String::from("policy.toml")
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetKeysInput {
-    issuer: String,
-    /// `null` forgets the issuer's keys (the host found them stale).
-    jwks: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetSecretsInput {
-    #[serde(default)]
-    secrets: BTreeMap<String, String>,
-    #[serde(default)]
-    placeholder: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DecideInput {
-    request: OwnedRequest,
-    now_nanos: u64,
-    #[serde(default)]
-    explain: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResolveInput {
-    state: Option<u64>,
-}
-
-fn error(message: impl ToString) -> Value {
-    json!({ "error": message.to_string() })
-}
-
-/// Runs one operation on a JSON input, returning the JSON output bytes.
+/// Runs one operation on an encoded input, returning the encoded answer.
 pub fn call(op: Op, input: &[u8]) -> Vec<u8> {
-    let output = STATE.with(|state| {
+    STATE.with(|state| {
         let mut state = state.borrow_mut();
         match op {
-            Op::Init => init(&mut state, input),
-            Op::SetKeys => set_keys(&mut state, input),
-            Op::SetSecrets => set_secrets(&mut state, input),
-            Op::Decide => decide(&mut state, input),
-            Op::Resolve => resolve(&mut state, input),
+            Op::Init => abi::encode(&init(&mut state, input)),
+            Op::SetKeys => abi::encode(&set_keys(&mut state, input)),
+            Op::SetSecrets => abi::encode(&set_secrets(&mut state, input)),
+            Op::Decide => abi::encode(&decide(&state, input)),
         }
-    });
-    serde_json::to_vec(&output).unwrap_or_else(|_| b"{\"error\":\"output\"}".to_vec())
+    })
 }
 
-fn init(state: &mut State, input: &[u8]) -> Value {
-    let input: InitInput = match serde_json::from_slice(input) {
-        Ok(i) => i,
-        Err(e) => return error(e),
+fn init(state: &mut State, input: &[u8]) -> Answer<Loaded> {
+    let input: Init<'_> = abi::decode(input).map_err(|e| e.0)?;
+    let engine = Engine::from_toml(input.policy, input.file).map_err(|e| e.to_string())?;
+    let loaded = Loaded {
+        jwks_urls: engine
+            .jwks_urls()
+            .map(|(n, u)| (n.to_owned(), u.to_owned()))
+            .collect(),
+        user_header: engine.user_header().to_owned(),
     };
-    match Policy::parse(&input.policy, &input.file) {
-        Ok(policy) => {
-            let urls: Vec<(String, String)> = policy
-                .engine
-                .jwks_urls()
-                .map(|(n, u)| (n.to_string(), u.to_string()))
-                .collect();
-            let tests = policy.tests.len();
-            let user_header = policy.engine.user_header().to_string();
-            *state = State {
-                engine: Some(policy.engine),
-                ..State::default()
-            };
-            json!({ "ok": { "jwks_urls": urls, "tests": tests, "user_header": user_header } })
-        }
-        Err(e) => error(e),
-    }
+    *state = State {
+        engine: Some(engine),
+        ..State::default()
+    };
+    Ok(loaded)
 }
 
-fn set_keys(state: &mut State, input: &[u8]) -> Value {
-    let input: SetKeysInput = match serde_json::from_slice(input) {
-        Ok(i) => i,
-        Err(e) => return error(e),
-    };
+fn set_keys(state: &mut State, input: &[u8]) -> Answer<usize> {
+    let input: SetKeys<'_> = abi::decode(input).map_err(|e| e.0)?;
+    // Tokens verified with the old keys must be verified again.
+    state.tokens.borrow_mut().clear();
     let Some(jwks) = input.jwks else {
-        state.keys.0.remove(&input.issuer);
-        return json!({ "ok": { "keys": 0 } });
+        state.keys.0.remove(input.issuer);
+        return Ok(0);
     };
-    match KeySet::from_fetched_json(&jwks) {
-        Ok(set) => {
-            let count = set.len();
-            state.keys.0.insert(input.issuer, set);
-            json!({ "ok": { "keys": count } })
-        }
-        Err(e) => error(e),
-    }
+    let set = KeySet::from_fetched_json(jwks).map_err(|e| e.to_string())?;
+    let count = set.len();
+    state.keys.0.insert(input.issuer.to_owned(), set);
+    Ok(count)
 }
 
-fn set_secrets(state: &mut State, input: &[u8]) -> Value {
-    match serde_json::from_slice::<SetSecretsInput>(input) {
-        Ok(input) => {
-            let count = input.secrets.len();
-            state.secrets = Secrets {
-                values: input.secrets,
-                placeholder: input.placeholder,
-            };
-            json!({ "ok": { "secrets": count } })
-        }
-        Err(e) => error(e),
-    }
+fn set_secrets(state: &mut State, input: &[u8]) -> Answer<usize> {
+    let input: SetSecrets<'_> = abi::decode(input).map_err(|e| e.0)?;
+    state.secrets = Secrets {
+        values: input
+            .secrets
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        placeholder: input.placeholder,
+    };
+    Ok(state.secrets.values.len())
 }
 
-fn finished(decision: &policy_core::Decision, request: &OwnedRequest, now: UnixTime) -> Value {
-    let pairs = request.header_pairs();
-    let audit =
-        serde_json::to_value(decision.audit(&request.facts(&pairs), now)).unwrap_or(Value::Null);
-    // What a proxying host acts on: the real origin header values (the decision shows
-    // secrets by name only) or the denial response's bytes.
-    let action = if decision.allow {
-        let set: Vec<(&str, &str)> = decision.set.iter().map(|h| (h.name(), h.value())).collect();
-        json!({ "forward": { "strip": decision.strip, "set": set } })
-    } else {
-        let (content_type, body) = decision.denial_body();
-        json!({ "deny": { "content_type": content_type, "body": body } })
-    };
-    json!({ "decision": decision, "audit": audit, "action": action })
-}
-
-fn decide(state: &mut State, input: &[u8]) -> Value {
-    state.waiting = None;
-    let input: DecideInput = match serde_json::from_slice(input) {
-        Ok(i) => i,
-        Err(e) => return error(e),
-    };
-    let Some(engine) = &state.engine else {
-        return error("no policy loaded: call tollgate_init first");
-    };
+fn decide(state: &State, input: &[u8]) -> Answer<WireVerdict> {
+    let input: Decide<'_> = abi::decode(input).map_err(|e| e.0)?;
+    let engine = state
+        .engine
+        .as_ref()
+        .ok_or("no policy loaded: call tollgate_init first")?;
     let now = UnixTime::from_nanos(input.now_nanos);
-    let pairs = input.request.header_pairs();
-    let facts = input.request.facts(&pairs);
+    let facts = input.request.facts();
     let verdict = if input.explain {
-        engine.decide_explained(&facts, now, &state.keys, &state.secrets, &NoTokenCache)
+        engine.decide_explained(&facts, now, &state.keys, &state.secrets, &state.tokens)
     } else {
-        engine.decide(&facts, now, &state.keys, &state.secrets)
+        engine.decide_cached(&facts, now, &state.keys, &state.secrets, &state.tokens)
     };
-    match verdict {
-        Verdict::Decided(decision) => finished(&decision, &input.request, now),
-        Verdict::Pending(pending) => {
-            let key = pending.key().to_string();
-            let (requests, period_seconds) = pending.gcra().quota();
-            let limit = pending.limit_name().to_string();
-            state.waiting = Some(Waiting {
-                pending,
-                request: input.request,
-                now,
-            });
-            json!({ "pending": { "key": key, "limit": limit, "requests": requests, "period_seconds": period_seconds } })
-        }
-    }
-}
-
-fn resolve(state: &mut State, input: &[u8]) -> Value {
-    let input: ResolveInput = match serde_json::from_slice(input) {
-        Ok(i) => i,
-        Err(e) => return error(e),
-    };
-    let Some(waiting) = &state.waiting else {
-        return error("nothing to resolve: the last decide was final");
-    };
-    let (decision, update) = waiting.pending.resolve(input.state.map(RateState));
-    let mut out = finished(&decision, &waiting.request, waiting.now);
-    if let Some(obj) = out.as_object_mut() {
-        obj.insert(
-            "update".into(),
-            serde_json::to_value(update).unwrap_or(Value::Null),
-        );
-    }
-    out
+    Ok(WireVerdict::from(&verdict))
 }

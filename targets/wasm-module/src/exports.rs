@@ -1,12 +1,18 @@
 //! The exported C ABI. This is the only `unsafe` in the module: the host hands us raw
 //! pointers into our own linear memory, which Rust cannot check.
 //!
-//! Protocol: the host calls `tollgate_alloc(len)`, writes its JSON input there, calls an
-//! operation with `(ptr, len)`, and gets back `(out_ptr << 32) | out_len`. It reads the
-//! output and releases both buffers with `tollgate_free(ptr, len)`.
+//! Protocol: the host calls `tollgate_alloc(len)`, writes its encoded input there, calls
+//! an operation with `(ptr, len)`, and gets back `(out_ptr << 32) | out_len`. It reads the
+//! answer and releases both buffers with `tollgate_free(ptr, len)`.
 #![allow(unsafe_code)]
 
 use crate::ops::{call, Op};
+
+/// The interface version (`policy_core::abi::ABI_VERSION`); hosts check it first.
+#[no_mangle]
+pub extern "C" fn tollgate_abi_version() -> u32 {
+    policy_core::abi::ABI_VERSION
+}
 
 /// Allocates `len` bytes for the host to write into.
 #[no_mangle]
@@ -65,4 +71,3 @@ export!(tollgate_init, Op::Init);
 export!(tollgate_set_keys, Op::SetKeys);
 export!(tollgate_set_secrets, Op::SetSecrets);
 export!(tollgate_decide, Op::Decide);
-export!(tollgate_resolve, Op::Resolve);

@@ -1,0 +1,24 @@
+//! What every Tollgate host needs around `policy-core`, written once: turning a platform's
+//! request into [`policy_core::RequestFacts`] ([`ingest`]), following the core's JWKS
+//! schedule with the host's own fetch ([`keys`]), deciding natively or in the policy
+//! module behind one [`gate::Decider`] ([`gate`]), a verified-token cache shared by threads
+//! ([`tokens`]), and rate-limit state in memory by compare-and-replace ([`rates`]). Hosts
+//! keep only the translation to and from their platform. No I/O and no runtime here:
+//! fetches come in as async closures, so the same code serves tokio (serve), a blocking
+//! thread (the Azure handler), a Workers isolate and a Fastly instance.
+
+#[cfg(feature = "ring")]
+pub mod crypto;
+pub mod gate;
+pub mod ingest;
+pub mod keys;
+pub mod rates;
+pub mod tokens;
+
+#[cfg(feature = "ring")]
+pub use crypto::RING;
+pub use gate::{DecideFailure, Decided, Decider, Gate, NativeDecider};
+pub use ingest::{IngestError, Ingested};
+pub use keys::{complete_now, FetchReport, Fetched, KeyRing};
+pub use rates::{Namespaced, ShardedRates};
+pub use tokens::SharedTokenCache;
