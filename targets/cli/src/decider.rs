@@ -1,11 +1,12 @@
 //! One interface over the two ways the CLI can decide: the engine linked natively, or the
-//! policy module under wasmtime (`--wasm`). Both answer in the decision's JSON form.
+//! policy module under wasmtime (`--wasm`). Both give the same typed verdict, resolved and
+//! printed by the same code.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use policy_core::policy::Policy;
-use policy_core::{NoTokenCache, OwnedRequest, RateState, UnixTime};
+use policy_core::{NoTokenCache, OwnedRequest, RateStore, UnixTime};
 use serde_json::Value;
 use tollgate_wasmtime::{CompiledModule, PolicyInstance};
 
@@ -63,50 +64,45 @@ impl<'p> Decider<'p> {
         Ok(Decider::Wasm(Box::new(instance)))
     }
 
-    /// The decision and its audit record, as JSON with every object's keys sorted.
+    /// The decision and its audit record, as JSON with every object's keys sorted; a rate
+    /// limit is resolved in `rates`.
     pub fn decide(
         &mut self,
         request: &OwnedRequest,
         now: UnixTime,
         explain: bool,
-        state: &mut dyn FnMut(&str, Option<RateState>) -> Option<RateState>,
+        rates: &dyn RateStore,
     ) -> Result<(Value, Value), String> {
-        let (decision, audit) = match self {
+        let pairs = request.header_pairs();
+        let facts = request.facts(&pairs);
+        let verdict = match self {
             Decider::Native {
                 policy,
                 keys,
                 secrets,
             } => {
-                let pairs = request.header_pairs();
-                let facts = request.facts(&pairs);
-                let verdict = if explain {
+                if explain {
                     policy
                         .engine
                         .decide_explained(&facts, now, keys, secrets, &NoTokenCache)
                 } else {
                     policy.engine.decide(&facts, now, keys, secrets)
-                };
-                let decision = verdict.resolve_with(state);
-                let audit =
-                    serde_json::to_value(decision.audit(&facts, now)).map_err(|e| e.to_string())?;
-                let decision = serde_json::to_value(&decision).map_err(|e| e.to_string())?;
-                (decision, audit)
+                }
             }
-            Decider::Wasm(instance) => {
-                let outcome = instance
-                    .decide_with_state(request, now, explain, state)
-                    .map_err(|e| e.to_string())?;
-                (outcome.decision, outcome.audit)
-            }
+            Decider::Wasm(instance) => instance
+                .decide(&facts, now, explain)
+                .map_err(|e| e.to_string())?,
         };
+        let decision = verdict.resolve_in(rates);
+        let audit = serde_json::to_value(decision.audit(&facts, now)).map_err(|e| e.to_string())?;
+        let decision = serde_json::to_value(&decision).map_err(|e| e.to_string())?;
         Ok((sorted_keys(decision), sorted_keys(audit)))
     }
 }
 
-/// `value` with the keys of every object in sorted order. Native decisions serialize in
-/// field order when a build unifies serde_json's `preserve_order` feature (cedar-policy, a
-/// benchmark peer, turns it on), while the module's always come back sorted; sorting here
-/// keeps `eval` and `eval --wasm` byte-identical whatever the build.
+/// `value` with the keys of every object in sorted order: decisions serialize in field
+/// order when a build unifies serde_json's `preserve_order` feature (cedar-policy, a
+/// benchmark peer, turns it on), and `eval` prints the same bytes whatever the build.
 fn sorted_keys(value: Value) -> Value {
     match value {
         Value::Object(map) => {

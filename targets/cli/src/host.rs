@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use policy_core::{KeySet, KeyStore, RateState, SecretStore, UnixTime};
+use std::cell::RefCell;
+
+use policy_core::{KeySet, KeyStore, RateState, RateStore, RateStoreError, SecretStore, UnixTime};
 
 pub fn system_now() -> UnixTime {
     let nanos = SystemTime::now()
@@ -104,7 +106,7 @@ impl SecretStore for Secrets {
 /// update of the one before it.
 #[derive(Default)]
 pub struct RateFile {
-    states: BTreeMap<String, RateState>,
+    states: RefCell<BTreeMap<String, RateState>>,
     _lock: Option<std::fs::File>,
 }
 
@@ -139,29 +141,34 @@ impl RateFile {
             BTreeMap::new()
         };
         Ok(RateFile {
-            states,
+            states: RefCell::new(states),
             _lock: Some(lock),
         })
     }
 
-    /// Reads a key's state, or stores `update` when given.
-    pub fn access(&mut self, key: &str, update: Option<RateState>) -> Option<RateState> {
-        match update {
-            Some(state) => {
-                self.states.insert(key.to_owned(), state);
-                Some(state)
-            }
-            None => self.states.get(key).copied(),
-        }
-    }
-
     /// Writes the state beside the file and renames it over, so a reader never sees half.
     pub fn save(&self, path: &Path) -> Result<(), String> {
-        let text = serde_json::to_string_pretty(&self.states).map_err(|e| e.to_string())?;
+        let text =
+            serde_json::to_string_pretty(&*self.states.borrow()).map_err(|e| e.to_string())?;
         let mut temp = path.as_os_str().to_owned();
         temp.push(".tmp");
         let temp = std::path::PathBuf::from(temp);
         std::fs::write(&temp, text + "\n").map_err(|e| format!("{}: {e}", temp.display()))?;
         std::fs::rename(&temp, path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// One process owns the file while it holds the lock, so load-check-store is atomic here.
+impl RateStore for RateFile {
+    fn measure_and_replace(
+        &self,
+        key: &str,
+        decide: &mut dyn FnMut(Option<RateState>) -> Option<RateState>,
+    ) -> Result<(), RateStoreError> {
+        let mut states = self.states.borrow_mut();
+        if let Some(next) = decide(states.get(key).copied()) {
+            states.insert(key.to_owned(), next);
+        }
+        Ok(())
     }
 }

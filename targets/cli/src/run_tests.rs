@@ -12,10 +12,10 @@ pub fn run(policy: &Policy, path: &Path, decider: &mut Decider<'_>, verbose: boo
     let (mut passed, mut failed) = (0usize, 0usize);
     for case in &policy.tests {
         // Each case starts from empty rate-limit state; its requests share it.
-        let mut state = RateFile::default();
+        let rates = RateFile::default();
         let mut last = Err(String::from("case never ran"));
         for request in case.sequence() {
-            last = decider.decide(request, case.now, verbose, &mut |k, u| state.access(k, u));
+            last = decider.decide(request, case.now, verbose, &rates);
         }
         let (mismatches, explain) = match &last {
             Ok((decision, _)) => (

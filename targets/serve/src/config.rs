@@ -55,12 +55,28 @@ pub struct ServeConfig {
     /// connection starts waiting for one: a new connection, or a kept-alive one after its
     /// last response. So it bounds both slow heads (slowloris) and idle connections.
     pub header_timeout: Duration,
+    /// Audit records waiting for the writer thread at most; beyond it a record is dropped
+    /// and counted (`tollgate_audit_dropped_total`), or, with `audit_required`, the
+    /// request is refused.
+    pub audit_queue: usize,
+    /// Refuse (503 with Retry-After) an allowed request whose audit record cannot be
+    /// queued or whose sink is failing, rather than forward it unrecorded.
+    pub audit_required: bool,
     /// Request bodies buffered at once (LFS batch requests, at most 1 MiB each); beyond
     /// it requests are answered 503 with Retry-After.
     pub max_buffered_bodies: usize,
 }
 
 impl ServeConfig {
+    /// The key ring's timings.
+    pub fn jwks_timings(&self) -> policy_core::JwksTimings {
+        policy_core::JwksTimings {
+            refresh_secs: self.jwks_refresh.as_secs().max(1),
+            min_gap_secs: self.jwks_min_refresh_gap.as_secs(),
+            max_stale_secs: self.jwks_max_stale.as_secs(),
+        }
+    }
+
     pub fn new(engine: Engine, origin: String, listen: SocketAddr) -> Self {
         ServeConfig {
             engine,
@@ -78,6 +94,8 @@ impl ServeConfig {
             token_cache_max_age: Duration::from_secs(60),
             header_timeout: Duration::from_secs(20),
             max_buffered_bodies: 64,
+            audit_queue: 10_000,
+            audit_required: false,
         }
     }
 }

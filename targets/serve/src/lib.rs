@@ -6,14 +6,13 @@
 //! LFS batch bodies (at most 1 MiB of JSON) are buffered, because their content decides
 //! the access they need.
 //!
-//! Around the engine this crate owns the I/O the core must not do: the clock, JWKS
-//! fetching and caching, rate-limit state, audit output, metrics and shutdown.
+//! Deciding, the key schedule, the token cache and rate state come from the host kit
+//! (`tollgate-host-kit`); this crate owns the I/O around them: the clock, the HTTP
+//! listeners and origin client, JWKS fetches, audit output, metrics and shutdown.
 
 mod audit;
 mod config;
-mod jwks;
 mod metrics;
-mod policy_host;
 mod proxy;
 mod server;
 

@@ -1,26 +1,51 @@
-//! Prometheus text exposition of a handful of counters.
+//! Prometheus text exposition of serve's counters. Every counter is an atomic in a table
+//! fixed at start (decisions by reason and status, JWKS fetches by issuer), so counting
+//! never takes a lock on the request path.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
-#[derive(Default)]
+use policy_core::Reason;
+
+/// HTTP statuses a decision can have: 100..=599.
+const STATUSES: usize = 500;
+
 pub struct Metrics {
-    decisions: Mutex<BTreeMap<(u16, String), u64>>,
+    /// Decisions, at `reason.index() * STATUSES + (status - 100)`.
+    decisions: Box<[AtomicU64]>,
     decision_nanos: AtomicU64,
     decision_count: AtomicU64,
     origin_errors: AtomicU64,
     shed: AtomicU64,
-    jwks: Mutex<BTreeMap<(String, &'static str), u64>>,
+    audit_refused: AtomicU64,
+    /// JWKS fetches by issuer: `(issuer, ok, failed)`.
+    jwks: Box<[(String, AtomicU64, AtomicU64)]>,
     in_flight: AtomicI64,
 }
 
 impl Metrics {
-    pub fn decision(&self, status: u16, reason: &str, took: Duration) {
-        let mut map = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry((status, reason.to_owned())).or_default() += 1;
+    pub fn new<'a>(issuers: impl IntoIterator<Item = &'a str>) -> Self {
+        Metrics {
+            decisions: (0..Reason::COUNT * STATUSES)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            decision_nanos: AtomicU64::new(0),
+            decision_count: AtomicU64::new(0),
+            origin_errors: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            audit_refused: AtomicU64::new(0),
+            jwks: issuers
+                .into_iter()
+                .map(|i| (i.to_owned(), AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
+            in_flight: AtomicI64::new(0),
+        }
+    }
+
+    pub fn decision(&self, status: u16, reason: Reason, took: Duration) {
+        let status = usize::from(status.clamp(100, 599)) - 100;
+        self.decisions[reason.index() * STATUSES + status].fetch_add(1, Ordering::Relaxed);
         self.decision_nanos.fetch_add(
             u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
@@ -37,86 +62,114 @@ impl Metrics {
         self.shed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A request refused because its audit record could not be written
+    /// (`--audit-required`).
+    pub fn audit_refused(&self) {
+        self.audit_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn jwks_fetch(&self, issuer: &str, ok: bool) {
-        let mut map = self.jwks.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry((issuer.to_owned(), if ok { "ok" } else { "error" }))
-            .or_default() += 1;
+        if let Some((_, good, bad)) = self.jwks.iter().find(|(i, _, _)| i == issuer) {
+            (if ok { good } else { bad }).fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn in_flight(&self, delta: i64) {
         self.in_flight.fetch_add(delta, Ordering::Relaxed);
     }
 
-    pub fn render(&self) -> String {
+    /// The exposition; `audit_dropped` comes from the audit log.
+    pub fn render(&self, audit_dropped: u64) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_decisions_total Policy decisions by status and reason."
+        let mut family = |name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            name.to_owned()
+        };
+        let name = family(
+            "tollgate_decisions_total",
+            "counter",
+            "Policy decisions by status and reason.",
         );
-        let _ = writeln!(out, "# TYPE tollgate_decisions_total counter");
-        for ((status, reason), n) in self
-            .decisions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        let mut lines = String::new();
+        for (reason_index, reason) in Reason::all().enumerate() {
+            for status in 0..STATUSES {
+                let n = self.decisions[reason_index * STATUSES + status].load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        lines,
+                        "{name}{{status=\"{}\",reason=\"{}\"}} {n}",
+                        status + 100,
+                        reason.code()
+                    );
+                }
+            }
+        }
+        out.push_str(&lines);
+        let counter = |out: &mut String, name: &str, kind: &str, help: &str, value: String| {
             let _ = writeln!(
                 out,
-                "tollgate_decisions_total{{status=\"{status}\",reason=\"{reason}\"}} {n}"
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
-        }
+        };
         let _ = writeln!(
             out,
-            "# HELP tollgate_decision_seconds Time spent deciding (token, scope, rate limit)."
-        );
-        let _ = writeln!(out, "# TYPE tollgate_decision_seconds summary");
-        let secs = self.decision_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "tollgate_decision_seconds_sum {secs}");
-        let _ = writeln!(
-            out,
-            "tollgate_decision_seconds_count {}",
+            "# HELP tollgate_decision_seconds Time spent deciding (token, scope, rate limit).\n\
+             # TYPE tollgate_decision_seconds summary\n\
+             tollgate_decision_seconds_sum {}\n\
+             tollgate_decision_seconds_count {}",
+            self.decision_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             self.decision_count.load(Ordering::Relaxed)
         );
+        counter(
+            &mut out,
+            "tollgate_origin_errors_total",
+            "counter",
+            "Allowed requests the origin could not serve.",
+            self.origin_errors.load(Ordering::Relaxed).to_string(),
+        );
+        counter(
+            &mut out,
+            "tollgate_shed_total",
+            "counter",
+            "Requests refused with 503 at a gateway limit (buffered bodies).",
+            self.shed.load(Ordering::Relaxed).to_string(),
+        );
+        counter(
+            &mut out,
+            "tollgate_audit_dropped_total",
+            "counter",
+            "Audit records not written because the queue was full or closed.",
+            audit_dropped.to_string(),
+        );
+        counter(
+            &mut out,
+            "tollgate_audit_refused_total",
+            "counter",
+            "Requests refused with 503 because their audit record could not be written (--audit-required).",
+            self.audit_refused.load(Ordering::Relaxed).to_string(),
+        );
         let _ = writeln!(
             out,
-            "# HELP tollgate_origin_errors_total Allowed requests the origin could not serve."
+            "# HELP tollgate_jwks_fetches_total JWKS fetches by issuer and result.\n\
+             # TYPE tollgate_jwks_fetches_total counter"
         );
-        let _ = writeln!(out, "# TYPE tollgate_origin_errors_total counter");
-        let _ = writeln!(
-            out,
-            "tollgate_origin_errors_total {}",
-            self.origin_errors.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_shed_total Requests refused with 503 at a gateway limit (buffered bodies)."
-        );
-        let _ = writeln!(out, "# TYPE tollgate_shed_total counter");
-        let _ = writeln!(
-            out,
-            "tollgate_shed_total {}",
-            self.shed.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_jwks_fetches_total JWKS fetches by issuer and result."
-        );
-        let _ = writeln!(out, "# TYPE tollgate_jwks_fetches_total counter");
-        for ((issuer, result), n) in self.jwks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(
-                out,
-                "tollgate_jwks_fetches_total{{issuer=\"{issuer}\",result=\"{result}\"}} {n}"
-            );
+        for (issuer, ok, failed) in self.jwks.iter() {
+            for (result, n) in [("ok", ok), ("error", failed)] {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "tollgate_jwks_fetches_total{{issuer=\"{issuer}\",result=\"{result}\"}} {n}"
+                    );
+                }
+            }
         }
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_requests_in_flight Requests being handled."
-        );
-        let _ = writeln!(out, "# TYPE tollgate_requests_in_flight gauge");
-        let _ = writeln!(
-            out,
-            "tollgate_requests_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed)
+        counter(
+            &mut out,
+            "tollgate_requests_in_flight",
+            "gauge",
+            "Requests being handled.",
+            self.in_flight.load(Ordering::Relaxed).to_string(),
         );
         out
     }

@@ -1,47 +1,124 @@
 //! One request: decide, then answer the denial or stream the request to the origin.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyDataStream, BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use hyper::http::request::Parts;
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
 use policy_core::forwarding::{client_address_headers, connection_tokens, may_forward, may_return};
-use policy_core::{OwnedRequest, RateState, RequestFacts, SecretStore, UnixTime};
+use policy_core::{Decision, RequestFacts, UnixTime};
+use tollgate_host_kit::{Decided, Decider, FetchReport, Fetched, Gate, Ingested, ShardedRates};
 
 use crate::audit::AuditLog;
-use crate::jwks::KeyCache;
 use crate::metrics::Metrics;
-use crate::policy_host::{Outcome, PolicyHost};
 
-pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
+pub type OriginClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// Where allowed requests go: the origin's scheme and authority, and the path it is
+/// mounted under (empty, or `/gogs` without a trailing slash).
+#[derive(Debug)]
+pub struct Origin {
+    pub scheme: hyper::http::uri::Scheme,
+    pub authority: hyper::http::uri::Authority,
+    pub base_path: String,
+}
+
+impl Origin {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let uri: Uri = url.parse().map_err(|e| format!("origin `{url}`: {e}"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
+        else {
+            return Err(format!("origin `{url}`: needs a scheme and a host"));
+        };
+        if uri.query().is_some() {
+            return Err(format!("origin `{url}`: may not have a query"));
+        }
+        Ok(Origin {
+            scheme,
+            authority,
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    fn uri(&self, path_and_query: &str) -> Option<Uri> {
+        let path_and_query = if self.base_path.is_empty() {
+            path_and_query.to_owned()
+        } else {
+            format!("{}{path_and_query}", self.base_path)
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .ok()
+    }
+}
 
 pub struct Shared {
-    pub policy: PolicyHost,
-    pub origin: String,
-    pub keys: KeyCache,
-    pub rate: Mutex<HashMap<String, RateState>>,
+    pub gate: Gate<Box<dyn Decider + Send + Sync>>,
+    pub rates: ShardedRates,
+    pub origin: Origin,
     pub audit: AuditLog,
+    pub audit_required: bool,
     pub metrics: Metrics,
-    pub client: reqwest::Client,
+    pub client: OriginClient,
+    pub jwks_client: reqwest::Client,
     /// One permit per request body buffered at once.
     pub body_slots: tokio::sync::Semaphore,
 }
 
-pub struct SecretMap(pub HashMap<String, String>);
+impl Shared {
+    /// Fetches one JWKS document for the key ring: no redirects, 10 s, at most 1 MiB.
+    pub fn fetch_jwks(&self, url: String) -> impl std::future::Future<Output = Fetched> + '_ {
+        const MAX_JWKS_BYTES: usize = 1 << 20;
+        async move {
+            let response = self
+                .jwks_client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("answered {}", response.status()));
+            }
+            if response
+                .content_length()
+                .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+            {
+                return Err("document over 1 MiB".into());
+            }
+            let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+            if bytes.len() > MAX_JWKS_BYTES {
+                return Err("document over 1 MiB".into());
+            }
+            String::from_utf8(bytes.into()).map_err(|_| "document is not UTF-8".into())
+        }
+    }
 
-impl SecretStore for SecretMap {
-    fn secret(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
-        self.0
-            .get(name)
-            .map(|v| std::borrow::Cow::Borrowed(v.as_str()))
+    /// Counts and logs the key fetches a decision or the schedule made.
+    pub fn report_fetches(&self, reports: &[FetchReport]) {
+        for report in reports {
+            self.metrics
+                .jwks_fetch(&report.issuer, report.error.is_none());
+            if let Some(error) = &report.error {
+                eprintln!(
+                    "tollgate: JWKS for issuer `{}` from {}: {error}",
+                    report.issuer, report.url
+                );
+            }
+        }
     }
 }
 
@@ -52,33 +129,29 @@ pub fn now() -> UnixTime {
     UnixTime::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
-fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+pub fn full(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut response = Response::new(
         Full::new(body.into())
             .map_err(|never| match never {})
             .boxed(),
     );
     *response.status_mut() = status;
-    if let Ok(value) = HeaderValue::from_str(content_type) {
-        response.headers_mut().insert(CONTENT_TYPE, value);
-    }
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
-/// Decides with the current keys; an unknown key prompts one bounded JWKS refresh and a
-/// second decision, so key rotation at the issuer is picked up without a restart.
-async fn decide(shared: &Shared, request: &OwnedRequest, now: UnixTime) -> Outcome {
-    let outcome = shared
-        .policy
-        .decide(&shared.keys, request, now, &shared.rate, &shared.metrics);
-    let key_miss =
-        outcome.reason == "token_unknown_key" || outcome.reason == "token_issuer_keys_unavailable";
-    if key_miss && shared.keys.refresh_on_miss(&shared.metrics).await {
-        return shared
-            .policy
-            .decide(&shared.keys, request, now, &shared.rate, &shared.metrics);
-    }
-    outcome
+fn busy(content_type: &'static str, body: &'static str) -> Response<Body> {
+    let mut response = full(StatusCode::SERVICE_UNAVAILABLE, content_type, body);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 pub async fn handle(
@@ -92,118 +165,170 @@ pub async fn handle(
     Ok(response)
 }
 
+/// What came of deciding one request.
+enum Outcome {
+    /// Answer this without forwarding.
+    Answer(Response<Body>),
+    /// Forward with the decision's header changes, and this body (the one read for the
+    /// decision, or the client's streaming through).
+    Forward(Box<Decision>, Body),
+}
+
 async fn handle_inner(
     shared: &Shared,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let (parts, body) = request.into_parts();
-    let mut owned = OwnedRequest {
-        method: parts.method.as_str().to_owned(),
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().unwrap_or("").to_owned(),
-        client_ip: Some(peer.ip().to_string()),
-        ..OwnedRequest::default()
-    };
+    let (mut parts, body) = request.into_parts();
+    let client_ip = peer.ip().to_string();
+    match decide(shared, &parts, &client_ip, body, started).await {
+        Outcome::Answer(response) => response,
+        Outcome::Forward(decision, body) => {
+            prepare_for_origin(&shared.origin, &mut parts, &client_ip, &decision);
+            send(shared, Request::from_parts(parts, body)).await
+        }
+    }
+}
+
+/// Reads what the decision needs from the request (borrowing, not copying, its header
+/// lines), decides, audits, and says what to do. `body` is read only when the decision
+/// needs it (LFS batches); otherwise it streams on untouched.
+async fn decide(
+    shared: &Shared,
+    parts: &Parts,
+    client_ip: &str,
+    body: Incoming,
+    started: Instant,
+) -> Outcome {
+    let mut ingested = Ingested::new(
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query().unwrap_or(""),
+        Some(client_ip.to_owned()),
+    );
     for (name, value) in &parts.headers {
-        let Ok(value) = value.to_str() else {
-            // Refuse rather than drop: a header we cannot read may be one Gogs reads.
-            return full(
+        // Refuse rather than drop: a header we cannot read may be one Gogs reads.
+        let read = match value.to_str() {
+            Ok(value) => ingested.header(name.as_str(), value).is_ok(),
+            Err(_) => false,
+        };
+        if !read {
+            return Outcome::Answer(full(
                 StatusCode::BAD_REQUEST,
                 "text/plain; charset=utf-8",
                 "header values must be visible ASCII\n",
-            );
+            ));
+        }
+    }
+    let fetch = |url| shared.fetch_jwks(url);
+
+    if !ingested.wants_body() {
+        let now = now();
+        let facts = ingested.borrowed_facts();
+        let decided = shared.gate.decide(&facts, now, false, fetch).await;
+        return match conclude(shared, &facts, now, decided, started) {
+            Ok(decision) => Outcome::Forward(decision, body.map_err(BoxError::from).boxed()),
+            Err(answer) => Outcome::Answer(*answer),
         };
-        owned
-            .headers
-            .entry(name.as_str().to_owned())
-            .or_default()
-            .0
-            .push(value.to_owned());
     }
 
-    // LFS batch bodies decide the access they need: read them (bounded), then forward
-    // the same bytes. Every other body streams through untouched. A request no body could
-    // get through (no or a forged credential, no grant at all) is refused unread, and
-    // only so many bodies are held at once.
-    let wants_body = RequestFacts::wants_body(&owned.method, &owned.path);
-    if wants_body {
-        if let Some(outcome) =
-            shared
-                .policy
-                .refusal_before_body(&shared.keys, &owned, now(), &shared.metrics)
-        {
-            shared
-                .metrics
-                .decision(outcome.status, &outcome.reason, started.elapsed());
-            shared.audit.write(&outcome.audit);
-            return deny(&outcome);
-        }
-    }
-    let _body_slot = if wants_body {
-        match shared.body_slots.try_acquire() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                shared.metrics.shed();
-                let mut busy = full(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "application/vnd.git-lfs+json",
-                    "{\"message\":\"too many LFS batch requests in flight; retry shortly\"}",
-                );
-                busy.headers_mut()
-                    .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return busy;
-            }
-        }
-    } else {
-        None
-    };
-    let (buffered, streaming) = if wants_body {
-        match Limited::new(body, RequestFacts::LFS_BATCH_BODY_LIMIT)
-            .collect()
-            .await
-        {
-            Ok(collected) => (Some(collected.to_bytes()), None),
-            Err(_) => {
-                return full(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "application/vnd.git-lfs+json",
-                    "{\"message\":\"LFS batch request too large or interrupted\"}",
+    // LFS batch bodies decide the access they need: read them (bounded), then forward the
+    // same bytes. A request no body could get through is refused unread, and only so many
+    // bodies are held at once.
+    {
+        let now = now();
+        let facts = ingested.borrowed_facts();
+        if let Some(refusal) = shared.gate.refusal_before_body(&facts, now, fetch).await {
+            let answer = conclude(shared, &facts, now, refusal, started);
+            // A refusal is a denial, so `conclude` gives its answer.
+            let refused = || {
+                full(
+                    StatusCode::FORBIDDEN,
+                    "text/plain; charset=utf-8",
+                    "refused\n",
                 )
-            }
+            };
+            return Outcome::Answer(answer.err().map_or_else(refused, |answer| *answer));
         }
-    } else {
-        (None, Some(body))
-    };
-    owned.body = buffered
-        .as_ref()
-        .map(|b| String::from_utf8_lossy(b).into_owned());
-
-    let now = now();
-    let outcome = decide(shared, &owned, now).await;
-    shared
-        .metrics
-        .decision(outcome.status, &outcome.reason, started.elapsed());
-    shared.audit.write(&outcome.audit);
-
-    if !outcome.allow {
-        return deny(&outcome);
     }
-    forward(shared, &parts, peer, &outcome, buffered, streaming).await
+    let Ok(_body_slot) = shared.body_slots.try_acquire() else {
+        shared.metrics.shed();
+        return Outcome::Answer(busy(
+            "application/vnd.git-lfs+json",
+            "{\"message\":\"too many LFS batch requests in flight; retry shortly\"}",
+        ));
+    };
+    let read = Limited::new(body, RequestFacts::LFS_BATCH_BODY_LIMIT)
+        .collect()
+        .await;
+    let Some(bytes) = read.ok().map(|collected| collected.to_bytes()) else {
+        return Outcome::Answer(full(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "application/vnd.git-lfs+json",
+            "{\"message\":\"LFS batch request too large or interrupted\"}",
+        ));
+    };
+    // Within the limit, so `set_body` takes it.
+    let _ = ingested.set_body(Vec::from(bytes));
+    let now = now();
+    let facts = ingested.borrowed_facts();
+    let decided = shared.gate.decide(&facts, now, false, fetch).await;
+    match conclude(shared, &facts, now, decided, started) {
+        Ok(decision) => {
+            let bytes = Bytes::from(ingested.take_body().unwrap_or_default());
+            Outcome::Forward(
+                decision,
+                Full::new(bytes).map_err(|never| match never {}).boxed(),
+            )
+        }
+        Err(answer) => Outcome::Answer(*answer),
+    }
 }
 
-fn deny(outcome: &Outcome) -> Response<Body> {
-    let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::FORBIDDEN);
+/// Settles a decision: reports key fetches, resolves a pending rate limit in the shared
+/// store, counts and audits it. `Ok` is an allowed request to forward; `Err` the answer
+/// to give instead (the denial, or 503 when `--audit-required` cannot record it).
+fn conclude(
+    shared: &Shared,
+    facts: &RequestFacts<'_>,
+    now: UnixTime,
+    decided: Decided,
+    started: Instant,
+) -> Result<Box<Decision>, Box<Response<Body>>> {
+    shared.report_fetches(&decided.fetches);
+    if let Some(failure) = &decided.failure {
+        eprintln!("tollgate: policy module failed: {}", failure.0);
+    }
+    let decision = decided.verdict.resolve_in(&shared.rates);
+    shared
+        .metrics
+        .decision(decision.status, decision.reason, started.elapsed());
+    let recorded = shared.audit.record(decision.audit(facts, now).to_json());
+    if !decision.allow {
+        return Err(Box::new(deny(&decision)));
+    }
+    if !recorded && shared.audit_required {
+        shared.metrics.audit_refused();
+        return Err(Box::new(busy(
+            "text/plain; charset=utf-8",
+            "the audit log cannot take records; retry shortly\n",
+        )));
+    }
+    Ok(Box::new(decision))
+}
+
+fn deny(decision: &Decision) -> Response<Body> {
+    let (content_type, body) = decision.denial_body();
     let mut response = full(
-        status,
-        &outcome.denial_content_type,
-        outcome.denial_body.clone(),
+        StatusCode::from_u16(decision.status).unwrap_or(StatusCode::FORBIDDEN),
+        content_type,
+        body,
     );
-    for (name, value) in &outcome.headers {
+    for header in &decision.headers {
         if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
+            HeaderName::from_bytes(header.name().as_bytes()),
+            HeaderValue::from_str(header.value()),
         ) {
             response.headers_mut().append(name, value);
         }
@@ -211,41 +336,58 @@ fn deny(outcome: &Outcome) -> Response<Body> {
     response
 }
 
-async fn forward(
-    shared: &Shared,
-    parts: &hyper::http::request::Parts,
-    peer: SocketAddr,
-    outcome: &Outcome,
-    buffered: Option<Bytes>,
-    streaming: Option<Incoming>,
-) -> Response<Body> {
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let url = format!("{}{}", shared.origin, path_and_query);
-    let mut builder = shared.client.request(parts.method.clone(), &url);
+/// Turns the client's request head into the origin's, in place: hop-by-hop, client
+/// address and stripped headers removed, the decision's headers set, the client's
+/// address set from the peer, the URI pointed at the origin (`Host` follows from it).
+fn prepare_for_origin(origin: &Origin, parts: &mut Parts, client_ip: &str, decision: &Decision) {
     let connection = connection_tokens(
         parts
             .headers
-            .get_all("connection")
+            .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
-    for (name, value) in &parts.headers {
-        if may_forward(name.as_str(), &connection, &outcome.strip) {
-            builder = builder.header(name, value);
+    let removed: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|name| !may_forward(name.as_str(), &connection, &decision.strip))
+        .cloned()
+        .collect();
+    for name in removed {
+        parts.headers.remove(name);
+    }
+    for header in &decision.set {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(header.name().as_bytes()),
+            HeaderValue::from_str(header.value()),
+        ) {
+            parts.headers.insert(name, value);
         }
     }
-    for (name, value) in &outcome.set {
-        builder = builder.header(name, value);
+    for (name, value) in client_address_headers(client_ip) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            parts.headers.insert(name, value);
+        }
     }
-    for (name, value) in client_address_headers(&peer.ip().to_string()) {
-        builder = builder.header(name, value);
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    // The incoming path was accepted by the decision, so it is a valid URI path here.
+    if let Some(uri) = origin.uri(path_and_query) {
+        parts.uri = uri;
     }
-    let body = match (buffered, streaming) {
-        (Some(bytes), _) => reqwest::Body::from(bytes),
-        (None, Some(incoming)) => reqwest::Body::wrap_stream(BodyDataStream::new(incoming)),
-        (None, None) => reqwest::Body::from(Bytes::new()),
-    };
-    let upstream = match builder.body(body).send().await {
+    parts.version = Version::HTTP_11;
+}
+
+async fn send(shared: &Shared, request: Request<Body>) -> Response<Body> {
+    if request.uri().authority() != Some(&shared.origin.authority) {
+        // `prepare_for_origin` could not point it at the origin: never send it elsewhere.
+        shared.metrics.origin_error();
+        return full(
+            StatusCode::BAD_GATEWAY,
+            "text/plain; charset=utf-8",
+            "bad request target\n",
+        );
+    }
+    let upstream = match shared.client.request(request).await {
         Ok(upstream) => upstream,
         Err(e) => {
             shared.metrics.origin_error();
@@ -257,30 +399,23 @@ async fn forward(
             );
         }
     };
-    let mut response = Response::builder().status(upstream.status());
+    let (mut parts, body) = upstream.into_parts();
     let connection = connection_tokens(
-        upstream
-            .headers()
-            .get_all("connection")
+        parts
+            .headers
+            .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
-    for (name, value) in upstream.headers() {
-        if may_return(name.as_str(), &connection) {
-            response = response.header(name, value);
-        }
+    let removed: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|name| !may_return(name.as_str(), &connection))
+        .cloned()
+        .collect();
+    for name in removed {
+        parts.headers.remove(name);
     }
-    let stream = upstream
-        .bytes_stream()
-        .map_ok(Frame::data)
-        .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) });
-    response
-        .body(BodyExt::boxed(StreamBody::new(stream)))
-        .unwrap_or_else(|_| {
-            full(
-                StatusCode::BAD_GATEWAY,
-                "text/plain; charset=utf-8",
-                "bad origin response\n",
-            )
-        })
+    parts.version = Version::HTTP_11;
+    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
 }

@@ -2,25 +2,30 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use policy_core::SecretStore;
 use tokio::net::TcpListener;
+use tollgate_host_kit::{Decider, Gate, KeyRing, NativeDecider, ShardedRates, SharedTokenCache};
+use tollgate_wasmtime::ModulePool;
 
 use crate::audit::AuditLog;
 use crate::config::ServeConfig;
-use crate::jwks::KeyCache;
 use crate::metrics::Metrics;
-use crate::policy_host::{PolicyHost, SharedTokenCache, WasmPool};
-use crate::proxy::{self, Body, SecretMap, Shared};
+use crate::proxy::{self, Body, Origin, OriginClient, Shared};
 
 /// How often expired rate-limit entries are dropped.
 const RATE_PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often the key ring is asked what is due.
+const KEY_SCHEDULE_EVERY: Duration = Duration::from_secs(1);
 
 /// Builds a runtime and serves until SIGINT or SIGTERM.
 pub fn run(config: ServeConfig) -> Result<(), String> {
@@ -51,52 +56,66 @@ async fn shutdown_signal() {
 
 /// Serves until `shutdown` completes, then drains requests in flight.
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let issuers: Vec<(String, String)> = config
-        .engine
-        .jwks_urls()
-        .map(|(n, u)| (n.to_owned(), u.to_owned()))
-        .collect();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| format!("origin client: {e}"))?;
-    let policy = match &config.wasm {
-        None => PolicyHost::Native {
-            tokens: SharedTokenCache::new(
-                config.token_cache_entries,
-                config.token_cache_max_age.as_secs(),
-            ),
-            engine: Box::new(config.engine.clone()),
-            secrets: SecretMap(config.secrets.clone()),
-        },
-        Some(wasm) => {
-            let module = tollgate_wasmtime::CompiledModule::from_file(&wasm.module)
+    let (decider, issuers): (Box<dyn Decider + Send + Sync>, Vec<(String, String)>) =
+        match &config.wasm {
+            None => {
+                let tokens = (config.token_cache_entries > 0).then(|| {
+                    SharedTokenCache::new(
+                        config.token_cache_entries,
+                        config.token_cache_max_age.as_secs(),
+                    )
+                });
+                let issuers = owned_pairs(config.engine.jwks_urls());
+                let secrets = SecretMap(config.secrets.clone());
+                // Native: ring verifies signatures (same answers as RustCrypto, faster).
+                let engine = config.engine.clone().with_crypto(&tollgate_host_kit::RING);
+                (
+                    Box::new(NativeDecider::new(engine, secrets, tokens)),
+                    issuers,
+                )
+            }
+            Some(wasm) => {
+                let module = tollgate_wasmtime::CompiledModule::from_file(&wasm.module)
+                    .map_err(|e| e.to_string())?;
+                let secrets = config.secrets.clone().into_iter().collect();
+                let pool = ModulePool::new(
+                    module,
+                    wasm.source.clone(),
+                    wasm.file.clone(),
+                    Some(secrets),
+                )
                 .map_err(|e| e.to_string())?;
-            let secrets = config
-                .secrets
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            PolicyHost::Wasm(WasmPool::new(
-                module,
-                wasm.source.clone(),
-                wasm.file.clone(),
-                secrets,
-            )?)
-        }
-    };
+                let issuers = pool.jwks_urls().to_vec();
+                (Box::new(pool), issuers)
+            }
+        };
+    let keys = KeyRing::new(
+        issuers.iter().map(|(n, u)| (n.as_str(), u.as_str())),
+        config.jwks_timings(),
+    );
     let shared = Arc::new(Shared {
-        policy,
-        origin: config.origin.clone(),
-        keys: KeyCache::new(issuers, config.jwks_min_refresh_gap, config.jwks_max_stale)?,
-        rate: Mutex::new(HashMap::new()),
-        audit: AuditLog::open(&config.audit).map_err(|e| format!("audit log: {e}"))?,
-        metrics: Metrics::default(),
-        client,
+        gate: Gate::new(decider, keys),
+        rates: ShardedRates::default(),
+        origin: Origin::parse(&config.origin)?,
+        audit: AuditLog::open(&config.audit, config.audit_queue)
+            .map_err(|e| format!("audit log: {e}"))?,
+        audit_required: config.audit_required,
+        metrics: Metrics::new(issuers.iter().map(|(n, _)| n.as_str())),
+        client: origin_client()?,
+        jwks_client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("JWKS client: {e}"))?,
         body_slots: tokio::sync::Semaphore::new(config.max_buffered_bodies),
     });
-    shared.keys.refresh_all(&shared.metrics).await;
+    let reports = shared
+        .gate
+        .keys
+        .refresh_due(proxy::now(), |url| shared.fetch_jwks(url))
+        .await;
+    shared.report_fetches(&reports);
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -124,7 +143,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
             .unwrap_or_default()
     );
 
-    let background = tokio::spawn(background(Arc::clone(&shared), config.jwks_refresh));
+    let background = tokio::spawn(background(Arc::clone(&shared)));
     let admin_task = admin.map(|l| tokio::spawn(admin_loop(l, Arc::clone(&shared))));
 
     let graceful = GracefulShutdown::new();
@@ -139,6 +158,8 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
                         continue;
                     }
                 };
+                // Small responses (denials, git negotiation) go out at once.
+                let _ = stream.set_nodelay(true);
                 let shared = Arc::clone(&shared);
                 let service = service_fn(move |req| proxy::handle(Arc::clone(&shared), peer, req));
                 let connection = http1::Builder::new()
@@ -172,23 +193,60 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
     if let Some(task) = admin_task {
         task.abort();
     }
+    shared.audit.close();
     eprintln!("tollgate: stopped");
     Ok(())
 }
 
-async fn background(shared: Arc<Shared>, jwks_refresh: Duration) {
-    let mut refresh = tokio::time::interval(jwks_refresh);
+/// Follows the key ring's schedule (it says what is due; checking costs nothing when
+/// nothing is) and drops expired rate-limit state.
+async fn background(shared: Arc<Shared>) {
+    let mut keys = tokio::time::interval(KEY_SCHEDULE_EVERY);
     let mut prune = tokio::time::interval(RATE_PRUNE_EVERY);
-    refresh.tick().await; // the first tick is immediate; keys were just fetched
     loop {
         tokio::select! {
-            _ = refresh.tick() => shared.keys.refresh_all(&shared.metrics).await,
-            _ = prune.tick() => {
-                // A state whose TAT has passed is the same as no state.
-                let now = proxy::now().as_nanos();
-                shared.rate.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, s| s.0 > now);
+            _ = keys.tick() => {
+                let reports = shared
+                    .gate
+                    .keys
+                    .refresh_due(proxy::now(), |url| shared.fetch_jwks(url))
+                    .await;
+                shared.report_fetches(&reports);
             }
+            _ = prune.tick() => shared.rates.prune(proxy::now()),
         }
+    }
+}
+
+/// The origin's HTTP client: keep-alive connections, no Nagle delay, HTTPS with the web
+/// PKI roots when the origin is `https`.
+fn origin_client() -> Result<OriginClient, String> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(https))
+}
+
+fn owned_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<(String, String)> {
+    pairs.map(|(a, b)| (a.to_owned(), b.to_owned())).collect()
+}
+
+/// The origin secrets, as the engine reads them.
+struct SecretMap(HashMap<String, String>);
+
+impl SecretStore for SecretMap {
+    fn secret(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.0
+            .get(name)
+            .map(|v| std::borrow::Cow::Borrowed(v.as_str()))
     }
 }
 
@@ -216,7 +274,7 @@ fn admin(shared: &Shared, req: &Request<hyper::body::Incoming>) -> Response<Body
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            shared.metrics.render(),
+            shared.metrics.render(shared.audit.dropped()),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         _ => (
