@@ -1,8 +1,8 @@
 //! What the handler tells API Management.
 
+use policy_core::Decision;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use tollgate_wasmtime::{Action, Final};
 
 /// The handler's answer. APIM reads the flat fields (see apim-policy.xml); `decision` is
 /// the full decision in `tollgate eval`'s schema, for logs and conformance tests.
@@ -60,7 +60,7 @@ const XML_DELETES: [&str; 4] = [
 const XML_SETS: [&str; 3] = ["authorization", "x-webauth-user", "cookie"];
 
 /// At load: the policy's reverse-proxy header must be the one the XML handles. The
-/// per-request check in [`Answer::from_final`] stays as the backstop.
+/// per-request check in [`Answer::from_decision`] stays as the backstop.
 pub fn check_user_header(user_header: &str) -> Result<(), String> {
     if user_header.eq_ignore_ascii_case("x-webauth-user") {
         return Ok(());
@@ -74,29 +74,29 @@ pub fn check_user_header(user_header: &str) -> Result<(), String> {
 }
 
 /// The first header of a forward that the XML cannot apply.
-fn unsupported_header<'a>(strip: &'a [String], set: &'a [(String, String)]) -> Option<&'a str> {
+fn unsupported_header<'a>(
+    strip: &'a [String],
+    mut set: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
     let known = |list: &[&str], name: &str| list.iter().any(|h| h.eq_ignore_ascii_case(name));
     strip
         .iter()
         .map(String::as_str)
         .find(|name| !known(&XML_DELETES, name))
-        .or_else(|| {
-            set.iter()
-                .map(|(name, _)| name.as_str())
-                .find(|name| !known(&XML_SETS, name))
-        })
+        .or_else(|| set.find(|name| !known(&XML_SETS, name)))
 }
 
 impl Answer {
-    pub fn from_final(outcome: Final, rate: Option<(String, u64, u64)>) -> Answer {
-        let (allow, status, reason) = (
-            outcome.allow(),
-            outcome.status(),
-            outcome.reason().to_owned(),
-        );
-        let d = outcome.decision;
-        if let Action::Forward { strip, set } = &outcome.action {
-            if let Some(name) = unsupported_header(strip, set) {
+    /// The answer for `decision`; `rate` is `(key, calls, period seconds)` when APIM's
+    /// `rate-limit-by-key` counts, and `audit` the decision's audit record.
+    pub fn from_decision(
+        decision: &Decision,
+        rate: Option<(String, u64, u64)>,
+        audit: String,
+    ) -> Answer {
+        if decision.allow {
+            let set_names = decision.set.iter().map(|h| h.name());
+            if let Some(name) = unsupported_header(&decision.strip, set_names) {
                 return Answer::refusal(
                     "apim_unsupported_header",
                     &format!(
@@ -107,46 +107,51 @@ impl Answer {
                 );
             }
         }
-        let (strip, set, content_type, body) = match outcome.action {
-            Action::Forward { strip, set } => (strip, set, String::new(), String::new()),
-            Action::Deny { content_type, body } => (Vec::new(), Vec::new(), content_type, body),
-        };
         let find = |name: &str| {
-            set.iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
+            decision
+                .set
+                .iter()
+                .find(|h| h.name().eq_ignore_ascii_case(name))
+                .map(|h| h.value().to_owned())
                 .unwrap_or_default()
+        };
+        let (content_type, body) = if decision.allow {
+            (String::new(), String::new())
+        } else {
+            let (content_type, body) = decision.denial_body();
+            (content_type.to_owned(), body)
         };
         Answer {
-            allow,
-            status,
-            reason,
-            identity: d["identity"]["user"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+            allow: decision.allow,
+            status: decision.status,
+            reason: decision.reason.code().to_owned(),
+            identity: decision
+                .identity
+                .as_ref()
+                .map(|i| i.user.clone())
+                .unwrap_or_default(),
             origin_authorization: find("authorization"),
             origin_user: find("x-webauth-user"),
             origin_cookie: find("cookie"),
-            strip,
-            response_headers: d["headers"].as_object().cloned().unwrap_or_default(),
+            strip: if decision.allow {
+                decision.strip.clone()
+            } else {
+                Vec::new()
+            },
+            response_headers: decision
+                .headers
+                .iter()
+                .map(|h| (h.name().to_owned(), Value::from(h.value())))
+                .collect(),
             content_type,
             body,
             rate_limit: rate.map_or(Value::Null, |(key, calls, period)| {
                 let (calls, renewal_period) = apim_window(calls, period);
                 json!({ "key": key, "calls": calls, "renewal_period": renewal_period })
             }),
-            decision: d,
-            audit: outcome.audit.to_string(),
+            decision: serde_json::to_value(decision).unwrap_or(Value::Null),
+            audit,
         }
-    }
-
-    /// The module failed: refuse.
-    pub fn failure(message: &str) -> Answer {
-        Answer::refusal(
-            "policy_module_error",
-            &format!("policy module failed: {message}"),
-        )
     }
 
     /// Refuse with a server error: the edge cannot carry out what was decided.
@@ -195,19 +200,18 @@ mod tests {
     #[test]
     fn only_headers_the_xml_handles_pass() {
         let strip = names(&["authorization", "proxy-authorization", "x-webauth-user"]);
-        let set = vec![
-            ("X-WEBAUTH-USER".to_owned(), "alice".to_owned()),
-            ("cookie".to_owned(), "lang=en-US".to_owned()),
-        ];
-        assert_eq!(unsupported_header(&strip, &set), None);
+        let set = ["X-WEBAUTH-USER", "cookie"];
+        assert_eq!(unsupported_header(&strip, set.into_iter()), None);
 
         // A custom reverse-proxy header: the client's copy would reach Gogs.
         let mut custom = strip.clone();
         custom.push("x-remote-user".to_owned());
-        assert_eq!(unsupported_header(&custom, &[]), Some("x-remote-user"));
-        let custom_set = vec![("x-remote-user".to_owned(), "alice".to_owned())];
         assert_eq!(
-            unsupported_header(&strip, &custom_set),
+            unsupported_header(&custom, std::iter::empty()),
+            Some("x-remote-user")
+        );
+        assert_eq!(
+            unsupported_header(&strip, ["x-remote-user"].into_iter()),
             Some("x-remote-user")
         );
     }

@@ -14,30 +14,30 @@
 //! - `TOLLGATE_TEST_ENDPOINTS=true`: accept `now` in the input. Never in production.
 
 mod answer;
-mod jwks;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use policy_core::{OwnedRequest, RateState, UnixTime};
-use tollgate_wasmtime::{CompiledModule, PolicyInstance, WasmVerdict};
+use policy_core::{JwksTimings, OwnedRequest, UnixTime, Verdict};
+use tollgate_host_kit::{complete_now, Fetched, Gate, KeyRing, Namespaced, ShardedRates};
+use tollgate_wasmtime::{CompiledModule, ModulePool};
 
 use crate::answer::Answer;
 
 /// Largest request description accepted from APIM.
 const MAX_INPUT: u64 = 2 << 20;
 
+/// Largest JWKS document accepted from an issuer.
+const MAX_JWKS: u64 = 1 << 20;
+
 struct Handler {
-    module: CompiledModule,
-    policy: String,
-    secrets: BTreeMap<String, String>,
-    idle: Mutex<Vec<PolicyInstance>>,
-    keys: jwks::Jwks,
-    rate_in_memory: bool,
-    rate: Mutex<HashMap<String, RateState>>,
+    gate: Gate<ModulePool>,
+    /// `Some`: exact GCRA here (`TOLLGATE_RATE=memory`); `None`: APIM counts.
+    rates: Option<ShardedRates>,
+    jwks_client: reqwest::blocking::Client,
     test_endpoints: bool,
 }
 
@@ -75,50 +75,75 @@ impl Handler {
         let module_path =
             PathBuf::from(env("TOLLGATE_MODULE").unwrap_or_else(|| "tollgate_policy.wasm".into()));
         let module = CompiledModule::from_file(&module_path).map_err(|e| e.to_string())?;
-        let secrets = match env("TOLLGATE_SECRETS") {
+        let secrets: BTreeMap<String, String> = match env("TOLLGATE_SECRETS") {
             Some(json) => {
                 serde_json::from_str(&json).map_err(|e| format!("TOLLGATE_SECRETS: {e}"))?
             }
             None => BTreeMap::new(),
         };
-        let rate_in_memory = match env("TOLLGATE_RATE").as_deref() {
-            None | Some("apim") => false,
-            Some("memory") => true,
+        let rates = match env("TOLLGATE_RATE").as_deref() {
+            None | Some("apim") => None,
+            Some("memory") => Some(ShardedRates::default()),
             Some(other) => {
                 return Err(format!(
                     "TOLLGATE_RATE `{other}`: expected `apim` or `memory`"
                 ))
             }
         };
+        // Compiles the policy now: a bad policy stops the handler with its positioned error.
+        let pool = ModulePool::new(module, policy, "TOLLGATE_POLICY".into(), Some(secrets))
+            .map_err(|e| e.to_string())?;
+        answer::check_user_header(pool.user_header())?;
+        let keys = KeyRing::new(
+            pool.jwks_urls()
+                .iter()
+                .map(|(n, u)| (n.as_str(), u.as_str())),
+            JwksTimings::default(),
+        );
         let handler = Handler {
-            module,
-            policy,
-            secrets,
-            idle: Mutex::new(Vec::new()),
-            keys: jwks::Jwks::default(),
-            rate_in_memory,
-            rate: Mutex::new(HashMap::new()),
+            gate: Gate::new(pool, keys),
+            rates,
+            jwks_client: reqwest::blocking::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| format!("JWKS client: {e}"))?,
             test_endpoints: env("TOLLGATE_TEST_ENDPOINTS").as_deref() == Some("true"),
         };
-        // Compile the policy now: a bad policy stops the handler with its positioned error.
-        let instance = handler.instantiate()?;
-        answer::check_user_header(instance.user_header())?;
-        handler.keys.fetch_all(instance.jwks_urls(), true);
-        handler
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(instance);
+        let reports = complete_now(
+            handler
+                .gate
+                .keys
+                .refresh_due(now(), |url| std::future::ready(handler.fetch_jwks(&url))),
+        );
+        for report in reports.into_iter().flatten() {
+            if let Some(error) = report.error {
+                eprintln!(
+                    "tollgate-azure-handler: JWKS for `{}` from {}: {error}",
+                    report.issuer, report.url
+                );
+            }
+        }
         Ok(handler)
     }
 
-    fn instantiate(&self) -> Result<PolicyInstance, String> {
-        let mut instance = PolicyInstance::new(&self.module, &self.policy, "TOLLGATE_POLICY")
+    /// One blocking JWKS fetch (the handler's worker threads may wait).
+    fn fetch_jwks(&self, url: &str) -> Fetched {
+        let response = self
+            .jwks_client
+            .get(url)
+            .send()
+            .and_then(|r| r.error_for_status())
             .map_err(|e| e.to_string())?;
-        instance
-            .set_secrets(&self.secrets)
+        let mut text = String::new();
+        response
+            .take(MAX_JWKS + 1)
+            .read_to_string(&mut text)
             .map_err(|e| e.to_string())?;
-        Ok(instance)
+        if text.len() as u64 > MAX_JWKS {
+            return Err("document over 1 MiB".into());
+        }
+        Ok(text)
     }
 
     fn decide(&self, input: Input) -> Answer {
@@ -126,73 +151,48 @@ impl Handler {
             (true, Some(secs)) => UnixTime::from_secs(secs),
             _ => now(),
         };
-        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut instance = match pooled.map_or_else(|| self.instantiate(), Ok) {
-            Ok(instance) => instance,
-            Err(e) => return Answer::failure(&e),
+        let pairs = input.request.header_pairs();
+        let facts = input.request.facts(&pairs);
+        let fetch = |url: String| std::future::ready(self.fetch_jwks(&url));
+        // Every fetch is blocking, so the future is complete when polled once.
+        let Some(decided) = complete_now(self.gate.decide(&facts, at, false, fetch)) else {
+            let refusal = policy_core::Decision::policy_module_failed();
+            return Answer::from_decision(&refusal, None, refusal.audit(&facts, at).to_json());
         };
-        let answer = self.decide_in(&mut instance, &input, at);
-        if answer.is_ok() {
-            self.idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(instance);
-        }
-        answer.unwrap_or_else(|e| Answer::failure(&e))
-    }
-
-    fn decide_in(
-        &self,
-        instance: &mut PolicyInstance,
-        input: &Input,
-        at: UnixTime,
-    ) -> Result<Answer, String> {
-        self.keys.load_into(instance).map_err(|e| e.to_string())?;
-        let mut verdict = instance
-            .decide(&input.request, at, false)
-            .map_err(|e| e.to_string())?;
-        if let WasmVerdict::Decided(outcome) = &verdict {
-            let reason = outcome.decision["reason"].as_str().unwrap_or_default();
-            if (reason == "token_unknown_key" || reason == "token_issuer_keys_unavailable")
-                && self.keys.fetch_all(instance.jwks_urls(), false)
-            {
-                self.keys.load_into(instance).map_err(|e| e.to_string())?;
-                verdict = instance
-                    .decide(&input.request, at, false)
-                    .map_err(|e| e.to_string())?;
+        for report in &decided.fetches {
+            if let Some(error) = &report.error {
+                eprintln!("tollgate-azure-handler: JWKS for `{}` from {}: {error}; keeping the last good keys", report.issuer, report.url);
             }
         }
-        match verdict {
-            WasmVerdict::Decided(outcome) => Ok(Answer::from_final(outcome, None)),
-            WasmVerdict::Pending {
-                key,
-                requests,
-                period_seconds,
-            } => {
-                let namespaced = match &input.rate_namespace {
-                    Some(ns) => format!("{ns}/{key}"),
-                    None => key.clone(),
+        if let Some(failure) = &decided.failure {
+            eprintln!(
+                "tollgate-azure-handler: policy module failed: {}",
+                failure.0
+            );
+        }
+        let namespace = input.rate_namespace.as_deref().unwrap_or("live");
+        let (decision, rate) = match (decided.verdict, &self.rates) {
+            (Verdict::Decided(decision), _) => (decision, None),
+            (Verdict::Pending(pending), Some(rates)) => {
+                let store = Namespaced {
+                    prefix: namespace,
+                    store: rates,
                 };
-                if self.rate_in_memory {
-                    let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
-                    let resolved = instance
-                        .resolve(rate.get(&namespaced).copied())
-                        .map_err(|e| e.to_string())?;
-                    if let Some((_, state, _)) = resolved.update {
-                        rate.insert(namespaced, state);
-                    }
-                    Ok(Answer::from_final(resolved.outcome, None))
-                } else {
-                    // APIM counts: a fresh state always admits, and APIM's
-                    // rate-limit-by-key enforces the quota on the key we hand it.
-                    let resolved = instance.resolve(None).map_err(|e| e.to_string())?;
-                    Ok(Answer::from_final(
-                        resolved.outcome,
-                        Some((namespaced, requests, period_seconds)),
-                    ))
-                }
+                (pending.resolve_in(&store).0, None)
             }
-        }
+            (Verdict::Pending(pending), None) => {
+                // APIM counts: the request is admitted here and APIM's rate-limit-by-key
+                // enforces the quota on the key handed to it.
+                let (calls, period) = pending.gcra().quota();
+                let key = match &input.rate_namespace {
+                    Some(ns) => format!("{ns}/{}", pending.key()),
+                    None => pending.key().to_owned(),
+                };
+                (pending.admit(), Some((key, u64::from(calls), period)))
+            }
+        };
+        let audit = decision.audit(&facts, at).to_json();
+        Answer::from_decision(&decision, rate, audit)
     }
 }
 
