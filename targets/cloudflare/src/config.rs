@@ -5,15 +5,13 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use policy_core::policy::Policy;
-use policy_core::{Engine, SecretStore};
+use policy_core::{JwksTimings, SecretStore};
+use tollgate_host_kit::{Gate, KeyRing, NativeDecider, SharedTokenCache};
 use worker::Env;
 
-#[derive(Clone, Copy)]
-pub struct JwksSettings {
-    pub refresh_ms: u64,
-    pub min_gap_ms: u64,
-    pub max_stale_ms: u64,
-}
+/// Verified tokens an isolate remembers, and for how long at most.
+const TOKEN_CACHE_ENTRIES: usize = 1000;
+const TOKEN_CACHE_MAX_AGE_SECS: u64 = 60;
 
 pub struct SecretMap(HashMap<String, String>);
 
@@ -25,12 +23,14 @@ impl SecretStore for SecretMap {
     }
 }
 
+/// The engine with its secrets, token cache and key ring: they live as long as the
+/// isolate keeps this configuration.
+pub type PolicyGate = Gate<NativeDecider<SecretMap>>;
+
 #[derive(Clone)]
 pub struct Config {
-    pub engine: Rc<Engine>,
+    pub gate: Rc<PolicyGate>,
     pub origin: String,
-    pub secrets: Rc<SecretMap>,
-    pub jwks: JwksSettings,
     pub test_endpoints: bool,
 }
 
@@ -46,11 +46,10 @@ fn var(env: &Env, name: &str) -> Option<String> {
 
 fn seconds(env: &Env, name: &str, default: u64) -> Result<u64, String> {
     match var(env, name) {
-        None => Ok(default * 1000),
+        None => Ok(default),
         Some(v) => v
             .trim()
             .parse::<u64>()
-            .map(|s| s * 1000)
             .map_err(|_| format!("{name} must be a number of seconds, not `{v}`")),
     }
 }
@@ -80,15 +79,17 @@ impl Config {
             .engine;
         let secret_map: HashMap<String, String> = serde_json::from_str(&secrets)
             .map_err(|e| format!("TOLLGATE_SECRETS is not a JSON object of strings: {e}"))?;
+        let timings = JwksTimings {
+            refresh_secs: seconds(env, "TOLLGATE_JWKS_REFRESH", 300)?.max(1),
+            min_gap_secs: seconds(env, "TOLLGATE_JWKS_MIN_REFRESH_GAP", 30)?,
+            max_stale_secs: seconds(env, "TOLLGATE_JWKS_MAX_STALE", 3600)?,
+        };
+        let keys = KeyRing::for_engine(&engine, timings);
+        let tokens = SharedTokenCache::new(TOKEN_CACHE_ENTRIES, TOKEN_CACHE_MAX_AGE_SECS);
+        let decider = NativeDecider::new(engine, SecretMap(secret_map), Some(tokens));
         let config = Config {
-            engine: Rc::new(engine),
+            gate: Rc::new(Gate::new(decider, keys)),
             origin: origin.trim_end_matches('/').to_owned(),
-            secrets: Rc::new(SecretMap(secret_map)),
-            jwks: JwksSettings {
-                refresh_ms: seconds(env, "TOLLGATE_JWKS_REFRESH", 300)?,
-                min_gap_ms: seconds(env, "TOLLGATE_JWKS_MIN_REFRESH_GAP", 30)?,
-                max_stale_ms: seconds(env, "TOLLGATE_JWKS_MAX_STALE", 3600)?,
-            },
             test_endpoints: var(env, "TOLLGATE_TEST_ENDPOINTS").as_deref() == Some("true"),
         };
         CACHE.with(|c| *c.borrow_mut() = Some((policy, secrets, config.clone())));

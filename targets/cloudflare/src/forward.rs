@@ -1,7 +1,8 @@
 //! Translation between Workers requests/responses and the engine's facts and decisions.
 
 use policy_core::forwarding::{client_address_headers, connection_tokens};
-use policy_core::{Decision, OwnedRequest, RequestFacts};
+use policy_core::Decision;
+use tollgate_host_kit::{IngestError, Ingested};
 use wasm_bindgen::JsValue;
 use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, Result};
 
@@ -11,37 +12,23 @@ fn path_and_query(url: &str) -> &str {
     after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
 }
 
-/// The engine's view of the request, plus the LFS batch body when the engine needs it.
-/// On failure, the status and message to answer with.
-pub async fn request_facts(
-    req: &mut Request,
-) -> std::result::Result<(OwnedRequest, Option<Vec<u8>>), (u16, &'static str)> {
+/// The request as the engine sees it (its body, when the decision reads it, is added
+/// by the caller after the pre-body check).
+pub fn ingest(req: &Request) -> std::result::Result<Ingested<String>, IngestError> {
     let url = req.inner().url();
     let pq = path_and_query(&url);
     let (path, query) = pq.split_once('?').unwrap_or((pq, ""));
-    let mut owned = OwnedRequest {
-        method: req.method().to_string(),
-        path: path.to_owned(),
-        query: query.to_owned(),
-        client_ip: req.headers().get("cf-connecting-ip").ok().flatten(),
-        ..OwnedRequest::default()
-    };
+    let client_ip = req.headers().get("cf-connecting-ip").ok().flatten();
+    let mut ingested = Ingested::new(
+        req.method().to_string(),
+        path.to_owned(),
+        query.to_owned(),
+        client_ip,
+    );
     for (name, value) in req.headers().entries() {
-        owned.headers.entry(name).or_default().0.push(value);
+        ingested.header(name, value)?;
     }
-    let mut buffered = None;
-    if RequestFacts::wants_body(&owned.method, &owned.path) {
-        let bytes = req
-            .bytes()
-            .await
-            .map_err(|_| (400, "cannot read request body\n"))?;
-        if bytes.len() > RequestFacts::LFS_BATCH_BODY_LIMIT {
-            return Err((413, "LFS batch request too large\n"));
-        }
-        owned.body = Some(String::from_utf8_lossy(&bytes).into_owned());
-        buffered = Some(bytes);
-    }
-    Ok((owned, buffered))
+    Ok(ingested)
 }
 
 pub fn deny(decision: &Decision) -> Result<Response> {
@@ -59,16 +46,11 @@ pub fn deny(decision: &Decision) -> Result<Response> {
 pub async fn to_origin(
     req: Request,
     origin: &str,
-    owned: &OwnedRequest,
+    client_ip: Option<&str>,
     decision: &Decision,
     buffered: Option<Vec<u8>>,
 ) -> Result<Response> {
-    let url = format!(
-        "{origin}{}{}{}",
-        owned.path,
-        if owned.query.is_empty() { "" } else { "?" },
-        owned.query
-    );
+    let url = format!("{origin}{}", path_and_query(&req.inner().url()));
     let connection_value = req.headers().get("connection")?;
     let connection = connection_tokens(connection_value.as_deref());
     let headers = Headers::new();
@@ -83,7 +65,7 @@ pub async fn to_origin(
     for header in &decision.set {
         headers.set(header.name(), header.value())?;
     }
-    if let Some(ip) = &owned.client_ip {
+    if let Some(ip) = client_ip {
         for (name, value) in client_address_headers(ip) {
             headers.set(name, &value)?;
         }

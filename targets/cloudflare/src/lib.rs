@@ -21,8 +21,7 @@ mod forward;
 mod jwks;
 mod rate;
 
-use policy_core::cases::EvalRequest;
-use policy_core::{Decision, OwnedRequest, RequestFacts, UnixTime, Verdict};
+use policy_core::{Decision, EvalRequest, RequestFacts, UnixTime, Verdict};
 use worker::{console_log, event, Context, Env, Method, Request, Response, Result};
 
 pub use rate::RateLimiter;
@@ -44,41 +43,66 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     if config.test_endpoints && req.path() == "/__tollgate/eval" && req.method() == Method::Post {
         return eval_endpoint(&mut req, &env, &config).await;
     }
-    let (owned, buffered) = match forward::request_facts(&mut req).await {
-        Ok(pair) => pair,
-        Err((status, message)) => return Response::error(message, status),
+    let mut ingested = match forward::ingest(&req) {
+        Ok(ingested) => ingested,
+        Err(e) => return Response::error(e.message(), e.status()),
     };
+    // LFS batch bodies decide the access they need; a request no body could get through is
+    // refused before its body is read.
+    if ingested.wants_body() {
+        let pairs = ingested.header_pairs();
+        let facts = ingested.facts(&pairs);
+        let at = now();
+        if let Some(refusal) = config
+            .gate
+            .refusal_before_body(&facts, at, jwks::download)
+            .await
+        {
+            if let Verdict::Decided(decision) = refusal.verdict {
+                console_log!("{}", decision.audit(&facts, at).to_json());
+                return forward::deny(&decision);
+            }
+        }
+        let Ok(bytes) = req.bytes().await else {
+            return Response::error("cannot read request body\n", 400);
+        };
+        if let Err(e) = ingested.set_body(bytes) {
+            return Response::error(e.message(), e.status());
+        }
+    }
+    let pairs = ingested.header_pairs();
+    let facts = ingested.facts(&pairs);
     let at = now();
-    let decision = decide(&env, &config, &owned, at, "").await?;
-    let pairs = owned.header_pairs();
-    console_log!("{}", decision.audit(&owned.facts(&pairs), at).to_json());
+    let decision = decide(&env, &config, &facts, at, "").await?;
+    console_log!("{}", decision.audit(&facts, at).to_json());
     if !decision.allow {
         return forward::deny(&decision);
     }
-    forward::to_origin(req, &config.origin, &owned, &decision, buffered).await
+    let client_ip = ingested.client_ip().map(str::to_owned);
+    let body = ingested.take_body();
+    forward::to_origin(req, &config.origin, client_ip.as_deref(), &decision, body).await
 }
 
-/// Decides, refreshing JWKS on an unknown key (bounded) and resolving rate limits in the
-/// Durable Object for the limit's key. `rate_namespace` separates test cases' state.
+/// Decides through the gate (keys fetched when due, one retry after a key miss) and
+/// resolves a rate limit in the Durable Object for the limit's key. `rate_namespace`
+/// separates test cases' state.
 async fn decide(
     env: &Env,
     config: &config::Config,
-    owned: &OwnedRequest,
+    facts: &RequestFacts<'_>,
     at: UnixTime,
     rate_namespace: &str,
 ) -> Result<Decision> {
-    let pairs = owned.header_pairs();
-    let facts: RequestFacts<'_> = owned.facts(&pairs);
-    let keys = jwks::keys(&config.engine, &config.jwks, at, false).await;
-    let mut verdict = config.engine.decide(&facts, at, &keys, &*config.secrets);
-    if let Verdict::Decided(d) = &verdict {
-        let code = d.reason.code();
-        if code == "token_unknown_key" || code == "token_issuer_keys_unavailable" {
-            let keys = jwks::keys(&config.engine, &config.jwks, at, true).await;
-            verdict = config.engine.decide(&facts, at, &keys, &*config.secrets);
+    let decided = config.gate.decide(facts, at, false, jwks::download).await;
+    for report in &decided.fetches {
+        if let Some(error) = &report.error {
+            console_log!(
+                "{}",
+                serde_json::json!({ "tollgate_error": format!("JWKS for issuer `{}`: {error}; keeping the last good keys", report.issuer) })
+            );
         }
     }
-    match verdict {
+    match decided.verdict {
         Verdict::Decided(decision) => Ok(decision),
         Verdict::Pending(pending) => rate::resolve(env, &pending, rate_namespace).await,
     }
@@ -91,10 +115,12 @@ async fn eval_endpoint(req: &mut Request, env: &Env, config: &config::Config) ->
         Ok(input) => input,
         Err(e) => return Response::error(format!("bad eval input: {e}\n"), 400),
     };
+    let pairs = input.request.header_pairs();
+    let facts = input.request.facts(&pairs);
     let decision = decide(
         env,
         config,
-        &input.request,
+        &facts,
         UnixTime::from_secs(input.now),
         &input.rate_namespace,
     )

@@ -1,5 +1,6 @@
 //! Rate limits in a Durable Object, one object per limit key: strongly consistent, since
-//! a Durable Object handles one event at a time and its storage calls are gated.
+//! a Durable Object handles one event at a time and its storage calls are gated. GCRA
+//! runs once, in the object; the Worker concludes from its result.
 
 use policy_core::{Decision, Gcra, PendingRate, RateState, UnixTime};
 use serde::{Deserialize, Serialize};
@@ -14,10 +15,12 @@ struct Check {
     now_nanos: String,
 }
 
+/// The object's check: the state it stored (admitted), or the nanoseconds to wait.
+/// Decimal strings, as in [`Check`].
 #[derive(Serialize, Deserialize)]
-struct Prior {
-    /// The state before this request, as a decimal string (or null).
-    prior: Option<String>,
+struct Checked {
+    stored: Option<String>,
+    wait_nanos: Option<String>,
 }
 
 #[durable_object]
@@ -30,8 +33,8 @@ impl DurableObject for RateLimiter {
         RateLimiter { state }
     }
 
-    /// Checks one request against the stored TAT and stores the new TAT if admitted; answers
-    /// with the prior state so the Worker resolves to the same outcome.
+    /// Checks one request against the stored TAT and stores the new TAT if admitted;
+    /// answers with what it stored or how long to wait.
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let check: Check = serde_json::from_str(&req.text().await?)
             .map_err(|e| worker::Error::RustError(e.to_string()))?;
@@ -45,12 +48,21 @@ impl DurableObject for RateLimiter {
             .as_deref()
             .and_then(|p| p.parse::<u64>().ok())
             .map(RateState);
-        if let Ok(next) = check.gcra.check(prior_state, UnixTime::from_nanos(now)) {
-            storage.put("tat", next.0.to_string()).await?;
-        }
+        let checked = match check.gcra.check(prior_state, UnixTime::from_nanos(now)) {
+            Ok(next) => {
+                storage.put("tat", next.0.to_string()).await?;
+                Checked {
+                    stored: Some(next.0.to_string()),
+                    wait_nanos: None,
+                }
+            }
+            Err(wait) => Checked {
+                stored: None,
+                wait_nanos: Some(wait.to_string()),
+            },
+        };
         Response::ok(
-            serde_json::to_string(&Prior { prior })
-                .map_err(|e| worker::Error::RustError(e.to_string()))?,
+            serde_json::to_string(&checked).map_err(|e| worker::Error::RustError(e.to_string()))?,
         )
     }
 }
@@ -73,12 +85,27 @@ pub async fn resolve(env: &Env, pending: &PendingRate, namespace: &str) -> Resul
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.into()));
     let request = Request::new_with_init("https://rate-limiter/check", &init)?;
-    let mut response = stub.fetch_with_request(request).await?;
-    let prior: Prior = serde_json::from_str(&response.text().await?)
-        .map_err(|e| worker::Error::RustError(e.to_string()))?;
-    let prior = prior
-        .prior
-        .and_then(|p| p.parse::<u64>().ok())
-        .map(RateState);
-    Ok(pending.resolve(prior).0)
+    // A limiter that cannot be reached or answers nonsense refuses (503), never admits.
+    let Ok(mut response) = stub.fetch_with_request(request).await else {
+        return Ok(pending.unavailable());
+    };
+    let checked: Option<Checked> = response
+        .text()
+        .await
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let number = |n: Option<String>| n.and_then(|n| n.parse::<u64>().ok());
+    Ok(match checked {
+        Some(Checked {
+            stored: Some(s), ..
+        }) => match number(Some(s)) {
+            Some(tat) => pending.conclude(Ok(RateState(tat))).0,
+            None => pending.unavailable(),
+        },
+        Some(Checked { wait_nanos, .. }) => match number(wait_nanos) {
+            Some(wait) => pending.conclude(Err(wait)).0,
+            None => pending.unavailable(),
+        },
+        None => pending.unavailable(),
+    })
 }

@@ -1,20 +1,26 @@
 //! Request in, response out: translation between Fastly's types and the engine's.
+//!
+//! The sandbox is reused for many requests ([`fastly::http::serve::Serve`]), so an
+//! [`Instance`] keeps what it built: the policy compiled once (again only when the Config
+//! Store's text changes), the key ring with its parsed keys, the verified-token cache and
+//! the store handles.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fastly::config_store::ConfigStore;
 use fastly::http::StatusCode;
 use fastly::{Request, Response};
-use policy_core::cases::EvalRequest;
 use policy_core::forwarding::{client_address_headers, connection_tokens};
 use policy_core::policy::Policy;
 use policy_core::{
-    Decision, Engine, KeySet, KeyStore, OwnedRequest, RequestFacts, SecretStore, UnixTime, Verdict,
+    Decision, EvalRequest, JwksTimings, RequestFacts, SecretStore, UnixTime, Verdict,
+};
+use tollgate_host_kit::{
+    complete_now, Fetched, Gate, Ingested, KeyRing, NativeDecider, SharedTokenCache,
 };
 
-use crate::rate::{Erl, KvGcra, RateStore};
+use crate::rate::{Erl, KvGcra, Limiter};
 
 /// Config Store with the policy (`policy`), JWKS per issuer (`jwks.<issuer name>`), the
 /// rate store choice (`rate_store`: `erl` or `kv`) and `test_endpoints`.
@@ -25,18 +31,20 @@ const SECRET_STORE: &str = "tollgate_secrets";
 const KV_STORE: &str = "tollgate_rate";
 /// The backend that is the Gogs origin.
 const BACKEND: &str = "origin";
-
-struct Keys(HashMap<String, KeySet>);
-
-impl KeyStore for Keys {
-    fn key_set(&self, issuer_name: &str) -> Option<&KeySet> {
-        self.0.get(issuer_name)
-    }
-}
+/// Verified tokens an instance remembers, and for how long at most.
+const TOKEN_CACHE_ENTRIES: usize = 1000;
+const TOKEN_CACHE_MAX_AGE_SECS: u64 = 60;
+/// Keys come from the Config Store, not the network: read again every minute (or early
+/// after an unknown key), so a key pushed there reaches a long-lived instance soon.
+const JWKS_TIMINGS: JwksTimings = JwksTimings {
+    refresh_secs: 60,
+    min_gap_secs: 5,
+    max_stale_secs: u64::MAX / 2,
+};
 
 /// Origin secrets, looked up on demand. Secret Store names cannot hold `/`, so the policy's
 /// `gogs-token/alice` is stored as `gogs-token.alice`.
-struct Secrets(Option<fastly::secret_store::SecretStore>);
+pub struct Secrets(Option<fastly::secret_store::SecretStore>);
 
 pub fn secret_store_name(name: &str) -> String {
     name.replace('/', ".")
@@ -64,12 +72,20 @@ fn text(status: StatusCode, body: &str) -> Response {
         .with_body(body.to_owned())
 }
 
+/// Everything built from one policy text.
 struct Setup {
-    engine: Engine,
-    keys: Keys,
-    secrets: Secrets,
-    rate: Box<dyn RateStore>,
+    policy: String,
+    gate: Gate<NativeDecider<Secrets>>,
+    /// `(issuer, JWKS URL)`: the ring fetches by URL, the Config Store holds by issuer.
+    issuers: Vec<(String, String)>,
+    limiter: Limiter,
     test_endpoints: bool,
+}
+
+/// What one sandbox keeps between requests.
+#[derive(Default)]
+pub struct Instance {
+    setup: Option<Setup>,
 }
 
 /// A Config Store value, which may be split because items hold at most 8000 characters:
@@ -93,170 +109,223 @@ fn chunked(config: &ConfigStore, key: &str) -> Result<Option<String>, String> {
     Ok(Some(value))
 }
 
-fn setup() -> Result<Setup, String> {
-    let config = ConfigStore::try_open(CONFIG_STORE)
-        .map_err(|e| format!("config store `{CONFIG_STORE}`: {e:?}"))?;
-    let policy = chunked(&config, "policy")?.ok_or("config store has no `policy`")?;
-    let engine = Policy::parse(&policy, "config store `tollgate` key `policy`")
-        .map_err(|e| e.to_string())?
-        .engine;
-    let mut keys = HashMap::new();
-    let issuers: Vec<String> = engine
-        .jwks_urls()
-        .map(|(name, _)| name.to_owned())
-        .collect();
-    for name in issuers {
-        // Keys ship through the Config Store (refreshed by deploy or API); an issuer
-        // without them has its tokens refused.
-        if let Some(jwks) = chunked(&config, &format!("jwks.{name}"))? {
-            keys.insert(
-                name.clone(),
-                KeySet::from_fetched_json(&jwks).map_err(|e| format!("jwks.{name}: {e}"))?,
-            );
-        }
-    }
-    let rate: Box<dyn RateStore> = match config.get("rate_store").as_deref() {
-        None | Some("erl") => Box::new(Erl::open()),
-        Some("kv") => Box::new(
-            KvGcra::open(KV_STORE)
-                .ok_or("rate_store = kv but the KV Store `tollgate_rate` is missing")?,
-        ),
-        Some(other) => return Err(format!("rate_store `{other}`: expected `erl` or `kv`")),
-    };
-    Ok(Setup {
-        engine,
-        keys: Keys(keys),
-        secrets: Secrets(fastly::secret_store::SecretStore::open(SECRET_STORE).ok()),
-        rate,
-        test_endpoints: config.get("test_endpoints").as_deref() == Some("true"),
-    })
+fn open_config() -> Result<ConfigStore, String> {
+    ConfigStore::try_open(CONFIG_STORE).map_err(|e| format!("config store `{CONFIG_STORE}`: {e:?}"))
 }
 
-fn decide(setup: &Setup, owned: &OwnedRequest, at: UnixTime, namespace: &str) -> Decision {
-    let pairs = owned.header_pairs();
-    match setup
-        .engine
-        .decide(&owned.facts(&pairs), at, &setup.keys, &setup.secrets)
-    {
-        Verdict::Decided(decision) => decision,
-        Verdict::Pending(pending) => setup.rate.check(&pending, namespace),
+impl Instance {
+    /// The setup for the Config Store's current policy: the one built before if the text
+    /// is unchanged, else a new one.
+    fn setup(&mut self) -> Result<&Setup, String> {
+        let config = open_config()?;
+        let policy = chunked(&config, "policy")?.ok_or("config store has no `policy`")?;
+        if self.setup.as_ref().is_some_and(|s| s.policy == policy) {
+            return self.setup.as_ref().ok_or_else(String::new);
+        }
+        self.setup = None;
+        let engine = Policy::parse(&policy, "config store `tollgate` key `policy`")
+            .map_err(|e| e.to_string())?
+            .engine;
+        let issuers: Vec<(String, String)> = engine
+            .jwks_urls()
+            .map(|(n, u)| (n.to_owned(), u.to_owned()))
+            .collect();
+        let limiter = match config.get("rate_store").as_deref() {
+            None | Some("erl") => Limiter::Erl(Erl::open()),
+            Some("kv") => Limiter::Kv(
+                KvGcra::open(KV_STORE)
+                    .ok_or("rate_store = kv but the KV Store `tollgate_rate` is missing")?,
+            ),
+            Some(other) => return Err(format!("rate_store `{other}`: expected `erl` or `kv`")),
+        };
+        let keys = KeyRing::for_engine(&engine, JWKS_TIMINGS);
+        let secrets = Secrets(fastly::secret_store::SecretStore::open(SECRET_STORE).ok());
+        let tokens = SharedTokenCache::new(TOKEN_CACHE_ENTRIES, TOKEN_CACHE_MAX_AGE_SECS);
+        let setup = Setup {
+            gate: Gate::new(NativeDecider::new(engine, secrets, Some(tokens)), keys),
+            issuers,
+            limiter,
+            test_endpoints: config.get("test_endpoints").as_deref() == Some("true"),
+            policy,
+        };
+        Ok(self.setup.insert(setup))
+    }
+
+    pub fn handle(&mut self, req: Request) -> Response {
+        match self.setup() {
+            Ok(setup) => setup.handle(req),
+            Err(message) => {
+                // Fail closed: without a valid configuration nothing passes.
+                println!("{}", serde_json::json!({ "tollgate_error": message }));
+                text(StatusCode::INTERNAL_SERVER_ERROR, "gateway misconfigured\n")
+            }
+        }
     }
 }
 
-pub fn handle(mut req: Request) -> Response {
-    let setup = match setup() {
-        Ok(setup) => setup,
-        Err(message) => {
-            // Fail closed: without a valid configuration nothing passes.
-            println!("{}", serde_json::json!({ "tollgate_error": message }));
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "gateway misconfigured\n");
-        }
-    };
-    if setup.test_endpoints
-        && req.get_path() == "/__tollgate/eval"
-        && req.get_method_str() == "POST"
-    {
-        return eval_endpoint(&setup, req);
+impl Setup {
+    /// The key ring's fetch: the issuer's keys from the Config Store (an issuer without
+    /// them has its tokens refused).
+    fn read_keys(&self, url: &str) -> Fetched {
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|(_, u)| u == url)
+            .map(|(i, _)| i.as_str())
+            .ok_or("no issuer has this JWKS URL")?;
+        let config = open_config()?;
+        chunked(&config, &format!("jwks.{issuer}"))?
+            .ok_or_else(|| format!("the config store has no `jwks.{issuer}`"))
     }
-    let mut owned = OwnedRequest {
-        method: req.get_method_str().to_owned(),
-        path: req.get_path().to_owned(),
-        query: req.get_query_str().unwrap_or("").to_owned(),
-        client_ip: req.get_client_ip_addr().map(|ip| ip.to_string()),
-        ..OwnedRequest::default()
-    };
-    for name in req.get_header_names_str() {
-        for value in req.get_header_all_str(name) {
-            owned
-                .headers
-                .entry(name.to_ascii_lowercase())
-                .or_default()
-                .0
-                .push(value.to_owned());
+
+    /// Decides through the gate and settles a rate limit with the limiter. Every fetch
+    /// is a Config Store read, so the gate's futures are complete when polled once.
+    fn decide(&self, facts: &RequestFacts<'_>, at: UnixTime, namespace: &str) -> Decision {
+        let fetch = |url: String| std::future::ready(self.read_keys(&url));
+        let Some(decided) = complete_now(self.gate.decide(facts, at, false, fetch)) else {
+            return Decision::policy_module_failed();
+        };
+        match decided.verdict {
+            Verdict::Decided(decision) => decision,
+            Verdict::Pending(pending) => self.limiter.check(&pending, namespace),
         }
     }
-    if RequestFacts::wants_body(&owned.method, &owned.path) {
-        // Read one byte past the limit at most: an endless body must not fill memory.
-        let mut body = Vec::new();
-        let limit = RequestFacts::LFS_BATCH_BODY_LIMIT as u64 + 1;
-        if std::io::Read::read_to_end(&mut std::io::Read::take(req.take_body(), limit), &mut body)
-            .is_err()
+
+    fn handle(&self, mut req: Request) -> Response {
+        if self.test_endpoints
+            && req.get_path() == "/__tollgate/eval"
+            && req.get_method_str() == "POST"
         {
-            return text(StatusCode::BAD_REQUEST, "cannot read request body\n");
+            return self.eval_endpoint(req);
         }
-        if body.len() > RequestFacts::LFS_BATCH_BODY_LIMIT {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "LFS batch request too large\n",
-            );
+        let client_ip = req.get_client_ip_addr().map(|ip| ip.to_string());
+        let mut ingested = Ingested::new(
+            req.get_method_str().to_owned(),
+            req.get_path().to_owned(),
+            req.get_query_str().unwrap_or("").to_owned(),
+            client_ip.clone(),
+        );
+        for name in req.get_header_names_str() {
+            for value in req.get_header_all(name) {
+                // Refuse rather than drop: a header we cannot read may be one Gogs reads.
+                let read = value.to_str().ok().is_some_and(|v| {
+                    ingested
+                        .header(name.to_ascii_lowercase(), v.to_owned())
+                        .is_ok()
+                });
+                if !read {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "header values must be visible ASCII\n",
+                    );
+                }
+            }
         }
-        owned.body = Some(String::from_utf8_lossy(&body).into_owned());
-        req.set_body(body);
+        if ingested.wants_body() {
+            // A request no body could get through is refused before its body is read.
+            let pairs = ingested.header_pairs();
+            let facts = ingested.facts(&pairs);
+            let at = now();
+            let fetch = |url: String| std::future::ready(self.read_keys(&url));
+            if let Some(Some(refusal)) =
+                complete_now(self.gate.refusal_before_body(&facts, at, fetch))
+            {
+                if let Verdict::Decided(decision) = refusal.verdict {
+                    println!("{}", decision.audit(&facts, at).to_json());
+                    return deny(&decision);
+                }
+            }
+            // Read one byte past the limit at most: an endless body must not fill memory.
+            let mut body = Vec::new();
+            let limit = RequestFacts::LFS_BATCH_BODY_LIMIT as u64 + 1;
+            if std::io::Read::read_to_end(
+                &mut std::io::Read::take(req.take_body(), limit),
+                &mut body,
+            )
+            .is_err()
+            {
+                return text(StatusCode::BAD_REQUEST, "cannot read request body\n");
+            }
+            if let Err(e) = ingested.set_body(body) {
+                return text(
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                    e.message(),
+                );
+            }
+        }
+        let at = now();
+        let pairs = ingested.header_pairs();
+        let facts = ingested.facts(&pairs);
+        let decision = self.decide(&facts, at, "");
+        println!("{}", decision.audit(&facts, at).to_json());
+        if !decision.allow {
+            return deny(&decision);
+        }
+        drop(pairs);
+        if let Some(body) = ingested.take_body() {
+            req.set_body(body);
+        }
+        let connection = connection_tokens(
+            req.get_header_all("connection")
+                .filter_map(|v| v.to_str().ok()),
+        );
+        let names: Vec<String> = req
+            .get_header_names_str()
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
+        for name in names {
+            // Host stays: Fastly sends it on (or the backend's override host replaces it).
+            if name != "host" && !decision.forwards_header(&name, &connection) {
+                req.remove_header(&name);
+            }
+        }
+        for header in &decision.set {
+            req.set_header(header.name(), header.value());
+        }
+        if let Some(ip) = &client_ip {
+            for (name, value) in client_address_headers(ip) {
+                req.set_header(name, value);
+            }
+        }
+        match req.send(BACKEND) {
+            Ok(response) => response,
+            Err(e) => {
+                println!(
+                    "{}",
+                    serde_json::json!({ "tollgate_error": format!("origin: {e}") })
+                );
+                text(StatusCode::BAD_GATEWAY, "origin unavailable\n")
+            }
+        }
     }
-    let at = now();
-    let decision = decide(&setup, &owned, at, "");
-    let pairs = owned.header_pairs();
-    println!("{}", decision.audit(&owned.facts(&pairs), at).to_json());
-    if !decision.allow {
-        let (content_type, body) = decision.denial_body();
-        let mut response = Response::from_status(decision.status)
-            .with_header("content-type", content_type)
-            .with_body(body);
-        for header in &decision.headers {
-            response.append_header(header.name(), header.value());
-        }
-        return response;
-    }
-    let connection = connection_tokens(req.get_header_all_str("connection"));
-    let names: Vec<String> = req
-        .get_header_names_str()
-        .iter()
-        .map(|n| n.to_ascii_lowercase())
-        .collect();
-    for name in names {
-        // Host stays: Fastly sends it on (or the backend's override host replaces it).
-        if name != "host" && !decision.forwards_header(&name, &connection) {
-            req.remove_header(&name);
-        }
-    }
-    for header in &decision.set {
-        req.set_header(header.name(), header.value());
-    }
-    if let Some(ip) = &owned.client_ip {
-        for (name, value) in client_address_headers(ip) {
-            req.set_header(name, value);
-        }
-    }
-    match req.send(BACKEND) {
-        Ok(response) => response,
-        Err(e) => {
-            println!(
-                "{}",
-                serde_json::json!({ "tollgate_error": format!("origin: {e}") })
-            );
-            text(StatusCode::BAD_GATEWAY, "origin unavailable\n")
-        }
+
+    /// Test-only (`test_endpoints = "true"`): decide a request given as JSON at a given time.
+    fn eval_endpoint(&self, mut req: Request) -> Response {
+        let input: EvalRequest = match serde_json::from_slice(&req.take_body_bytes()) {
+            Ok(input) => input,
+            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("bad eval input: {e}\n")),
+        };
+        let pairs = input.request.header_pairs();
+        let facts = input.request.facts(&pairs);
+        let decision = self.decide(
+            &facts,
+            UnixTime::from_secs(input.now),
+            &input.rate_namespace,
+        );
+        Response::from_status(StatusCode::OK)
+            .with_header("content-type", "application/json")
+            .with_body(decision.to_json())
     }
 }
 
-/// Test-only (`test_endpoints = "true"`): decide a request given as JSON at a given time.
-fn eval_endpoint(setup: &Setup, mut req: Request) -> Response {
-    let input: EvalRequest = match serde_json::from_slice(&req.take_body_bytes()) {
-        Ok(input) => input,
-        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("bad eval input: {e}\n")),
-    };
-    let namespace = if input.rate_namespace.is_empty() {
-        String::new()
-    } else {
-        format!("{}/", input.rate_namespace)
-    };
-    let decision = decide(
-        setup,
-        &input.request,
-        UnixTime::from_secs(input.now),
-        &namespace,
-    );
-    Response::from_status(StatusCode::OK)
-        .with_header("content-type", "application/json")
-        .with_body(decision.to_json())
+fn deny(decision: &Decision) -> Response {
+    let (content_type, body) = decision.denial_body();
+    let mut response = Response::from_status(decision.status)
+        .with_header("content-type", content_type)
+        .with_body(body);
+    for header in &decision.headers {
+        response.append_header(header.name(), header.value());
+    }
+    response
 }

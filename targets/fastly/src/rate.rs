@@ -12,11 +12,32 @@ use std::time::Duration;
 
 use fastly::erl::{Penaltybox, RateCounter, RateWindow, ERL};
 use fastly::kv_store::{KVStore, KVStoreError};
-use policy_core::{Decision, PendingRate, RateState};
+use policy_core::{Decision, PendingRate, RateState, RateStore, RateStoreError};
+use tollgate_host_kit::Namespaced;
 
-pub trait RateStore {
-    /// Admits or refuses a pending decision; errors refuse (fail closed).
-    fn check(&self, pending: &PendingRate, namespace: &str) -> Decision;
+/// The limiter a deployment chose (`rate_store` in the Config Store).
+pub enum Limiter {
+    Erl(Erl),
+    Kv(KvGcra),
+}
+
+impl Limiter {
+    /// Admits or refuses a pending decision; `namespace` (test endpoints) keeps its state
+    /// apart. A store that fails refuses (fail closed).
+    pub fn check(&self, pending: &PendingRate, namespace: &str) -> Decision {
+        match self {
+            Limiter::Erl(erl) => erl.check(pending, namespace),
+            Limiter::Kv(kv) if namespace.is_empty() => pending.resolve_in(kv).0,
+            Limiter::Kv(kv) => {
+                pending
+                    .resolve_in(&Namespaced {
+                        prefix: namespace,
+                        store: kv,
+                    })
+                    .0
+            }
+        }
+    }
 }
 
 pub struct Erl {
@@ -37,9 +58,13 @@ impl Erl {
 /// How long ERL keeps a refused client out (its minimum), and so the Retry-After.
 const PENALTY: Duration = Duration::from_secs(60);
 
-impl RateStore for Erl {
+impl Erl {
     fn check(&self, pending: &PendingRate, namespace: &str) -> Decision {
-        let entry = format!("{namespace}{}", pending.key());
+        let entry = if namespace.is_empty() {
+            pending.key().to_owned()
+        } else {
+            format!("{namespace}/{}", pending.key())
+        };
         let limit = pending.gcra().requests_per_second_ceil();
         match self
             .erl
@@ -69,8 +94,15 @@ impl KvGcra {
 const CAS_ATTEMPTS: usize = 8;
 
 impl RateStore for KvGcra {
-    fn check(&self, pending: &PendingRate, namespace: &str) -> Decision {
-        let key = format!("rate/{namespace}{}", pending.key());
+    /// GCRA on the key's stored state, stored back only if no one wrote the key since it
+    /// was read (generation match); on a lost race, load and check again.
+    fn measure_and_replace(
+        &self,
+        key: &str,
+        decide: &mut dyn FnMut(Option<RateState>) -> Option<RateState>,
+    ) -> Result<(), RateStoreError> {
+        let key = format!("rate/{key}");
+        let failed = |e: KVStoreError| RateStoreError(format!("KV store: {e:?}"));
         for _ in 0..CAS_ATTEMPTS {
             let (prior, generation) = match self.store.lookup(&key) {
                 Ok(mut found) => {
@@ -82,24 +114,22 @@ impl RateStore for KvGcra {
                     )
                 }
                 Err(KVStoreError::ItemNotFound) => (None, None),
-                Err(_) => return pending.refuse(1),
+                Err(e) => return Err(failed(e)),
             };
-            let (decision, update) = pending.resolve(prior);
-            let Some(update) = update else {
-                return decision;
+            let Some(next) = decide(prior) else {
+                return Ok(());
             };
             let insert = self.store.build_insert();
             let insert = match generation {
                 Some(generation) => insert.if_generation_match(generation),
                 None => insert.mode(fastly::kv_store::InsertMode::Add),
             };
-            match insert.execute(&key, update.state.0.to_string()) {
-                Ok(()) => return decision,
-                // Someone else updated the key first: load again and re-check.
+            match insert.execute(&key, next.0.to_string()) {
+                Ok(()) => return Ok(()),
                 Err(KVStoreError::ItemPreconditionFailed) => continue,
-                Err(_) => return pending.refuse(1),
+                Err(e) => return Err(failed(e)),
             }
         }
-        pending.refuse(1)
+        Err(RateStoreError("KV store: the key kept changing".into()))
     }
 }
