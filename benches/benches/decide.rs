@@ -70,6 +70,26 @@ fn native(c: &mut Criterion) {
     group.finish();
 }
 
+/// The signature algorithms with ring as the crypto provider (native hosts' choice).
+fn native_ring(c: &mut Criterion) {
+    let secrets = Secrets(corpus_secrets().into_iter().collect());
+    let mut group = c.benchmark_group("decide/native-ring");
+    for (label, file, name) in CASES
+        .iter()
+        .filter(|(label, _, _)| ["RS256", "PS256", "ES256"].contains(label))
+    {
+        let (policy, _) = corpus_policy(file);
+        let engine = policy.engine.clone().with_crypto(&tollgate_host_kit::RING);
+        let case = case(&policy, name).clone();
+        let pairs = case.request.header_pairs();
+        let facts = case.request.facts(&pairs);
+        group.bench_function(BenchmarkId::from_parameter(label), |b| {
+            b.iter(|| engine.decide(&facts, case.now, &NoKeys, &secrets))
+        });
+    }
+    group.finish();
+}
+
 /// The same decisions with a warm verified-token cache: the signature check is skipped.
 fn native_cached(c: &mut Criterion) {
     let secrets = Secrets(corpus_secrets().into_iter().collect());
@@ -126,11 +146,14 @@ fn wasmtime(c: &mut Criterion) {
         let case = case(&policy, name).clone();
         let mut instance = PolicyInstance::new(&module, &source, file).expect("instance");
         instance.set_secrets(&corpus_secrets()).expect("secrets");
+        let pairs = case.request.header_pairs();
+        let facts = case.request.facts(&pairs);
         group.bench_function(BenchmarkId::from_parameter(label), |b| {
             b.iter(|| {
                 instance
-                    .decide_with_state(&case.request, case.now, false, &mut |_, _| None)
+                    .decide(&facts, case.now, false)
                     .expect("decision")
+                    .resolve_with(&mut |_, _| None)
             })
         });
     }
@@ -147,6 +170,7 @@ fn policy_compile(c: &mut Criterion) {
 criterion_group!(
     benches,
     native,
+    native_ring,
     native_cached,
     native_explained,
     wasmtime,

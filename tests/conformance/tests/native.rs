@@ -7,6 +7,12 @@ fn native_engine_passes_the_corpus() {
 }
 
 #[test]
+fn ring_verifies_as_rustcrypto_does() {
+    let report = run(&mut Native::with_crypto(&tollgate_host_kit::RING));
+    report.assert_clean(MIN_CORPUS_CASES);
+}
+
+#[test]
 fn cached_tokens_give_the_same_decisions() {
     let mut target = NativeCached::default();
     run(&mut target).assert_clean(MIN_CORPUS_CASES);
