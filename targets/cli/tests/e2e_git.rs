@@ -56,6 +56,11 @@ impl Env {
 }
 
 fn start(extra_serve_args: &[&str]) -> Env {
+    start_auditing_to(None, extra_serve_args)
+}
+
+/// [`start`], with audit records going to `audit_log` (default: `audit.log` in the world).
+fn start_auditing_to(audit_log: Option<&Path>, extra_serve_args: &[&str]) -> Env {
     let world = World::start();
     let policy_path = world.path("policy.toml");
     std::fs::write(&policy_path, world.policy()).expect("policy");
@@ -75,7 +80,7 @@ fn start(extra_serve_args: &[&str]) -> Env {
             .arg("--secrets")
             .arg(&secrets_path)
             .arg("--audit-log")
-            .arg(world.path("audit.log"))
+            .arg(audit_log.map_or_else(|| world.path("audit.log"), Path::to_path_buf))
             .args(extra_serve_args)
             .stdout(Stdio::null())
             .stderr(stderr),
@@ -381,4 +386,41 @@ fn slow_and_idle_connections_are_closed_and_bodies_are_read_only_when_they_can_m
         .collect();
     assert_eq!(refused.len(), 2, "{refused:?}");
     assert!(refused.iter().all(|a| a["status"] == 401), "{refused:?}");
+}
+
+#[test]
+fn audit_required_refuses_what_it_cannot_record() {
+    // Every write to /dev/full fails, so no audit record can be kept.
+    let env = start_auditing_to(Some(Path::new("/dev/full")), &["--audit-required"]);
+    let alice = env.token("alice", "es256");
+    let client = reqwest::blocking::Client::new();
+    let refs = format!("{}/info/refs?service=git-upload-pack", env.url("acme/app"));
+    let get = || client.get(&refs).bearer_auth(&alice).send().expect("request");
+    // The writer finds out at its first write; from then on allowed requests are refused.
+    let mut refused = None;
+    for _ in 0..50 {
+        let response = get();
+        if response.status() == 503 {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200, "neither forwarded nor refused");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused = refused.expect("an allowed request went through with no audit record kept");
+    assert_eq!(
+        refused.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let metrics = env.metrics();
+    assert!(
+        !metrics.contains("tollgate_audit_refused_total 0\n")
+            && metrics.contains("tollgate_audit_refused_total "),
+        "{metrics}"
+    );
+    let origin_before = env.origin_requests().len();
+    assert_eq!(get().status(), 503);
+    assert_eq!(env.origin_requests().len(), origin_before, "a refused request reached the origin");
+    let stderr = std::fs::read_to_string(env.path("tollgate.stderr")).unwrap_or_default();
+    assert!(stderr.contains("cannot write audit records"), "{stderr}");
 }
