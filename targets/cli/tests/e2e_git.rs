@@ -395,7 +395,13 @@ fn audit_required_refuses_what_it_cannot_record() {
     let alice = env.token("alice", "es256");
     let client = reqwest::blocking::Client::new();
     let refs = format!("{}/info/refs?service=git-upload-pack", env.url("acme/app"));
-    let get = || client.get(&refs).bearer_auth(&alice).send().expect("request");
+    let get = || {
+        client
+            .get(&refs)
+            .bearer_auth(&alice)
+            .send()
+            .expect("request")
+    };
     // The writer finds out at its first write; from then on allowed requests are refused.
     let mut refused = None;
     for _ in 0..50 {
@@ -409,7 +415,10 @@ fn audit_required_refuses_what_it_cannot_record() {
     }
     let refused = refused.expect("an allowed request went through with no audit record kept");
     assert_eq!(
-        refused.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
         Some("1")
     );
     let metrics = env.metrics();
@@ -420,7 +429,11 @@ fn audit_required_refuses_what_it_cannot_record() {
     );
     let origin_before = env.origin_requests().len();
     assert_eq!(get().status(), 503);
-    assert_eq!(env.origin_requests().len(), origin_before, "a refused request reached the origin");
+    assert_eq!(
+        env.origin_requests().len(),
+        origin_before,
+        "a refused request reached the origin"
+    );
     let stderr = std::fs::read_to_string(env.path("tollgate.stderr")).unwrap_or_default();
     assert!(stderr.contains("cannot write audit records"), "{stderr}");
 }
