@@ -44,8 +44,23 @@ impl Env {
         git_with(&self.home(), auth, dir, args)
     }
 
+    /// The audit log once it holds a record for every decision made so far: the writer
+    /// thread writes batches a few milliseconds after the responses went out.
     fn audit(&self) -> Vec<Value> {
-        read_jsonl(&self.path("audit.log"))
+        let decided: u64 = self
+            .metrics()
+            .lines()
+            .filter(|line| line.starts_with("tollgate_decisions_total{"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let records = read_jsonl(&self.path("audit.log"));
+            if records.len() as u64 >= decided || std::time::Instant::now() > deadline {
+                return records;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn metrics(&self) -> String {
