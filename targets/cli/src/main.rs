@@ -132,6 +132,10 @@ enum Command {
         /// LFS batch bodies (at most 1 MiB each) buffered at once; more get 503.
         #[arg(long, default_value_t = 64)]
         max_buffered_bodies: usize,
+        /// Threads serving requests, each with its own event loop and origin connections
+        /// (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
         /// Decide every request inside the policy module under wasmtime (`--wasm` or
         /// `--wasm=MODULE`; default as for `eval`).
         #[arg(long, value_name = "MODULE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
@@ -187,6 +191,7 @@ fn main() -> ExitCode {
             token_cache_max_age,
             header_timeout,
             max_buffered_bodies,
+            workers,
             wasm,
         } => load_policy(&policy).and_then(|(p, source)| {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
@@ -213,6 +218,9 @@ fn main() -> ExitCode {
             config.token_cache_entries = token_cache_entries;
             config.token_cache_max_age = std::time::Duration::from_secs(token_cache_max_age);
             config.header_timeout = std::time::Duration::from_secs(header_timeout.max(1));
+            if let Some(workers) = workers {
+                config.workers = workers.max(1);
+            }
             config.max_buffered_bodies = max_buffered_bodies.max(1);
             config.wasm = wasm.map(|module| tollgate_serve::WasmConfig {
                 module: module_path(Path::new(&module)),

@@ -62,6 +62,9 @@ pub struct ServeConfig {
     /// Refuse (503 with Retry-After) an allowed request whose audit record cannot be
     /// queued or whose sink is failing, rather than forward it unrecorded.
     pub audit_required: bool,
+    /// Threads accepting and proxying requests, each with its own runtime and origin
+    /// connections (default: one per core).
+    pub workers: usize,
     /// Request bodies buffered at once (LFS batch requests, at most 1 MiB each); beyond
     /// it requests are answered 503 with Retry-After.
     pub max_buffered_bodies: usize,
@@ -94,6 +97,7 @@ impl ServeConfig {
             token_cache_max_age: Duration::from_secs(60),
             header_timeout: Duration::from_secs(20),
             max_buffered_bodies: 64,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
             audit_queue: 10_000,
             audit_required: false,
         }

@@ -73,7 +73,6 @@ pub struct Shared {
     pub audit: AuditLog,
     pub audit_required: bool,
     pub metrics: Metrics,
-    pub client: OriginClient,
     pub jwks_client: reqwest::Client,
     /// One permit per request body buffered at once.
     pub body_slots: tokio::sync::Semaphore,
@@ -154,13 +153,15 @@ fn busy(content_type: &'static str, body: &'static str) -> Response<Body> {
     response
 }
 
+/// Handles one request; `client` is the worker thread's origin connection pool.
 pub async fn handle(
     shared: Arc<Shared>,
+    client: OriginClient,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     shared.metrics.in_flight(1);
-    let response = handle_inner(&shared, peer, request).await;
+    let response = handle_inner(&shared, &client, peer, request).await;
     shared.metrics.in_flight(-1);
     Ok(response)
 }
@@ -176,6 +177,7 @@ enum Outcome {
 
 async fn handle_inner(
     shared: &Shared,
+    client: &OriginClient,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Body> {
@@ -186,7 +188,7 @@ async fn handle_inner(
         Outcome::Answer(response) => response,
         Outcome::Forward(decision, body) => {
             prepare_for_origin(&shared.origin, &mut parts, &client_ip, &decision);
-            send(shared, Request::from_parts(parts, body)).await
+            send(shared, client, Request::from_parts(parts, body)).await
         }
     }
 }
@@ -377,7 +379,7 @@ fn prepare_for_origin(origin: &Origin, parts: &mut Parts, client_ip: &str, decis
     parts.version = Version::HTTP_11;
 }
 
-async fn send(shared: &Shared, request: Request<Body>) -> Response<Body> {
+async fn send(shared: &Shared, client: &OriginClient, request: Request<Body>) -> Response<Body> {
     if request.uri().authority() != Some(&shared.origin.authority) {
         // `prepare_for_origin` could not point it at the origin: never send it elsewhere.
         shared.metrics.origin_error();
@@ -387,7 +389,7 @@ async fn send(shared: &Shared, request: Request<Body>) -> Response<Body> {
             "bad request target\n",
         );
     }
-    let upstream = match shared.client.request(request).await {
+    let upstream = match client.request(request).await {
         Ok(upstream) => upstream,
         Err(e) => {
             shared.metrics.origin_error();

@@ -29,7 +29,10 @@ const KEY_SCHEDULE_EVERY: Duration = Duration::from_secs(1);
 
 /// Builds a runtime and serves until SIGINT or SIGTERM.
 pub fn run(config: ServeConfig) -> Result<(), String> {
+    // Requests are served by the worker threads; this runtime only runs key fetches,
+    // pruning, the admin listener and shutdown, so one thread is enough.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
@@ -101,7 +104,6 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
             .map_err(|e| format!("audit log: {e}"))?,
         audit_required: config.audit_required,
         metrics: Metrics::new(issuers.iter().map(|(n, _)| n.as_str())),
-        client: origin_client()?,
         jwks_client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
@@ -117,8 +119,8 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         .await;
     shared.report_fetches(&reports);
 
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = std::net::TcpListener::bind(config.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let listen_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let admin = match config.admin_listen {
@@ -130,8 +132,9 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         None => None,
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    let workers = config.workers.max(1);
     eprintln!(
-        "tollgate: listening on {listen_addr}, origin {}, deciding {}{}",
+        "tollgate: listening on {listen_addr} ({workers} worker threads), origin {}, deciding {}{}",
         config.origin,
         if config.wasm.is_some() {
             "in the policy module (wasmtime)"
@@ -146,48 +149,45 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
     let background = tokio::spawn(background(Arc::clone(&shared)));
     let admin_task = admin.map(|l| tokio::spawn(admin_loop(l, Arc::clone(&shared))));
 
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        eprintln!("tollgate: accept: {e}");
-                        continue;
-                    }
-                };
-                // Small responses (denials, git negotiation) go out at once.
-                let _ = stream.set_nodelay(true);
-                let shared = Arc::clone(&shared);
-                let service = service_fn(move |req| proxy::handle(Arc::clone(&shared), peer, req));
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(config.header_timeout)
-                    .serve_connection(TokioIo::new(stream), service);
-                let watched = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = watched.await {
-                        if !e.is_incomplete_message() {
-                            eprintln!("tollgate: connection from {peer}: {e}");
-                        }
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut threads = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let worker = Worker {
+            listener: listener.try_clone().map_err(|e| format!("listener: {e}"))?,
+            shared: Arc::clone(&shared),
+            header_timeout: config.header_timeout,
+            shutdown_grace: config.shutdown_grace,
+            stop: stopped.clone(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("tollgate-worker-{index}"))
+                .spawn(move || worker.run())
+                .map_err(|e| format!("worker thread: {e}"))?,
+        );
     }
     drop(listener);
+    shutdown.await;
     eprintln!(
         "tollgate: shutting down; waiting up to {:?} for requests in flight",
         config.shutdown_grace
     );
-    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        eprintln!("tollgate: requests still in flight after the grace period; closing");
+    let _ = stop.send(true);
+    let joined = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err("a worker thread panicked".into()))
+            })
+            .collect::<Vec<Result<(), String>>>()
+    })
+    .await
+    .unwrap_or_default();
+    for result in joined {
+        if let Err(e) = result {
+            eprintln!("tollgate: {e}");
+        }
     }
     background.abort();
     if let Some(task) = admin_task {
@@ -196,6 +196,75 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
     shared.audit.close();
     eprintln!("tollgate: stopped");
     Ok(())
+}
+
+/// One worker thread: its own single-threaded runtime and origin connection pool, accepting
+/// from the shared listening socket. A request is handled start to finish on one thread,
+/// so no step of it wakes another (on 2 cores, cross-thread wakeups of a work-stealing
+/// runtime cost more than the decision itself).
+struct Worker {
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    header_timeout: Duration,
+    shutdown_grace: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Worker {
+    fn run(self) -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("worker runtime: {e}"))?;
+        runtime.block_on(self.accept())
+    }
+
+    async fn accept(mut self) -> Result<(), String> {
+        let listener =
+            TcpListener::from_std(self.listener).map_err(|e| format!("listener: {e}"))?;
+        let client = origin_client()?;
+        let graceful = GracefulShutdown::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            eprintln!("tollgate: accept: {e}");
+                            continue;
+                        }
+                    };
+                    // Small responses (denials, git negotiation) go out at once.
+                    let _ = stream.set_nodelay(true);
+                    let (shared, client) = (Arc::clone(&self.shared), client.clone());
+                    let service = service_fn(move |req| {
+                        proxy::handle(Arc::clone(&shared), client.clone(), peer, req)
+                    });
+                    let connection = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(self.header_timeout)
+                        .serve_connection(TokioIo::new(stream), service);
+                    let watched = graceful.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(e) = watched.await {
+                            if !e.is_incomplete_message() {
+                                eprintln!("tollgate: connection from {peer}: {e}");
+                            }
+                        }
+                    });
+                }
+                _ = self.stop.changed() => break,
+            }
+        }
+        drop(listener);
+        if tokio::time::timeout(self.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            eprintln!("tollgate: requests still in flight after the grace period; closing");
+        }
+        Ok(())
+    }
 }
 
 /// Follows the key ring's schedule (it says what is due; checking costs nothing when
