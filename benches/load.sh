@@ -85,6 +85,8 @@ origin_port=$(free_port)
 nginx_proxy_port=$(free_port)
 mkdir -p "$work/www/acme/app.git/info" "$work/nginx"
 head -c 1024 /dev/zero | tr '\0' 'x' > "$work/www/acme/app.git/info/refs"
+# nginx's workers drop root for an unprivileged user, which must read the files.
+chmod -R a+rX "$work"
 cat > "$work/nginx/nginx.conf" <<CONF
 worker_processes 2;
 pid $work/nginx/nginx.pid;
@@ -156,8 +158,8 @@ wasm_port=$(free_port); start_tollgate "$wasm_port" --wasm
 # Every path must actually pass the token through to the origin before it is timed.
 path=/acme/app.git/info/refs
 for port in "$origin_port" "$nginx_proxy_port" "$haproxy_port" "$cached_port" "$uncached_port" "$wasm_port"; do
-    status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$port$path")
-    [ "$status" = 200 ] || { echo "error: port $port answered $status, not 200" >&2; exit 1; }
+    status=$(curl -s -o "$work/answer" -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$port$path")
+    [ "$status" = 200 ] || { echo "error: port $port answered $status, not 200: $(head -c 300 "$work/answer")" >&2; exit 1; }
 done
 # ... and a bad signature must be refused by the gateways.
 for port in "$haproxy_port" "$cached_port"; do
