@@ -70,16 +70,19 @@ fn native(c: &mut Criterion) {
     group.finish();
 }
 
-/// The signature algorithms with ring as the crypto provider (native hosts' choice).
-fn native_ring(c: &mut Criterion) {
+/// The signature algorithms with aws-lc as the crypto provider (native hosts' choice).
+fn native_aws_lc(c: &mut Criterion) {
     let secrets = Secrets(corpus_secrets().into_iter().collect());
-    let mut group = c.benchmark_group("decide/native-ring");
+    let mut group = c.benchmark_group("decide/native-aws-lc");
     for (label, file, name) in CASES
         .iter()
         .filter(|(label, _, _)| ["RS256", "PS256", "ES256"].contains(label))
     {
         let (policy, _) = corpus_policy(file);
-        let engine = policy.engine.clone().with_crypto(&tollgate_host_kit::RING);
+        let engine = policy
+            .engine
+            .clone()
+            .with_crypto(&tollgate_host_kit::AWS_LC);
         let case = case(&policy, name).clone();
         let pairs = case.request.header_pairs();
         let facts = case.request.facts(&pairs);
@@ -170,7 +173,7 @@ fn policy_compile(c: &mut Criterion) {
 criterion_group!(
     benches,
     native,
-    native_ring,
+    native_aws_lc,
     native_cached,
     native_explained,
     wasmtime,

@@ -7,7 +7,7 @@
 //! fetches come in as async closures, so the same code serves tokio (serve), a blocking
 //! thread (the Azure handler), a Workers isolate and a Fastly instance.
 
-#[cfg(feature = "ring")]
+#[cfg(feature = "aws-lc")]
 pub mod crypto;
 pub mod gate;
 pub mod ingest;
@@ -15,8 +15,8 @@ pub mod keys;
 pub mod rates;
 pub mod tokens;
 
-#[cfg(feature = "ring")]
-pub use crypto::RING;
+#[cfg(feature = "aws-lc")]
+pub use crypto::AWS_LC;
 pub use gate::{DecideFailure, Decided, Decider, Gate, NativeDecider};
 pub use ingest::{IngestError, Ingested};
 pub use keys::{complete_now, FetchReport, Fetched, KeyRing};

@@ -70,8 +70,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
                 });
                 let issuers = owned_pairs(config.engine.jwks_urls());
                 let secrets = SecretMap(config.secrets.clone());
-                // Native: ring verifies signatures (same answers as RustCrypto, faster).
-                let engine = config.engine.clone().with_crypto(&tollgate_host_kit::RING);
+                // Native: aws-lc verifies signatures (same answers as RustCrypto, faster).
+                let engine = config
+                    .engine
+                    .clone()
+                    .with_crypto(&tollgate_host_kit::AWS_LC);
                 (
                     Box::new(NativeDecider::new(engine, secrets, tokens)),
                     issuers,

@@ -7,8 +7,8 @@ fn native_engine_passes_the_corpus() {
 }
 
 #[test]
-fn ring_verifies_as_rustcrypto_does() {
-    let report = run(&mut Native::with_crypto(&tollgate_host_kit::RING));
+fn aws_lc_verifies_as_rustcrypto_does() {
+    let report = run(&mut Native::with_crypto(&tollgate_host_kit::AWS_LC));
     report.assert_clean(MIN_CORPUS_CASES);
 }
 
