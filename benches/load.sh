@@ -161,9 +161,14 @@ for port in "$origin_port" "$nginx_proxy_port" "$haproxy_port" "$cached_port" "$
     status=$(curl -s -o "$work/answer" -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$port$path")
     [ "$status" = 200 ] || { echo "error: port $port answered $status, not 200: $(head -c 300 "$work/answer")" >&2; exit 1; }
 done
-# ... and a bad signature must be refused by the gateways.
-for port in "$haproxy_port" "$cached_port"; do
-    status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${token%?}A" "http://127.0.0.1:$port$path")
+# ... and a bad signature must be refused by the gateways. The forgery changes a character
+# well inside the signature: the last one may carry only padding bits, which a lenient
+# base64 decoder ignores.
+keep=$(( ${#token} - 10 ))
+changed=$([ "${token:$keep:1}" = A ] && echo B || echo A)
+forged="${token:0:$keep}$changed${token:$((keep + 1))}"
+for port in "$haproxy_port" "$cached_port" "$uncached_port" "$wasm_port"; do
+    status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $forged" "http://127.0.0.1:$port$path")
     [ "$status" != 200 ] || { echo "error: port $port let a forged token through" >&2; exit 1; }
 done
 
