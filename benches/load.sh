@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side throughput on loopback, one run, every path with the same RS256 bearer token
-# and the same 1 KiB origin response:
+# Side-by-side throughput on loopback, every path with the same RS256 bearer token and the
+# same 1 KiB origin response:
 #
 #   origin directly (nginx serving a file)
 #   nginx proxy_pass, no auth: the floor for any proxy
@@ -8,9 +8,11 @@
 #   tollgate serve, token cache on / off
 #   tollgate serve --wasm (the policy module under wasmtime, its own token cache)
 #
-#   benches/load.sh [SECONDS] [CONNECTIONS]
+#   benches/load.sh [SECONDS] [CONNECTIONS] [ROUNDS]
 #
-# Prints each wrk summary, then a table of requests/s with ratios against nginx
+# The paths are timed in turn, ROUNDS times over (default 3), so a machine that speeds up
+# or slows down during the run touches every path alike; each path's figure is its median
+# round. Prints each wrk summary, then a table of requests/s with ratios against nginx
 # proxy_pass and HAProxy: the README's table comes from it. Installs wrk, nginx-light and
 # haproxy with apt-get when missing. Everything listens on 127.0.0.1 and is stopped by
 # PID at the end.
@@ -18,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
 connections=${2:-32}
+rounds=${3:-3}
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
@@ -172,7 +175,7 @@ for port in "$haproxy_port" "$cached_port" "$uncached_port" "$wasm_port"; do
     [ "$status" != 200 ] || { echo "error: port $port let a forged token through" >&2; exit 1; }
 done
 
-declare -A rps
+declare -A rounds_rps
 run() { # key label port
     echo "== $2"
     wrk -t2 -c"$connections" -d2s -H "Authorization: Bearer $token" "http://127.0.0.1:$3$path" >/dev/null
@@ -180,17 +183,25 @@ run() { # key label port
     out=$(wrk -t2 -c"$connections" -d"${seconds}s" -H "Authorization: Bearer $token" "http://127.0.0.1:$3$path")
     echo "$out" | grep -E "Requests/sec|Latency|requests in|Non-2xx" || true
     if echo "$out" | grep -q "Non-2xx"; then echo "error: $2 answered non-2xx under load" >&2; exit 1; fi
-    rps[$1]=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
+    rounds_rps[$1]+=" $(echo "$out" | awk '/Requests\/sec/ { print $2 }')"
 }
-run origin "origin directly" "$origin_port"
-run nginx "nginx proxy_pass, no auth" "$nginx_proxy_port"
-run haproxy "HAProxy jwt_verify RS256 + path ACL" "$haproxy_port"
-run cached "tollgate serve, token cache on" "$cached_port"
-run uncached "tollgate serve, token cache off" "$uncached_port"
-run wasm "tollgate serve --wasm" "$wasm_port"
+for round in $(seq "$rounds"); do
+    echo "## round $round of $rounds"
+    run origin "origin directly" "$origin_port"
+    run nginx "nginx proxy_pass, no auth" "$nginx_proxy_port"
+    run haproxy "HAProxy jwt_verify RS256 + path ACL" "$haproxy_port"
+    run cached "tollgate serve, token cache on" "$cached_port"
+    run uncached "tollgate serve, token cache off" "$uncached_port"
+    run wasm "tollgate serve --wasm" "$wasm_port"
+done
+declare -A rps
+for key in "${!rounds_rps[@]}"; do
+    # shellcheck disable=SC2086 # the rounds' figures are meant to split into arguments
+    rps[$key]=$(python3 -c 'import statistics, sys; print(statistics.median(map(float, sys.argv[1:])))' ${rounds_rps[$key]})
+done
 
 echo
-echo "wrk -t2 -c$connections -d${seconds}s, 1 KiB response, RS256 bearer token; $(nproc) cores"
+echo "wrk -t2 -c$connections -d${seconds}s, median of $rounds rounds, 1 KiB response, RS256 bearer token; $(nproc) cores"
 echo
 echo "| path | requests/s | vs nginx proxy_pass | vs HAProxy |"
 echo "| --- | ---: | ---: | ---: |"
