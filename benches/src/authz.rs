@@ -124,6 +124,8 @@ impl TollgateScope {
                     issuer: "idp".to_owned(),
                     alg: Algorithm::ES256,
                     kid: None,
+                    binding: None,
+                    claims: Default::default(),
                 },
             }),
             Caller::Key { name, user } => Some(Identity {

@@ -8,7 +8,7 @@
 //! same host code either way. Header values that hold secrets cross too (the module must
 //! hand the origin credential over); they are never printed.
 
-use alloc::{string::String, vec::Vec};
+use alloc::{collections::BTreeMap, string::String, vec::Vec};
 use serde::{Deserialize, Serialize};
 
 use crate::access::Access;
@@ -20,7 +20,7 @@ use crate::route::{RepoName, RouteClass};
 use crate::time::UnixTime;
 
 /// The interface version this crate speaks. Bump it with any change to these types.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Every operation answers `Ok` or a message (for `init`, the positioned policy error).
 pub type Answer<T> = Result<T, String>;
@@ -159,6 +159,8 @@ pub enum WireVia {
         issuer: String,
         alg: Algorithm,
         kid: Option<String>,
+        binding: Option<String>,
+        claims: BTreeMap<String, String>,
     },
     ApiKey {
         key: String,
@@ -230,10 +232,18 @@ impl From<&Decision> for WireDecision {
                 user: i.user.clone(),
                 groups: i.groups.clone(),
                 via: match &i.via {
-                    Via::Jwt { issuer, alg, kid } => WireVia::Jwt {
+                    Via::Jwt {
+                        issuer,
+                        alg,
+                        kid,
+                        binding,
+                        claims,
+                    } => WireVia::Jwt {
                         issuer: issuer.clone(),
                         alg: *alg,
                         kid: kid.clone(),
+                        binding: binding.clone(),
+                        claims: claims.clone(),
                     },
                     Via::ApiKey { key } => WireVia::ApiKey { key: key.clone() },
                 },
@@ -277,7 +287,19 @@ impl TryFrom<WireDecision> for Decision {
                 user: i.user,
                 groups: i.groups,
                 via: match i.via {
-                    WireVia::Jwt { issuer, alg, kid } => Via::Jwt { issuer, alg, kid },
+                    WireVia::Jwt {
+                        issuer,
+                        alg,
+                        kid,
+                        binding,
+                        claims,
+                    } => Via::Jwt {
+                        issuer,
+                        alg,
+                        kid,
+                        binding,
+                        claims,
+                    },
                     WireVia::ApiKey { key } => Via::ApiKey { key },
                 },
             }),

@@ -47,6 +47,10 @@ pub struct Expectation {
     pub reason: Option<String>,
     pub rule: Option<String>,
     pub user: Option<String>,
+    /// The `[[binding]]` that made the identity.
+    pub binding: Option<String>,
+    /// The identity's audit claims, exactly.
+    pub claims: Option<BTreeMap<String, String>>,
     pub repo: Option<String>,
     pub access: Option<Access>,
     pub retry_after: Option<u64>,
@@ -77,12 +81,36 @@ impl Expectation {
             &get("reason"),
         );
         field("rule", self.rule.clone().map(Value::from), &get("rule"));
-        let user = decision
-            .get("identity")
-            .and_then(|i| i.get("user"))
-            .cloned()
-            .unwrap_or(Value::Null);
-        field("user", self.user.clone().map(Value::from), &user);
+        let of_identity = |key: &str| {
+            decision
+                .get("identity")
+                .and_then(|i| i.get(key))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        field(
+            "user",
+            self.user.clone().map(Value::from),
+            &of_identity("user"),
+        );
+        field(
+            "binding",
+            self.binding.clone().map(Value::from),
+            &of_identity("binding"),
+        );
+        let claims = match of_identity("claims") {
+            Value::Null => Value::Object(serde_json::Map::new()),
+            claims => claims,
+        };
+        field(
+            "claims",
+            self.claims.as_ref().map(|c| {
+                c.iter()
+                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                    .collect()
+            }),
+            &claims,
+        );
         field("repo", self.repo.clone().map(Value::from), &get("repo"));
         field(
             "access",
@@ -133,6 +161,8 @@ impl Expectation {
             && self.reason.is_none()
             && self.rule.is_none()
             && self.user.is_none()
+            && self.binding.is_none()
+            && self.claims.is_none()
             && self.repo.is_none()
             && self.access.is_none()
             && self.retry_after.is_none()

@@ -272,13 +272,17 @@ impl Engine {
 
         let identity = match self.authenticate(facts, now, keys, tokens, &mut draft.explain) {
             Ok(identity) => identity,
-            Err((reason, message)) => {
+            Err(Unauthenticated {
+                reason,
+                message,
+                rule,
+            }) => {
                 let status = if reason == Reason::CredentialInQuery {
                     400
                 } else {
                     401
                 };
-                let mut decision = draft.finish(false, status, reason, String::from(message), None);
+                let mut decision = draft.finish(false, status, reason, String::from(message), rule);
                 if status == 401 {
                     decision.headers = self.challenge(route.class, true);
                 }
@@ -386,7 +390,7 @@ impl Engine {
         keys: &dyn KeyStore,
         tokens: &dyn TokenCacheStore,
         explain: &mut Explain,
-    ) -> Result<Option<Identity>, (Reason, &'static str)> {
+    ) -> Result<Option<Identity>, Unauthenticated> {
         let candidates = match credential::extract(facts) {
             Ok(Presented::Nothing) => {
                 explain.step(|| ExplainStep::new("credential", "none presented: anonymous"));
@@ -399,7 +403,7 @@ impl Engine {
                     CredentialError::InQuery => Reason::CredentialInQuery,
                     _ => Reason::BadCredentials,
                 };
-                return Err((reason, e.message()));
+                return Err(Unauthenticated::new(reason, e.message()));
             }
         };
         let mut rejection = TokenRejection::UnknownApiKey;
@@ -438,9 +442,15 @@ impl Engine {
                         });
                         Ok(Some(identity))
                     }
-                    Err(r) => {
+                    Err(refusal) => {
+                        let r = refusal.rejection;
                         explain.step(|| ExplainStep::new("credential", r.message()));
-                        Err((Reason::InvalidCredential(r), r.message()))
+                        Err(Unauthenticated {
+                            reason: Reason::InvalidCredential(r),
+                            message: r.message(),
+                            // A token no binding takes: the issuer's bindings decided.
+                            rule: refusal.issuer.map(|name| format!("issuer:{name}")),
+                        })
                     }
                 };
             }
@@ -459,7 +469,10 @@ impl Engine {
             }
         }
         explain.step(|| ExplainStep::new("credential", rejection.message()));
-        Err((Reason::InvalidCredential(rejection), rejection.message()))
+        Err(Unauthenticated::new(
+            Reason::InvalidCredential(rejection),
+            rejection.message(),
+        ))
     }
 
     /// `Ok` with the deciding rule when the request may proceed; the denial otherwise. A
@@ -673,6 +686,24 @@ fn draft_take(draft: &mut Draft) -> Draft {
         access: draft.access,
         identity: draft.identity.take(),
         explain: core::mem::take(&mut draft.explain),
+    }
+}
+
+/// Why a request has no identity when it presented a credential.
+struct Unauthenticated {
+    reason: Reason,
+    message: &'static str,
+    /// The rule that refused it, when one did (`issuer:NAME` for a token no binding takes).
+    rule: Option<String>,
+}
+
+impl Unauthenticated {
+    fn new(reason: Reason, message: &'static str) -> Self {
+        Unauthenticated {
+            reason,
+            message,
+            rule: None,
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Glob patterns for one path segment (an owner or a repository name).
+//! Glob patterns for one path segment (an owner or a repository name), and the same
+//! matching for claim values (`[[binding]]`).
 //!
 //! `*` matches any run of characters (including none), `?` exactly one; everything else
 //! matches itself. Segments never contain `/`, so a `*` cannot reach across owner and repo.
@@ -22,7 +23,7 @@ impl SegmentGlob {
     }
 }
 
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0usize, 0usize);
     // Where to resume after the most recent `*`: (pattern index after it, text index).
     let mut star: Option<(usize, usize)> = None;

@@ -1,4 +1,4 @@
-use alloc::{string::String, vec::Vec};
+use alloc::{collections::BTreeMap, string::String, vec::Vec};
 use serde::Serialize;
 
 use crate::keys::Algorithm;
@@ -23,6 +23,13 @@ pub enum Via {
         alg: Algorithm,
         #[serde(skip_serializing_if = "Option::is_none")]
         kid: Option<String>,
+        /// The `[[binding]]` that made the identity, when one did (not the user claim).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        binding: Option<String>,
+        /// The issuer's `audit_claims` as the token carried them, so a CI request can be
+        /// traced to its pipeline.
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        claims: BTreeMap<String, String>,
     },
     ApiKey {
         key: String,

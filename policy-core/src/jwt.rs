@@ -1,8 +1,9 @@
 //! JWT verification. An [`UntrustedToken`] becomes an [`Identity`] only here, through a
 //! validator whose algorithm the policy fixed and whose key family fits that algorithm.
 
+use crate::binding::{audit_value, claim, Binding};
 use crate::crypto::{CryptoProvider, ProvidedEs256, ProvidedRsa, RsaScheme};
-use alloc::{borrow::ToOwned, string::String, vec::Vec};
+use alloc::{borrow::ToOwned, collections::BTreeMap, string::String, vec::Vec};
 use base64ct::{Base64UrlUnpadded, Encoding};
 use chrono::TimeDelta;
 use jwt_compact::alg::Hs256;
@@ -26,10 +27,15 @@ pub(crate) struct Issuer {
     pub(crate) inline_keys: Option<KeySet>,
     pub(crate) jwks_url: Option<String>,
     pub(crate) leeway_secs: u32,
-    pub(crate) user_claim: String,
+    /// The claim naming the Gogs user; `None` when only bindings make identities.
+    pub(crate) user_claim: Option<String>,
     pub(crate) groups_claim: Option<String>,
     pub(crate) token_type: Option<String>,
     pub(crate) require_exp: bool,
+    /// Its `[[binding]]`s, in policy order: the first that matches applies.
+    pub(crate) bindings: Vec<Binding>,
+    /// Claims copied into the identity for the audit.
+    pub(crate) audit_claims: Vec<String>,
 }
 
 /// Why a presented credential was not accepted. Each has a stable code for audit logs.
@@ -55,12 +61,13 @@ pub enum TokenRejection {
     MissingUserClaim,
     InvalidUser,
     InvalidGroups,
+    NoBinding,
     UnknownApiKey,
 }
 
 impl TokenRejection {
     /// Every rejection, for mapping codes back (the policy module's wire form).
-    pub const ALL: [TokenRejection; 20] = [
+    pub const ALL: [TokenRejection; 21] = [
         TokenRejection::TooLarge,
         TokenRejection::Malformed,
         TokenRejection::DuplicateMember,
@@ -80,6 +87,7 @@ impl TokenRejection {
         TokenRejection::MissingUserClaim,
         TokenRejection::InvalidUser,
         TokenRejection::InvalidGroups,
+        TokenRejection::NoBinding,
         TokenRejection::UnknownApiKey,
     ];
 
@@ -104,6 +112,7 @@ impl TokenRejection {
             TokenRejection::MissingUserClaim => "token_missing_user_claim",
             TokenRejection::InvalidUser => "token_invalid_user",
             TokenRejection::InvalidGroups => "token_invalid_groups",
+            TokenRejection::NoBinding => "no_binding",
             TokenRejection::UnknownApiKey => "unknown_api_key",
         }
     }
@@ -133,6 +142,7 @@ impl TokenRejection {
             TokenRejection::MissingUserClaim => "token lacks the claim that names the user",
             TokenRejection::InvalidUser => "token names a user that is not a valid Gogs user name",
             TokenRejection::InvalidGroups => "token groups claim is not a list of names",
+            TokenRejection::NoBinding => "token matches none of its issuer's bindings",
             TokenRejection::UnknownApiKey => "credentials are not recognised",
         }
     }
@@ -164,6 +174,23 @@ fn unix(t: chrono::DateTime<chrono::Utc>, shift_secs: i64) -> UnixTime {
     UnixTime::from_secs(u64::try_from(t.timestamp().saturating_add(shift_secs)).unwrap_or(0))
 }
 
+/// Why [`verify`] refused a token, and the issuer it was verified for when the refusal
+/// came after its signature (a token no binding takes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) rejection: TokenRejection,
+    pub(crate) issuer: Option<String>,
+}
+
+impl From<TokenRejection> for Refusal {
+    fn from(rejection: TokenRejection) -> Self {
+        Refusal {
+            rejection,
+            issuer: None,
+        }
+    }
+}
+
 /// Verifies `token` against the configured issuers.
 pub(crate) fn verify(
     token: &str,
@@ -172,15 +199,15 @@ pub(crate) fn verify(
     now: UnixTime,
     max_bytes: usize,
     crypto: &dyn CryptoProvider,
-) -> Result<Verified, TokenRejection> {
+) -> Result<Verified, Refusal> {
     if token.len() > max_bytes {
-        return Err(TokenRejection::TooLarge);
+        return Err(TokenRejection::TooLarge.into());
     }
     refuse_repeated_members(token)?;
     let untrusted =
         UntrustedToken::<ExtraHeader>::try_from(token).map_err(|_| TokenRejection::Malformed)?;
     if untrusted.header().other_fields.crit.is_some() {
-        return Err(TokenRejection::CriticalHeader);
+        return Err(TokenRejection::CriticalHeader.into());
     }
     // The issuer picks the key set; which issuer is only a claim until the signature is
     // checked, so it is re-checked on the verified claims below.
@@ -200,16 +227,42 @@ pub(crate) fn verify(
     let verified = validate_signature(&untrusted, alg, key, crypto)?;
     let (header, claims) = verified.into_parts();
     check_claims(issuer, &claims, header.token_type.as_deref(), now)?;
-    let user = string_claim(&claims.custom, &issuer.user_claim)
-        .ok_or(TokenRejection::MissingUserClaim)?
-        .to_ascii_lowercase();
-    if !valid_user(&user) {
-        return Err(TokenRejection::InvalidUser);
-    }
-    let groups = match &issuer.groups_claim {
-        Some(claim) => groups_claim(claims.custom.get(claim.as_str()))?,
-        None => Vec::new(),
+    let matching = issuer.bindings.iter().find(|b| b.matches(&claims.custom));
+    let (user, mut groups, binding) = match matching {
+        Some(binding) => (
+            binding.user.clone(),
+            binding.groups.clone(),
+            Some(binding.name.clone()),
+        ),
+        None => {
+            // No binding applies: the user claim decides, if the issuer has one.
+            let Some(user_claim) = &issuer.user_claim else {
+                return Err(Refusal {
+                    rejection: TokenRejection::NoBinding,
+                    issuer: Some(issuer.name.clone()),
+                });
+            };
+            let user = string_claim(&claims.custom, user_claim)
+                .ok_or(TokenRejection::MissingUserClaim)?
+                .to_ascii_lowercase();
+            if !valid_user(&user) {
+                return Err(TokenRejection::InvalidUser.into());
+            }
+            (user, Vec::new(), None)
+        }
     };
+    if let Some(claim) = &issuer.groups_claim {
+        for group in groups_claim(claims.custom.get(claim.as_str()))? {
+            if !groups.contains(&group) {
+                groups.push(group);
+            }
+        }
+    }
+    let audit_claims: BTreeMap<String, String> = issuer
+        .audit_claims
+        .iter()
+        .filter_map(|name| Some((name.clone(), audit_value(claim(&claims.custom, name)?))))
+        .collect();
     let leeway = i64::from(issuer.leeway_secs);
     Ok(Verified {
         identity: Identity {
@@ -219,6 +272,8 @@ pub(crate) fn verify(
                 issuer: issuer.name.clone(),
                 alg,
                 kid: kid.map(ToOwned::to_owned),
+                binding,
+                claims: audit_claims,
             },
         },
         valid_from: claims

@@ -40,6 +40,7 @@ pub mod abi;
 mod access;
 mod apikey;
 mod audit;
+mod binding;
 /// `[[test]]` cases and their expectations: for tools that run them (`tollgate test`, the
 /// conformance harness), not for hosts that only decide.
 #[cfg(feature = "testing")]

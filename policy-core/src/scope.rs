@@ -13,10 +13,20 @@ use crate::route::RepoName;
 /// One entry of a `who` list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Principal {
-    User(String),
+    /// A Gogs user, as named by an API key, a binding, or the user claim of an issuer
+    /// trusted to name Gogs users (`user_issuers`): another issuer's user of the same name
+    /// is someone else.
+    User {
+        name: String,
+        user_issuers: Vec<String>,
+    },
     Group(String),
     /// An identity established by the API key with this name.
     Key(String),
+    /// An identity established by the `[[binding]]` with this name.
+    Binding(String),
+    /// Any identity from the issuer with this name, by binding or user claim.
+    Issuer(String),
     Authenticated,
     Anonymous,
     Anyone,
@@ -28,7 +38,34 @@ impl Principal {
             (Principal::Anyone, _)
             | (Principal::Anonymous, None)
             | (Principal::Authenticated, Some(_)) => true,
-            (Principal::User(user), Some(id)) => id.user == *user,
+            (Principal::User { name, user_issuers }, Some(id)) => {
+                id.user == *name
+                    && match &id.via {
+                        Via::ApiKey { .. }
+                        | Via::Jwt {
+                            binding: Some(_), ..
+                        } => true,
+                        Via::Jwt { issuer, .. } => user_issuers.contains(issuer),
+                    }
+            }
+            (
+                Principal::Binding(name),
+                Some(Identity {
+                    via:
+                        Via::Jwt {
+                            binding: Some(binding),
+                            ..
+                        },
+                    ..
+                }),
+            ) => binding == name,
+            (
+                Principal::Issuer(name),
+                Some(Identity {
+                    via: Via::Jwt { issuer, .. },
+                    ..
+                }),
+            ) => issuer == name,
             (Principal::Group(group), Some(id)) => id.groups.iter().any(|g| g == group),
             (
                 Principal::Key(name),

@@ -5,6 +5,7 @@ use alloc::{borrow::ToOwned, collections::BTreeSet, format, string::String, vec:
 use core::ops::Range;
 use toml::Spanned;
 
+use super::identities::{issuer_identities, IssuerIdentities, Names};
 #[cfg(feature = "testing")]
 use super::schema::RawTestCase;
 use super::schema::{
@@ -39,16 +40,12 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
     let gogs = gogs_versions(raw.origin.gogs.as_ref(), at)?;
     let service_secret_span = raw.origin.service_token_secret.as_ref().map(Spanned::span);
     let origin = origin(raw.origin, &gateway, at)?;
-    let issuers = issuers(raw.issuers, at)?;
     let user_spans: Vec<(String, Range<usize>)> = raw
         .api_keys
         .iter()
-        .map(|k| {
-            (
-                k.get_ref().user.get_ref().to_ascii_lowercase(),
-                k.get_ref().user.span(),
-            )
-        })
+        .map(|k| &k.get_ref().user)
+        .chain(raw.bindings.iter().map(|b| &b.get_ref().user))
+        .map(|user| (user.get_ref().to_ascii_lowercase(), user.span()))
         .chain(raw.grants.iter().flat_map(|g| {
             let who = &g.get_ref().who;
             who.get_ref()
@@ -59,10 +56,16 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
                 .collect::<Vec<_>>()
         }))
         .collect();
+    let identities = issuer_identities(&raw.issuers, raw.bindings, at)?;
     let api_keys = api_keys(raw.api_keys, at)?;
-    let key_names: BTreeSet<String> = api_keys.iter().map(|k| k.name.clone()).collect();
-    let grants = grants(raw.grants, &key_names, at)?;
-    let rate_limits = rate_limits(raw.rate_limits, &key_names, at)?;
+    let names = Names::new(
+        api_keys.iter().map(|k| k.name.clone()).collect(),
+        &raw.issuers,
+        &identities,
+    );
+    let issuers = issuers(raw.issuers, identities, at)?;
+    let grants = grants(raw.grants, &names, at)?;
+    let rate_limits = rate_limits(raw.rate_limits, &names, at)?;
     #[cfg(feature = "testing")]
     let tests = tests(raw.tests, at)?;
     let origin_secrets = origin_secrets(&origin, service_secret_span, &user_spans, at);
@@ -386,7 +389,7 @@ fn rule_name_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-fn unique_name(
+pub(super) fn unique_name(
     seen: &mut BTreeSet<String>,
     name: &Spanned<String>,
     what: &str,
@@ -449,11 +452,15 @@ fn jwks_url_problem(url: &str) -> Option<&'static str> {
     }
 }
 
-fn issuers(raw: Vec<Spanned<RawIssuer>>, at: At<'_>) -> Result<Vec<Issuer>, PolicyError> {
+fn issuers(
+    raw: Vec<Spanned<RawIssuer>>,
+    identities: Vec<IssuerIdentities>,
+    at: At<'_>,
+) -> Result<Vec<Issuer>, PolicyError> {
     let mut names = BTreeSet::new();
     let mut isses = BTreeSet::new();
     let mut out = Vec::new();
-    for spanned in raw {
+    for (spanned, identities) in raw.into_iter().zip(identities) {
         let table = spanned.span();
         let r = spanned.into_inner();
         let name = unique_name(&mut names, &r.name, "issuer", at)?;
@@ -542,16 +549,18 @@ fn issuers(raw: Vec<Spanned<RawIssuer>>, at: At<'_>) -> Result<Vec<Issuer>, Poli
             inline_keys,
             jwks_url: r.jwks_url.map(Spanned::into_inner),
             leeway_secs,
-            user_claim: r.user_claim.unwrap_or_else(|| String::from("sub")),
+            user_claim: identities.user_claim,
             groups_claim: r.groups_claim,
             token_type: r.token_type,
             require_exp: r.require_exp.unwrap_or(true),
+            bindings: identities.bindings,
+            audit_claims: identities.audit_claims,
         });
     }
     Ok(out)
 }
 
-fn group_ok(g: &str) -> bool {
+pub(super) fn group_ok(g: &str) -> bool {
     !g.is_empty() && g.len() <= MAX_NAME_LEN && !g.chars().any(char::is_control)
 }
 
@@ -607,7 +616,7 @@ fn api_keys(raw: Vec<Spanned<RawApiKey>>, at: At<'_>) -> Result<Vec<ApiKey>, Pol
 
 fn principals(
     who: &Spanned<super::schema::OneOrMany>,
-    keys: &BTreeSet<String>,
+    names: &Names,
     at: At<'_>,
 ) -> Result<Vec<Principal>, PolicyError> {
     if who.get_ref().0.is_empty() {
@@ -623,14 +632,33 @@ fn principals(
             _ if entry == "*" || entry == "anyone" => Principal::Anyone,
             _ if entry == "authenticated" => Principal::Authenticated,
             _ if entry == "anonymous" => Principal::Anonymous,
-            Some(("user", user)) if valid_user(user) => Principal::User(user.to_ascii_lowercase()),
+            Some(("user", user)) if valid_user(user) => {
+                if let Some((first, second)) = &names.undeclared_user_issuers {
+                    return err(at, who.span(), format!("`{entry}` is ambiguous: issuers `{first}` and `{second}` both take user names from a claim, and one issuer's `{user}` may be someone else than another's; set `gogs_users = true` on each issuer whose users are Gogs users (and `false` on the others)"));
+                }
+                Principal::User {
+                    name: user.to_ascii_lowercase(),
+                    user_issuers: names.user_issuers.clone(),
+                }
+            }
             Some(("group", group)) if group_ok(group) => Principal::Group(String::from(group)),
-            Some(("key", key)) if keys.contains(key) => Principal::Key(String::from(key)),
-            Some(("key", key)) => {
-                return err(at, who.span(), format!("`key:{key}` names no [[api_key]]"))
+            Some(("key", key)) if names.keys.contains(key) => Principal::Key(String::from(key)),
+            Some(("binding", binding)) if names.bindings.contains(binding) => {
+                Principal::Binding(String::from(binding))
+            }
+            Some(("issuer", issuer)) if names.issuers.contains(issuer) => {
+                Principal::Issuer(String::from(issuer))
+            }
+            Some((kind @ ("key" | "binding" | "issuer"), name)) => {
+                let table = match kind {
+                    "key" => "[[api_key]]",
+                    "binding" => "[[binding]]",
+                    _ => "[[issuer]]",
+                };
+                return err(at, who.span(), format!("`{kind}:{name}` names no {table}"));
             }
             _ => {
-                return err(at, who.span(), format!("unknown principal `{entry}`; expected `user:NAME`, `group:NAME`, `key:NAME`, `authenticated`, `anonymous` or `*`"));
+                return err(at, who.span(), format!("unknown principal `{entry}`; expected `user:NAME`, `group:NAME`, `key:NAME`, `binding:NAME`, `issuer:NAME`, `authenticated`, `anonymous` or `*`"));
             }
         };
         out.push(principal);
@@ -676,7 +704,7 @@ fn repo_patterns(
 
 fn grants(
     raw: Vec<Spanned<RawGrant>>,
-    keys: &BTreeSet<String>,
+    principal_names: &Names,
     at: At<'_>,
 ) -> Result<Vec<Grant>, PolicyError> {
     let mut names = BTreeSet::new();
@@ -693,7 +721,7 @@ fn grants(
         };
         out.push(Grant {
             name,
-            who: principals(&r.who, keys, at)?,
+            who: principals(&r.who, principal_names, at)?,
             repos: repo_patterns(&r.repos, at)?,
             access: r.access,
             effect: match r.effect {
@@ -707,7 +735,7 @@ fn grants(
 
 fn rate_limits(
     raw: Vec<Spanned<RawRateLimit>>,
-    keys: &BTreeSet<String>,
+    principal_names: &Names,
     at: At<'_>,
 ) -> Result<Vec<RateLimit>, PolicyError> {
     let mut names = BTreeSet::new();
@@ -746,7 +774,7 @@ fn rate_limits(
         })?;
         out.push(RateLimit {
             name,
-            who: principals(&r.who, keys, at)?,
+            who: principals(&r.who, principal_names, at)?,
             gcra,
             shared: r.shared.unwrap_or(false),
         });
@@ -768,6 +796,8 @@ fn tests(raw: Vec<Spanned<RawTestCase>>, at: At<'_>) -> Result<Vec<TestCase>, Po
             reason: e.reason,
             rule: e.rule,
             user: e.user,
+            binding: e.binding,
+            claims: e.claims,
             repo: e.repo,
             access: e.access,
             retry_after: e.retry_after,

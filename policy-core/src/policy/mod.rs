@@ -3,6 +3,7 @@
 //! Every error names the file, the line and the column, and says what was expected.
 
 mod compile;
+mod identities;
 mod schema;
 
 use alloc::{string::String, vec::Vec};

@@ -1,7 +1,6 @@
 //! The policy file as written: strict serde structs (unknown fields are errors) with spans
 //! kept on everything validation may need to point at.
 
-#[cfg(feature = "testing")]
 use alloc::collections::BTreeMap;
 use alloc::{string::String, vec::Vec};
 use serde::Deserialize;
@@ -23,6 +22,8 @@ pub(crate) struct RawPolicy {
     pub(crate) origin: RawOrigin,
     #[serde(default, rename = "issuer")]
     pub(crate) issuers: Vec<Spanned<RawIssuer>>,
+    #[serde(default, rename = "binding")]
+    pub(crate) bindings: Vec<Spanned<RawBinding>>,
     #[serde(default, rename = "api_key")]
     pub(crate) api_keys: Vec<Spanned<RawApiKey>>,
     #[serde(default, rename = "grant")]
@@ -76,10 +77,35 @@ pub(crate) struct RawIssuer {
     pub(crate) jwks: Option<Spanned<String>>,
     pub(crate) jwks_url: Option<Spanned<String>>,
     pub(crate) leeway_seconds: Option<Spanned<u32>>,
-    pub(crate) user_claim: Option<String>,
+    pub(crate) user_claim: Option<Spanned<String>>,
     pub(crate) groups_claim: Option<String>,
     pub(crate) token_type: Option<String>,
     pub(crate) require_exp: Option<bool>,
+    /// Whether the user claim names Gogs users, so `user:NAME` principals match it.
+    pub(crate) gogs_users: Option<Spanned<bool>>,
+    /// Accept a user claim people can usually edit at their identity provider.
+    pub(crate) allow_editable_user_claim: Option<bool>,
+    pub(crate) audit_claims: Option<Spanned<Vec<String>>>,
+}
+
+/// A claim value to match, as written: TOML strings, booleans and integers all compare
+/// as text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawClaimValue {
+    Text(String),
+    Flag(bool),
+    Number(i64),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBinding {
+    pub(crate) name: Spanned<String>,
+    pub(crate) issuer: Spanned<String>,
+    pub(crate) claims: Spanned<BTreeMap<String, Spanned<RawClaimValue>>>,
+    pub(crate) user: Spanned<String>,
+    pub(crate) groups: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +167,8 @@ pub(crate) struct RawExpect {
     pub(crate) reason: Option<String>,
     pub(crate) rule: Option<String>,
     pub(crate) user: Option<String>,
+    pub(crate) binding: Option<String>,
+    pub(crate) claims: Option<BTreeMap<String, String>>,
     pub(crate) repo: Option<String>,
     pub(crate) access: Option<Access>,
     pub(crate) retry_after: Option<u64>,

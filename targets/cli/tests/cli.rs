@@ -170,6 +170,28 @@ fn check_reports_file_line_and_column() {
         ("[origin]\ngogs = [\"v0.14.3\", \"v9\"]\n", "2:8: unknown Gogs version `v9`; route inventories exist for `master`, `v0.14.3`"),
         ("[gateway]\nanonymous_ipv6_prefix = 0\n", "2:25: anonymous_ipv6_prefix must be between 1 and 128"),
         ("[gateway]\ncross_repo = \"open\"\n", "2:14: unknown variant `open`, expected `deny` or `site`"),
+        (
+            "[[issuer]]\nname = \"ci\"\nissuer = \"https://ci\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://i/jwks\"\n[[binding]]\nname = \"b\"\nissuer = \"gitlab\"\nclaims = { ref = \"main\" }\nuser = \"ci-app\"\n",
+            "9:10: `gitlab` names no [[issuer]]",
+        ),
+        (
+            "[[issuer]]\nname = \"ci\"\nissuer = \"https://ci\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://i/jwks\"\n[[binding]]\nname = \"b\"\nissuer = \"ci\"\nclaims = {}\nuser = \"ci-app\"\n",
+            "10:10: binding `b` must list at least one claim",
+        ),
+        (
+            "[[issuer]]\nname = \"ci\"\nissuer = \"https://ci\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://i/jwks\"\n[[binding]]\nname = \"b\"\nissuer = \"ci\"\nclaims = { ref = \"**\" }\nuser = \"ci-app\"\n",
+            "10:18: the pattern for claim `ref` must be 1-256 characters and more than `*`",
+        ),
+        (
+            "[[issuer]]\nname = \"x\"\nissuer = \"https://i\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://i/jwks\"\nuser_claim = \"preferred_username\"\n",
+            "7:14: user_claim `preferred_username` is one people can usually edit",
+        ),
+        (
+            "[[issuer]]\nname = \"a\"\nissuer = \"https://a\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://i/jwks\"\n[[issuer]]\nname = \"b\"\nissuer = \"https://b\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://i/jwks\"\n[[grant]]\nwho = \"user:alice\"\nrepos = \"acme/*\"\naccess = \"read\"\n",
+            "14:7: `user:alice` is ambiguous: issuers `a` and `b` both take user names from a claim",
+        ),
+        ("[[grant]]\nwho = \"binding:nope\"\nrepos = \"acme/*\"\naccess = \"read\"\n", "2:7: `binding:nope` names no [[binding]]"),
+        ("[[grant]]\nwho = \"issuer:nope\"\nrepos = \"acme/*\"\naccess = \"read\"\n", "2:7: `issuer:nope` names no [[issuer]]"),
     ];
     for (i, (policy, expected)) in cases.iter().enumerate() {
         let path = write_temp(&dir, &format!("bad{i}.toml"), policy);
