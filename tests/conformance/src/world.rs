@@ -11,11 +11,20 @@ use serde_json::Value;
 
 use crate::process::{free_port, git_ok, repo, Proc};
 
-/// The identity provider's clients: the client id is the token's `sub`.
+/// The identity provider's clients: the client id is the token's `sub`. The two `job-*`
+/// clients stand for GitLab CI jobs of acme/app on a release branch, one protected.
 pub const CLIENTS: &str = r#"{
   "alice": {"secret": "alice-secret", "groups": ["developers"]},
   "bob": {"secret": "bob-secret", "groups": ["contractors"]},
-  "dave": {"secret": "dave-secret", "groups": ["developers"]}
+  "dave": {"secret": "dave-secret", "groups": ["developers"]},
+  "job-protected": {"secret": "job-protected-secret", "claims": {
+    "project_path": "acme/app", "project_id": "42", "ref": "release/1.4", "ref_type": "branch",
+    "ref_protected": "true", "pipeline_source": "push",
+    "sha": "0123456789abcdef0123456789abcdef01234567"}},
+  "job-unprotected": {"secret": "job-unprotected-secret", "claims": {
+    "project_path": "acme/app", "project_id": "42", "ref": "release/1.4", "ref_type": "branch",
+    "ref_protected": "false", "pipeline_source": "push",
+    "sha": "89abcdef0123456789abcdef0123456789abcdef"}}
 }"#;
 /// Each user's Gogs access token at the origin.
 pub const ORIGIN_TOKENS: &[(&str, &str)] = &[
@@ -23,6 +32,7 @@ pub const ORIGIN_TOKENS: &[(&str, &str)] = &[
     ("bob", "gogs-bob-0002"),
     ("dave", "gogs-dave-0003"),
     ("ci-bot", "gogs-ci-0004"),
+    ("ci-app", "gogs-ci-app-0005"),
 ];
 /// API keys in [`World::policy`]: the CI bot's, and one with a rate limit of 3 per hour.
 pub const CI_KEY: &str = "ci-api-key-e2e";
@@ -142,8 +152,17 @@ audiences = ["gogs"]
 algorithms = ["ES256", "RS256", "EdDSA"]
 jwks_url = "http://127.0.0.1:{idp}/jwks"
 token_type = "at+jwt"
+user_claim = "sub"
 groups_claim = "groups"
 leeway_seconds = 0
+audit_claims = ["project_path", "ref", "sha"]
+
+# A CI job of acme/app on a protected release branch acts as the Gogs user ci-app.
+[[binding]]
+name = "app-release"
+issuer = "e2e"
+claims = {{ project_id = "42", ref_protected = "true", ref = "release/*" }}
+user = "ci-app"
 
 [[api_key]]
 name = "ci"
@@ -168,6 +187,12 @@ name = "contractors"
 who = "group:contractors"
 repos = "acme/app"
 access = "read"
+
+[[grant]]
+name = "release"
+who = "binding:app-release"
+repos = "acme/app"
+access = "write"
 
 [[grant]]
 name = "ci"

@@ -142,9 +142,139 @@ fn with(mut claims: Value, changes: Value) -> Value {
     claims
 }
 
+/// CI job and workload tokens shaped as GitLab CI, GitHub Actions and Entra ID issue them.
+fn machine_specs(s: &mut BTreeMap<&'static str, Spec>) {
+    let gitlab = |project: &str, id: &str, git_ref: &str, protected: &str, source: &str| {
+        json!({"iss": "https://gitlab.example.test", "aud": "https://gogs.example.test",
+               "sub": format!("project_path:{project}:ref_type:branch:ref:{git_ref}"),
+               "project_path": project, "project_id": id,
+               "namespace_path": project.split('/').next().expect("namespace"),
+               "ref": git_ref, "ref_type": "branch", "ref_protected": protected,
+               "pipeline_source": source, "environment": "production", "user_login": "alice",
+               "sha": "0123456789abcdef0123456789abcdef01234567",
+               "exp": FAR_FUTURE, "iat": PAST})
+    };
+    s.insert(
+        "gitlab-release-protected",
+        spec(
+            "RS256",
+            "rs1",
+            "rs1",
+            gitlab("acme/app", "42", "release/1.4", "true", "push"),
+        ),
+    );
+    s.insert(
+        "gitlab-release-unprotected",
+        spec(
+            "RS256",
+            "rs1",
+            "rs1",
+            gitlab("acme/app", "42", "release/1.4", "false", "push"),
+        ),
+    );
+    // A merge request from a fork runs in the fork's project: its project_* claims name the
+    // fork, whatever the target project.
+    s.insert(
+        "gitlab-fork-merge-request",
+        spec(
+            "RS256",
+            "rs1",
+            "rs1",
+            gitlab(
+                "mallory/app",
+                "99",
+                "release/1.4",
+                "true",
+                "merge_request_event",
+            ),
+        ),
+    );
+    s.insert(
+        "gitlab-main-boolean",
+        spec(
+            "RS256",
+            "rs1",
+            "rs1",
+            with(
+                gitlab("acme/app", "42", "main", "true", "push"),
+                json!({"ref_protected": true, "project_id": 42}),
+            ),
+        ),
+    );
+    let github = |git_ref: &str, event: &str| {
+        json!({"iss": "https://token.actions.githubusercontent.com",
+               "aud": "https://gogs.example.test",
+               "sub": format!("repo:acme/app:ref:{git_ref}"),
+               "repository": "acme/app", "repository_id": "123456", "repository_owner": "acme",
+               "ref": git_ref, "event_name": event, "environment": "prod",
+               "job_workflow_ref": format!("acme/app/.github/workflows/deploy.yml@{git_ref}"),
+               "actor": "alice", "exp": FAR_FUTURE, "iat": PAST})
+    };
+    s.insert(
+        "github-deploy-main",
+        spec("ES256", "es1", "es1", github("refs/heads/main", "push")),
+    );
+    s.insert(
+        "github-pull-request",
+        spec(
+            "ES256",
+            "es1",
+            "es1",
+            github("refs/pull/7/merge", "pull_request"),
+        ),
+    );
+    const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    const READER: &str = "6f1f7a0e-4b1d-4c8e-9a3b-0d2f5e7c9a11";
+    let entra_v2 = |oid: &str| {
+        json!({"iss": format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+               "aud": "api://gogs", "sub": oid, "oid": oid, "tid": TENANT,
+               "azp": "0b5a3d42-1c6e-4f7a-8d9b-2e4c6a8f0b13", "roles": ["Config.Read"],
+               "ver": "2.0", "exp": FAR_FUTURE, "iat": PAST})
+    };
+    s.insert(
+        "entra-v2-reader",
+        spec("RS256", "rs1", "rs1", entra_v2(READER)),
+    );
+    s.insert(
+        "entra-v2-other",
+        spec(
+            "RS256",
+            "rs1",
+            "rs1",
+            entra_v2("0c9e8d7f-6a5b-4c3d-2e1f-0a9b8c7d6e5f"),
+        ),
+    );
+    s.insert(
+        "entra-v1-reader",
+        spec(
+            "RS256",
+            "rs1",
+            "rs1",
+            json!({"iss": format!("https://sts.windows.net/{TENANT}/"),
+                   "aud": "api://gogs", "sub": READER, "oid": READER, "tid": TENANT,
+                   "appid": "0b5a3d42-1c6e-4f7a-8d9b-2e4c6a8f0b13", "ver": "1.0",
+                   "exp": FAR_FUTURE, "iat": PAST}),
+        ),
+    );
+    // The same user name from two issuers.
+    s.insert(
+        "partner-alice",
+        spec(
+            "ES256",
+            "es1",
+            "es1",
+            with(
+                base_claims("alice", &["developers"]),
+                json!({"iss": "https://partners.example.test"}),
+            ),
+        ),
+    );
+}
+
 fn specs() -> BTreeMap<&'static str, Spec> {
     let alice = || base_claims("alice", &["developers"]);
     let mut s = BTreeMap::new();
+    machine_specs(&mut s);
     s.insert("es256-alice", spec("ES256", "es1", "es1", alice()));
     s.insert(
         "rs256-bob",
