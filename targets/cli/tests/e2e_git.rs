@@ -452,3 +452,81 @@ fn audit_required_refuses_what_it_cannot_record() {
     let stderr = std::fs::read_to_string(env.path("tollgate.stderr")).unwrap_or_default();
     assert!(stderr.contains("cannot write audit records"), "{stderr}");
 }
+
+#[test]
+fn a_ci_job_on_a_protected_branch_pushes_and_one_on_an_unprotected_branch_cannot() {
+    let env = start(&[]);
+    let home = env.home();
+    let work = env.path("work");
+    std::fs::create_dir_all(&work).expect("work");
+
+    // The identity provider's token carries the job's claims; the binding makes it ci-app.
+    let job = format!("Bearer {}", env.token("job-protected", "rs256"));
+    let out = env.git_with(&job, &work, &["clone", "-q", &env.url("acme/app"), "job"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(work.join("job/RELEASE"), "1.4\n").expect("write");
+    git_ok(&home, &work.join("job"), &["add", "RELEASE"]);
+    git_ok(
+        &home,
+        &work.join("job"),
+        &["commit", "-q", "-m", "release 1.4"],
+    );
+    let out = env.git_with(&job, &work.join("job"), &["push", "-q", "origin", "main"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stored = git(
+        &home,
+        &env.path("repos/acme/app.git"),
+        &["cat-file", "blob", "main:RELEASE"],
+    );
+    assert_eq!(stored.stdout, b"1.4\n");
+    // The origin saw ci-app's own Gogs token, and the audit names binding and pipeline.
+    let pushes: Vec<Value> = env
+        .origin_requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/acme/app.git/git-receive-pack")
+        .collect();
+    let ci_app = format!(
+        "Basic {}",
+        base64ct::Base64::encode_string(b"ci-app:gogs-ci-app-0005")
+    );
+    assert!(
+        !pushes.is_empty()
+            && pushes
+                .iter()
+                .all(|r| r["headers"]["authorization"] == ci_app.as_str()),
+        "{pushes:?}"
+    );
+    let audit = env.audit();
+    let push = audit
+        .iter()
+        .rfind(|a| a["path"] == "/acme/app.git/git-receive-pack")
+        .expect("audit record of the push");
+    assert_eq!(push["allow"], true, "{push}");
+    assert_eq!(push["identity"]["user"], "ci-app", "{push}");
+    assert_eq!(push["identity"]["binding"], "app-release", "{push}");
+    assert_eq!(
+        push["identity"]["claims"]["project_path"], "acme/app",
+        "{push}"
+    );
+    assert_eq!(push["identity"]["claims"]["ref"], "release/1.4", "{push}");
+    assert_eq!(
+        push["identity"]["claims"]["sha"], "0123456789abcdef0123456789abcdef01234567",
+        "{push}"
+    );
+
+    // Same project and branch, unprotected: no binding takes it, and its `sub` names no
+    // one with access, so it can neither clone nor push.
+    let other = format!("Bearer {}", env.token("job-unprotected", "rs256"));
+    let out = env.git_with(
+        &other,
+        &work,
+        &["clone", "-q", &env.url("acme/app"), "other"],
+    );
+    assert!(!out.status.success(), "the unprotected job cloned");
+    let out = env.git_with(&other, &work.join("job"), &["push", "-q", "origin", "main"]);
+    assert!(!out.status.success(), "the unprotected job pushed");
+    let refused = env.audit().pop().expect("audit record");
+    assert_eq!(refused["allow"], false, "{refused}");
+    assert_eq!(refused["identity"]["user"], "job-unprotected", "{refused}");
+    assert!(refused["identity"].get("binding").is_none(), "{refused}");
+}

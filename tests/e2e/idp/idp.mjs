@@ -5,7 +5,8 @@
 //   node idp.mjs PORT CLIENTS_JSON
 //
 // CLIENTS_JSON: {"alice": {"secret": "...", "groups": ["developers"]}, ...}; the client id
-// becomes the token's `sub`. Prints "ready" on stdout once listening.
+// becomes the token's `sub`, and a client's optional "claims" object is added to its tokens
+// (CI-job-shaped callers). Prints "ready" on stdout once listening.
 import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
 
@@ -54,7 +55,10 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
       },
     },
   },
-  extraTokenClaims: (ctx, token) => ({ groups: (clients[token.clientId] || {}).groups || [] }),
+  extraTokenClaims: (ctx, token) => {
+    const client = clients[token.clientId] || {};
+    return { ...(client.claims || {}), groups: client.groups || [] };
+  },
   routes: { jwks: '/jwks' },
   ttl: { ClientCredentials: (ctx, token, client) => token.resourceServer?.accessTokenTTL || 300 },
 });
