@@ -15,6 +15,10 @@ use crate::time::UnixTime;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditRecord<'d> {
+    /// The host's id for the request, when it gives one (`tollgate serve` does, and
+    /// repeats it on the request's outcome record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Unix time in milliseconds.
     pub time_ms: u64,
     pub allow: bool,
@@ -43,6 +47,7 @@ impl Decision {
             hex
         });
         AuditRecord {
+            id: None,
             time_ms: now.as_nanos() / 1_000_000,
             allow: self.allow,
             status: self.status,

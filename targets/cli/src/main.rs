@@ -141,6 +141,26 @@ enum Command {
         /// (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Seconds to open a connection to the origin (then 502).
+        #[arg(long, default_value_t = 5)]
+        origin_connect_timeout: u64,
+        /// Seconds the origin may take to answer once it has the whole request (then 504).
+        #[arg(long, default_value_t = 60)]
+        origin_header_timeout: u64,
+        /// Seconds a body streaming either way may pause: a clone or push that keeps
+        /// moving is never cut, one that stalls is.
+        #[arg(long, default_value_t = 60)]
+        stream_idle_timeout: u64,
+        /// Seconds to receive a whole LFS batch body (then 408).
+        #[arg(long, default_value_t = 30)]
+        lfs_body_timeout: u64,
+        /// Client connections held at once; more are answered 503 and closed (default: what
+        /// the file-descriptor limit leaves room for).
+        #[arg(long)]
+        max_connections: Option<usize>,
+        /// Requests handled at once; more are answered 503 with Retry-After.
+        #[arg(long, default_value_t = 4096)]
+        max_in_flight: usize,
         /// Decide every request inside the policy module under wasmtime (`--wasm` or
         /// `--wasm=MODULE`; default as for `eval`).
         #[arg(long, value_name = "MODULE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
@@ -197,6 +217,12 @@ fn main() -> ExitCode {
             header_timeout,
             max_buffered_bodies,
             workers,
+            origin_connect_timeout,
+            origin_header_timeout,
+            stream_idle_timeout,
+            lfs_body_timeout,
+            max_connections,
+            max_in_flight,
             wasm,
         } => load_policy(&policy).and_then(|(p, source)| {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
@@ -226,6 +252,13 @@ fn main() -> ExitCode {
             if let Some(workers) = workers {
                 config.workers = workers.max(1);
             }
+            let seconds = |n: u64| std::time::Duration::from_secs(n.max(1));
+            config.origin_connect_timeout = seconds(origin_connect_timeout);
+            config.origin_header_timeout = seconds(origin_header_timeout);
+            config.stream_idle_timeout = seconds(stream_idle_timeout);
+            config.lfs_body_timeout = seconds(lfs_body_timeout);
+            config.max_connections = max_connections;
+            config.max_in_flight = max_in_flight.max(1);
             config.max_buffered_bodies = max_buffered_bodies.max(1);
             config.wasm = wasm.map(|module| tollgate_serve::WasmConfig {
                 module: module_path(Path::new(&module)),

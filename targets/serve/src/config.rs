@@ -68,6 +68,20 @@ pub struct ServeConfig {
     /// Request bodies buffered at once (LFS batch requests, at most 1 MiB each); beyond
     /// it requests are answered 503 with Retry-After.
     pub max_buffered_bodies: usize,
+    /// Longest wait to open a connection to the origin (then 502).
+    pub origin_connect_timeout: Duration,
+    /// Longest wait for the origin's response head once the request is sent (then 504).
+    pub origin_header_timeout: Duration,
+    /// Longest pause in a body streaming either way: a pack that keeps moving is never
+    /// cut, one that stalls is (408 if the client stalled before the origin answered).
+    pub stream_idle_timeout: Duration,
+    /// Longest time to read a whole LFS batch body (then 408).
+    pub lfs_body_timeout: Duration,
+    /// Client connections held at once; beyond it a connection is answered 503 and
+    /// closed. `None`: as many as the file-descriptor limit leaves room for.
+    pub max_connections: Option<usize>,
+    /// Requests being handled at once; beyond it a request is answered 503.
+    pub max_in_flight: usize,
 }
 
 impl ServeConfig {
@@ -97,6 +111,12 @@ impl ServeConfig {
             token_cache_max_age: Duration::from_secs(60),
             header_timeout: Duration::from_secs(20),
             max_buffered_bodies: 64,
+            origin_connect_timeout: Duration::from_secs(5),
+            origin_header_timeout: Duration::from_secs(60),
+            stream_idle_timeout: Duration::from_secs(60),
+            lfs_body_timeout: Duration::from_secs(30),
+            max_connections: None,
+            max_in_flight: 4096,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             audit_queue: 10_000,
             audit_required: false,

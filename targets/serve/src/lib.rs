@@ -12,6 +12,7 @@
 
 mod audit;
 mod config;
+mod exchange;
 mod metrics;
 mod proxy;
 mod server;

@@ -8,16 +8,52 @@ use std::time::Duration;
 
 use policy_core::Reason;
 
+use crate::exchange::Failure;
+
 /// HTTP statuses a decision can have: 100..=599.
 const STATUSES: usize = 500;
+
+/// Upper bounds (seconds) of the origin latency histogram's buckets.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
+/// The limits at which serve sheds load (answers 503 with Retry-After).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    Connections,
+    InFlight,
+    LfsBodies,
+}
+
+impl Limit {
+    const ALL: [Limit; 3] = [Limit::Connections, Limit::InFlight, Limit::LfsBodies];
+
+    fn code(self) -> &'static str {
+        match self {
+            Limit::Connections => "connections",
+            Limit::InFlight => "in_flight",
+            Limit::LfsBodies => "lfs_bodies",
+        }
+    }
+}
 
 pub struct Metrics {
     /// Decisions, at `reason.index() * STATUSES + (status - 100)`.
     decisions: Box<[AtomicU64]>,
     decision_nanos: AtomicU64,
     decision_count: AtomicU64,
+    /// Requests that did not reach the origin at all (no valid target).
     origin_errors: AtomicU64,
-    shed: AtomicU64,
+    /// Exchanges cut short, by [`Failure::index`].
+    failures: [AtomicU64; Failure::ALL.len()],
+    /// Requests refused at a limit, by position in [`Limit::ALL`].
+    shed: [AtomicU64; Limit::ALL.len()],
+    /// Time to the origin's response head: per bucket, then sum (ns) and count.
+    origin_latency: [AtomicU64; LATENCY_BUCKETS.len()],
+    origin_latency_nanos: AtomicU64,
+    origin_latency_count: AtomicU64,
+    connections: AtomicI64,
     audit_refused: AtomicU64,
     /// JWKS fetches by issuer: `(issuer, ok, failed)`.
     jwks: Box<[(String, AtomicU64, AtomicU64)]>,
@@ -33,7 +69,12 @@ impl Metrics {
             decision_nanos: AtomicU64::new(0),
             decision_count: AtomicU64::new(0),
             origin_errors: AtomicU64::new(0),
-            shed: AtomicU64::new(0),
+            failures: Default::default(),
+            shed: Default::default(),
+            origin_latency: Default::default(),
+            origin_latency_nanos: AtomicU64::new(0),
+            origin_latency_count: AtomicU64::new(0),
+            connections: AtomicI64::new(0),
             audit_refused: AtomicU64::new(0),
             jwks: issuers
                 .into_iter()
@@ -58,8 +99,30 @@ impl Metrics {
     }
 
     /// A request refused because the gateway was at a limit it enforces (503).
-    pub fn shed(&self) {
-        self.shed.fetch_add(1, Ordering::Relaxed);
+    pub fn shed(&self, limit: Limit) {
+        let index = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
+        self.shed[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn failure(&self, failure: Failure) {
+        self.failures[failure.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The origin answered with a response head `took` after the request was sent.
+    pub fn origin_answered(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        if let Some(bucket) = LATENCY_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.origin_latency[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        self.origin_latency_nanos.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.origin_latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connections(&self, delta: i64) {
+        self.connections.fetch_add(delta, Ordering::Relaxed);
     }
 
     /// A request refused because its audit record could not be written
@@ -122,17 +185,64 @@ impl Metrics {
         );
         counter(
             &mut out,
-            "tollgate_origin_errors_total",
+            "tollgate_bad_targets_total",
             "counter",
-            "Allowed requests the origin could not serve.",
+            "Allowed requests not sent because no origin URI could be made for them.",
             self.origin_errors.load(Ordering::Relaxed).to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_exchange_failures_total Forwarded requests cut short, by what cut them: the origin (unreachable, no answer in time, stalled, reset) or the client (stalled upload, gone).\n\
+             # TYPE tollgate_exchange_failures_total counter"
+        );
+        for failure in Failure::ALL {
+            let _ = writeln!(
+                out,
+                "tollgate_exchange_failures_total{{kind=\"{}\"}} {}",
+                failure.code(),
+                self.failures[failure.index()].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_shed_total Requests and connections refused with 503 at a gateway limit.\n\
+             # TYPE tollgate_shed_total counter"
+        );
+        for (index, limit) in Limit::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tollgate_shed_total{{limit=\"{}\"}} {}",
+                limit.code(),
+                self.shed[index].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_origin_response_seconds Time from sending a request to the origin's response head.\n\
+             # TYPE tollgate_origin_response_seconds histogram"
+        );
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(&self.origin_latency) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "tollgate_origin_response_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.origin_latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "tollgate_origin_response_seconds_bucket{{le=\"+Inf\"}} {count}\n\
+             tollgate_origin_response_seconds_sum {}\n\
+             tollgate_origin_response_seconds_count {count}",
+            self.origin_latency_nanos.load(Ordering::Relaxed) as f64 / 1e9
         );
         counter(
             &mut out,
-            "tollgate_shed_total",
-            "counter",
-            "Requests refused with 503 at a gateway limit (buffered bodies).",
-            self.shed.load(Ordering::Relaxed).to_string(),
+            "tollgate_connections_open",
+            "gauge",
+            "Client connections open.",
+            self.connections.load(Ordering::Relaxed).to_string(),
         );
         counter(
             &mut out,

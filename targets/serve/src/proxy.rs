@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -19,7 +19,8 @@ use policy_core::{Decision, RequestFacts, UnixTime};
 use tollgate_host_kit::{Decided, Decider, FetchReport, Fetched, Gate, Ingested, ShardedRates};
 
 use crate::audit::AuditLog;
-use crate::metrics::Metrics;
+use crate::exchange::{next_id, Direction, Exchange, Failure, Metered};
+use crate::metrics::{Limit, Metrics};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -76,6 +77,17 @@ pub struct Shared {
     pub jwks_client: reqwest::Client,
     /// One permit per request body buffered at once.
     pub body_slots: tokio::sync::Semaphore,
+    /// One permit per request being handled.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub timeouts: Timeouts,
+}
+
+/// How long serve waits on each side (see [`crate::ServeConfig`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub origin_header: Duration,
+    pub stream_idle: Duration,
+    pub lfs_body: Duration,
 }
 
 impl Shared {
@@ -160,8 +172,16 @@ pub async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
+        shared.metrics.shed(Limit::InFlight);
+        return Ok(busy(
+            "text/plain; charset=utf-8",
+            "too many requests in flight; retry shortly\n",
+        ));
+    };
     shared.metrics.in_flight(1);
-    let response = handle_inner(&shared, &client, peer, request).await;
+    let exchange = Exchange::new(next_id(), Arc::clone(&shared), permit);
+    let response = handle_inner(&shared, &client, exchange, peer, request).await;
     shared.metrics.in_flight(-1);
     Ok(response)
 }
@@ -178,17 +198,18 @@ enum Outcome {
 async fn handle_inner(
     shared: &Shared,
     client: &OriginClient,
+    exchange: Arc<Exchange>,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
     let client_ip = peer.ip().to_string();
-    match decide(shared, &parts, &client_ip, body, started).await {
+    match decide(shared, &exchange, &parts, &client_ip, body, started).await {
         Outcome::Answer(response) => response,
         Outcome::Forward(decision, body) => {
             prepare_for_origin(&shared.origin, &mut parts, &client_ip, &decision);
-            send(shared, client, Request::from_parts(parts, body)).await
+            send(shared, client, exchange, Request::from_parts(parts, body)).await
         }
     }
 }
@@ -198,6 +219,7 @@ async fn handle_inner(
 /// needs it (LFS batches); otherwise it streams on untouched.
 async fn decide(
     shared: &Shared,
+    exchange: &Exchange,
     parts: &Parts,
     client_ip: &str,
     body: Incoming,
@@ -229,7 +251,7 @@ async fn decide(
         let now = now();
         let facts = ingested.borrowed_facts();
         let decided = shared.gate.decide(&facts, now, false, fetch).await;
-        return match conclude(shared, &facts, now, decided, started) {
+        return match conclude(shared, exchange, &facts, now, decided, started) {
             Ok(decision) => Outcome::Forward(decision, body.map_err(BoxError::from).boxed()),
             Err(answer) => Outcome::Answer(*answer),
         };
@@ -242,7 +264,7 @@ async fn decide(
         let now = now();
         let facts = ingested.borrowed_facts();
         if let Some(refusal) = shared.gate.refusal_before_body(&facts, now, fetch).await {
-            let answer = conclude(shared, &facts, now, refusal, started);
+            let answer = conclude(shared, exchange, &facts, now, refusal, started);
             // A refusal is a denial, so `conclude` gives its answer.
             let refused = || {
                 full(
@@ -255,15 +277,25 @@ async fn decide(
         }
     }
     let Ok(_body_slot) = shared.body_slots.try_acquire() else {
-        shared.metrics.shed();
+        shared.metrics.shed(Limit::LfsBodies);
         return Outcome::Answer(busy(
             "application/vnd.git-lfs+json",
             "{\"message\":\"too many LFS batch requests in flight; retry shortly\"}",
         ));
     };
-    let read = Limited::new(body, RequestFacts::LFS_BATCH_BODY_LIMIT)
-        .collect()
-        .await;
+    let read = tokio::time::timeout(
+        shared.timeouts.lfs_body,
+        Limited::new(body, RequestFacts::LFS_BATCH_BODY_LIMIT).collect(),
+    )
+    .await;
+    let Ok(read) = read else {
+        exchange.fail(Failure::ClientStalled);
+        return Outcome::Answer(full(
+            StatusCode::REQUEST_TIMEOUT,
+            "application/vnd.git-lfs+json",
+            "{\"message\":\"LFS batch request body not received in time\"}",
+        ));
+    };
     let Some(bytes) = read.ok().map(|collected| collected.to_bytes()) else {
         return Outcome::Answer(full(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -276,7 +308,7 @@ async fn decide(
     let now = now();
     let facts = ingested.borrowed_facts();
     let decided = shared.gate.decide(&facts, now, false, fetch).await;
-    match conclude(shared, &facts, now, decided, started) {
+    match conclude(shared, exchange, &facts, now, decided, started) {
         Ok(decision) => {
             let bytes = Bytes::from(ingested.take_body().unwrap_or_default());
             Outcome::Forward(
@@ -293,6 +325,7 @@ async fn decide(
 /// to give instead (the denial, or 503 when `--audit-required` cannot record it).
 fn conclude(
     shared: &Shared,
+    exchange: &Exchange,
     facts: &RequestFacts<'_>,
     now: UnixTime,
     decided: Decided,
@@ -306,7 +339,9 @@ fn conclude(
     shared
         .metrics
         .decision(decision.status, decision.reason, started.elapsed());
-    let recorded = shared.audit.record(decision.audit(facts, now).to_json());
+    let mut record = decision.audit(facts, now);
+    record.id = Some(exchange.id.clone());
+    let recorded = shared.audit.record(record.to_json());
     if !decision.allow {
         return Err(Box::new(deny(&decision)));
     }
@@ -379,7 +414,12 @@ fn prepare_for_origin(origin: &Origin, parts: &mut Parts, client_ip: &str, decis
     parts.version = Version::HTTP_11;
 }
 
-async fn send(shared: &Shared, client: &OriginClient, request: Request<Body>) -> Response<Body> {
+async fn send(
+    shared: &Shared,
+    client: &OriginClient,
+    exchange: Arc<Exchange>,
+    request: Request<Body>,
+) -> Response<Body> {
     if request.uri().authority() != Some(&shared.origin.authority) {
         // `prepare_for_origin` could not point it at the origin: never send it elsewhere.
         shared.metrics.origin_error();
@@ -389,18 +429,39 @@ async fn send(shared: &Shared, client: &OriginClient, request: Request<Body>) ->
             "bad request target\n",
         );
     }
-    let upstream = match client.request(request).await {
-        Ok(upstream) => upstream,
-        Err(e) => {
-            shared.metrics.origin_error();
-            eprintln!("tollgate: origin request failed: {e}");
-            return full(
-                StatusCode::BAD_GATEWAY,
-                "text/plain; charset=utf-8",
-                "origin unavailable\n",
-            );
+    exchange.forwarded();
+    let idle = shared.timeouts.stream_idle;
+    let request = request
+        .map(|body| Metered::new(body, Arc::clone(&exchange), Direction::Upload, idle).boxed());
+    let sent = Instant::now();
+    let response = client.request(request);
+    // The origin's time to answer counts from the end of the upload: a push that keeps
+    // moving is bounded by the idle timeout instead.
+    let silent_origin = async {
+        exchange.uploaded().await;
+        tokio::time::sleep(shared.timeouts.origin_header).await;
+    };
+    let upstream = tokio::select! {
+        answered = response => answered,
+        () = silent_origin => {
+            exchange.fail(Failure::OriginHeadersTimeout);
+            return failed(&exchange);
         }
     };
+    let upstream = match upstream {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            exchange.fail(if e.is_connect() {
+                Failure::OriginConnect
+            } else {
+                Failure::OriginReset
+            });
+            eprintln!("tollgate: origin request failed: {e}");
+            return failed(&exchange);
+        }
+    };
+    shared.metrics.origin_answered(sent.elapsed());
+    exchange.answered(upstream.status().as_u16());
     let (mut parts, body) = upstream.into_parts();
     let connection = connection_tokens(
         parts
@@ -419,5 +480,30 @@ async fn send(shared: &Shared, client: &OriginClient, request: Request<Body>) ->
         parts.headers.remove(name);
     }
     parts.version = Version::HTTP_11;
-    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    let body = Metered::new(body, exchange, Direction::Download, idle).boxed();
+    Response::from_parts(parts, body)
+}
+
+/// The answer for an exchange the origin did not complete: 408 when the client's own
+/// upload stalled, 504 when the origin never answered, 502 otherwise.
+fn failed(exchange: &Exchange) -> Response<Body> {
+    let (status, body) = match exchange.failure() {
+        Some(Failure::ClientStalled) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body stopped arriving\n",
+        ),
+        Some(Failure::OriginHeadersTimeout) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the origin did not answer in time\n",
+        ),
+        _ => (StatusCode::BAD_GATEWAY, "origin unavailable\n"),
+    };
+    let mut response = full(status, "text/plain; charset=utf-8", body);
+    if status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body may still come; the connection cannot be reused.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }

@@ -19,8 +19,8 @@ use tollgate_wasmtime::ModulePool;
 
 use crate::audit::AuditLog;
 use crate::config::ServeConfig;
-use crate::metrics::Metrics;
-use crate::proxy::{self, Body, Origin, OriginClient, Shared};
+use crate::metrics::{Limit, Metrics};
+use crate::proxy::{self, Body, Origin, OriginClient, Shared, Timeouts};
 
 /// How often expired rate-limit entries are dropped.
 const RATE_PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -114,6 +114,12 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
             .build()
             .map_err(|e| format!("JWKS client: {e}"))?,
         body_slots: tokio::sync::Semaphore::new(config.max_buffered_bodies),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
+        timeouts: Timeouts {
+            origin_header: config.origin_header_timeout,
+            stream_idle: config.stream_idle_timeout,
+            lfs_body: config.lfs_body_timeout,
+        },
     });
     let reports = shared
         .gate
@@ -136,8 +142,10 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let workers = config.workers.max(1);
+    let max_connections = connection_capacity(config.max_connections);
+    let connection_slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     eprintln!(
-        "tollgate: listening on {listen_addr} ({workers} worker threads), origin {}, deciding {}{}",
+        "tollgate: listening on {listen_addr} ({workers} worker threads, up to {max_connections} connections), origin {}, deciding {}{}",
         config.origin,
         if config.wasm.is_some() {
             "in the policy module (wasmtime)"
@@ -158,6 +166,8 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         let worker = Worker {
             listener: listener.try_clone().map_err(|e| format!("listener: {e}"))?,
             shared: Arc::clone(&shared),
+            connection_slots: Arc::clone(&connection_slots),
+            connect_timeout: config.origin_connect_timeout,
             header_timeout: config.header_timeout,
             shutdown_grace: config.shutdown_grace,
             stop: stopped.clone(),
@@ -208,6 +218,9 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
 struct Worker {
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
+    /// One permit per client connection open, shared by all workers.
+    connection_slots: Arc<tokio::sync::Semaphore>,
+    connect_timeout: Duration,
     header_timeout: Duration,
     shutdown_grace: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -225,7 +238,7 @@ impl Worker {
     async fn accept(mut self) -> Result<(), String> {
         let listener =
             TcpListener::from_std(self.listener).map_err(|e| format!("listener: {e}"))?;
-        let client = origin_client()?;
+        let client = origin_client(self.connect_timeout)?;
         let graceful = GracefulShutdown::new();
         loop {
             tokio::select! {
@@ -236,6 +249,11 @@ impl Worker {
                             eprintln!("tollgate: accept: {e}");
                             continue;
                         }
+                    };
+                    let Ok(slot) = Arc::clone(&self.connection_slots).try_acquire_owned() else {
+                        self.shared.metrics.shed(Limit::Connections);
+                        tokio::spawn(refuse_connection(stream));
+                        continue;
                     };
                     // Small responses (denials, git negotiation) go out at once.
                     let _ = stream.set_nodelay(true);
@@ -248,8 +266,13 @@ impl Worker {
                         .header_read_timeout(self.header_timeout)
                         .serve_connection(TokioIo::new(stream), service);
                     let watched = graceful.watch(connection);
+                    let shared = Arc::clone(&self.shared);
                     tokio::spawn(async move {
-                        if let Err(e) = watched.await {
+                        shared.metrics.connections(1);
+                        let served = watched.await;
+                        shared.metrics.connections(-1);
+                        drop(slot);
+                        if let Err(e) = served {
                             if !e.is_incomplete_message() {
                                 eprintln!("tollgate: connection from {peer}: {e}");
                             }
@@ -290,13 +313,40 @@ async fn background(shared: Arc<Shared>) {
     }
 }
 
+/// Answers a connection over the limit with a 503 and closes it, giving the client at
+/// most a second to take it.
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 28\r\nConnection: close\r\n\r\ntoo many connections; retry\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(REFUSAL)).await;
+}
+
+/// How many client connections to hold: `configured`, or what the file-descriptor limit
+/// leaves room for (each may need a connection to the origin too), after raising the soft
+/// limit to the hard one where the system allows.
+fn connection_capacity(configured: Option<usize>) -> usize {
+    /// Descriptors kept for everything else: listeners, audit log, JWKS fetches, wasmtime.
+    const RESERVED: u64 = 64;
+    let descriptors = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let room = usize::try_from(descriptors.saturating_sub(RESERVED) / 2).unwrap_or(usize::MAX);
+    match configured {
+        Some(n) => {
+            if n > room {
+                eprintln!("tollgate: --max-connections {n} is more than {descriptors} file descriptors can hold ({room})");
+            }
+            n.max(1)
+        }
+        None => room.clamp(1, 100_000),
+    }
+}
+
 /// The origin's HTTP client: keep-alive connections, no Nagle delay, HTTPS with the web
 /// PKI roots when the origin is `https`.
-fn origin_client() -> Result<OriginClient, String> {
+fn origin_client(connect_timeout: Duration) -> Result<OriginClient, String> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_connect_timeout(Some(connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
