@@ -31,6 +31,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: `serve`'s many flags cost nothing worth boxing them for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Validate a policy file; exit 1 with a positioned error if it is not valid.
@@ -161,6 +163,20 @@ enum Command {
         /// Requests handled at once; more are answered 503 with Retry-After.
         #[arg(long, default_value_t = 4096)]
         max_in_flight: usize,
+        /// Keep rate-limit state in Redis (`redis://HOST:PORT/DB`), shared by every
+        /// instance pointed at it, instead of in memory.
+        #[arg(long, value_name = "URL")]
+        rate_store: Option<String>,
+        /// Prefix of the rate-limit keys in Redis.
+        #[arg(long, default_value = "tollgate:")]
+        rate_store_prefix: String,
+        /// Milliseconds one Redis command may take.
+        #[arg(long, default_value_t = 250)]
+        rate_store_timeout_ms: u64,
+        /// When Redis cannot be reached: `deny` refuses rate-limited requests (503,
+        /// rate_store_unavailable); `allow` admits them unchecked.
+        #[arg(long, default_value = "deny", value_parser = ["deny", "allow"])]
+        rate_store_failure: String,
         /// Decide every request inside the policy module under wasmtime (`--wasm` or
         /// `--wasm=MODULE`; default as for `eval`).
         #[arg(long, value_name = "MODULE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
@@ -223,6 +239,10 @@ fn main() -> ExitCode {
             lfs_body_timeout,
             max_connections,
             max_in_flight,
+            rate_store,
+            rate_store_prefix,
+            rate_store_timeout_ms,
+            rate_store_failure,
             wasm,
         } => load_policy(&policy).and_then(|(p, source)| {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
@@ -259,6 +279,12 @@ fn main() -> ExitCode {
             config.lfs_body_timeout = seconds(lfs_body_timeout);
             config.max_connections = max_connections;
             config.max_in_flight = max_in_flight.max(1);
+            config.rate_store = rate_store.map(|url| tollgate_serve::RateStoreConfig {
+                url,
+                prefix: rate_store_prefix,
+                timeout: std::time::Duration::from_millis(rate_store_timeout_ms.max(1)),
+                admit_when_unavailable: rate_store_failure == "allow",
+            });
             config.max_buffered_bodies = max_buffered_bodies.max(1);
             config.wasm = wasm.map(|module| tollgate_serve::WasmConfig {
                 module: module_path(Path::new(&module)),

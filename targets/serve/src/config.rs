@@ -82,6 +82,22 @@ pub struct ServeConfig {
     pub max_connections: Option<usize>,
     /// Requests being handled at once; beyond it a request is answered 503.
     pub max_in_flight: usize,
+    /// Rate-limit state in Redis, shared with other instances (default: in memory).
+    pub rate_store: Option<RateStoreConfig>,
+}
+
+/// Where rate-limit state lives when it is shared between instances.
+#[derive(Clone, Debug)]
+pub struct RateStoreConfig {
+    /// `redis://HOST:PORT/DB`.
+    pub url: String,
+    /// Put before every key, so instances of other deployments can share the database.
+    pub prefix: String,
+    /// Longest wait for one Redis command.
+    pub timeout: Duration,
+    /// Admit a rate-limited request when Redis cannot be reached, instead of refusing it
+    /// (503, `rate_store_unavailable`).
+    pub admit_when_unavailable: bool,
 }
 
 impl ServeConfig {
@@ -117,6 +133,7 @@ impl ServeConfig {
             lfs_body_timeout: Duration::from_secs(30),
             max_connections: None,
             max_in_flight: 4096,
+            rate_store: None,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             audit_queue: 10_000,
             audit_required: false,

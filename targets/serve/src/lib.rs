@@ -15,7 +15,8 @@ mod config;
 mod exchange;
 mod metrics;
 mod proxy;
+mod redis_rates;
 mod server;
 
-pub use config::{AuditTarget, ServeConfig, WasmConfig};
+pub use config::{AuditTarget, RateStoreConfig, ServeConfig, WasmConfig};
 pub use server::{run, serve};

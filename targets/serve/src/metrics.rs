@@ -54,6 +54,7 @@ pub struct Metrics {
     origin_latency_nanos: AtomicU64,
     origin_latency_count: AtomicU64,
     connections: AtomicI64,
+    rate_store_errors: AtomicU64,
     audit_refused: AtomicU64,
     /// JWKS fetches by issuer: `(issuer, ok, failed)`.
     jwks: Box<[(String, AtomicU64, AtomicU64)]>,
@@ -75,6 +76,7 @@ impl Metrics {
             origin_latency_nanos: AtomicU64::new(0),
             origin_latency_count: AtomicU64::new(0),
             connections: AtomicI64::new(0),
+            rate_store_errors: AtomicU64::new(0),
             audit_refused: AtomicU64::new(0),
             jwks: issuers
                 .into_iter()
@@ -119,6 +121,11 @@ impl Metrics {
             Ordering::Relaxed,
         );
         self.origin_latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A rate limit the shared store could not check.
+    pub fn rate_store_error(&self) {
+        self.rate_store_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn connections(&self, delta: i64) {
@@ -236,6 +243,13 @@ impl Metrics {
              tollgate_origin_response_seconds_sum {}\n\
              tollgate_origin_response_seconds_count {count}",
             self.origin_latency_nanos.load(Ordering::Relaxed) as f64 / 1e9
+        );
+        counter(
+            &mut out,
+            "tollgate_rate_store_errors_total",
+            "counter",
+            "Rate limits the shared store (Redis) could not check in time.",
+            self.rate_store_errors.load(Ordering::Relaxed).to_string(),
         );
         counter(
             &mut out,

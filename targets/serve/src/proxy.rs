@@ -15,12 +15,13 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use policy_core::forwarding::{client_address_headers, connection_tokens, may_forward, may_return};
-use policy_core::{Decision, RequestFacts, UnixTime};
+use policy_core::{Decision, RequestFacts, UnixTime, Verdict};
 use tollgate_host_kit::{Decided, Decider, FetchReport, Fetched, Gate, Ingested, ShardedRates};
 
 use crate::audit::AuditLog;
 use crate::exchange::{next_id, Direction, Exchange, Failure, Metered};
 use crate::metrics::{Limit, Metrics};
+use crate::redis_rates::RedisRates;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -80,6 +81,10 @@ pub struct Shared {
     /// One permit per request being handled.
     pub in_flight: Arc<tokio::sync::Semaphore>,
     pub timeouts: Timeouts,
+    /// Rate state shared through Redis, instead of `rates`.
+    pub redis: Option<RedisRates>,
+    /// Admit rate-limited requests while Redis is unavailable (an explicit opt-out).
+    pub admit_when_rates_unavailable: bool,
 }
 
 /// How long serve waits on each side (see [`crate::ServeConfig`]).
@@ -251,7 +256,7 @@ async fn decide(
         let now = now();
         let facts = ingested.borrowed_facts();
         let decided = shared.gate.decide(&facts, now, false, fetch).await;
-        return match conclude(shared, exchange, &facts, now, decided, started) {
+        return match conclude(shared, exchange, &facts, now, decided, started).await {
             Ok(decision) => Outcome::Forward(decision, body.map_err(BoxError::from).boxed()),
             Err(answer) => Outcome::Answer(*answer),
         };
@@ -264,7 +269,7 @@ async fn decide(
         let now = now();
         let facts = ingested.borrowed_facts();
         if let Some(refusal) = shared.gate.refusal_before_body(&facts, now, fetch).await {
-            let answer = conclude(shared, exchange, &facts, now, refusal, started);
+            let answer = conclude(shared, exchange, &facts, now, refusal, started).await;
             // A refusal is a denial, so `conclude` gives its answer.
             let refused = || {
                 full(
@@ -308,7 +313,7 @@ async fn decide(
     let now = now();
     let facts = ingested.borrowed_facts();
     let decided = shared.gate.decide(&facts, now, false, fetch).await;
-    match conclude(shared, exchange, &facts, now, decided, started) {
+    match conclude(shared, exchange, &facts, now, decided, started).await {
         Ok(decision) => {
             let bytes = Bytes::from(ingested.take_body().unwrap_or_default());
             Outcome::Forward(
@@ -323,7 +328,7 @@ async fn decide(
 /// Settles a decision: reports key fetches, resolves a pending rate limit in the shared
 /// store, counts and audits it. `Ok` is an allowed request to forward; `Err` the answer
 /// to give instead (the denial, or 503 when `--audit-required` cannot record it).
-fn conclude(
+async fn conclude(
     shared: &Shared,
     exchange: &Exchange,
     facts: &RequestFacts<'_>,
@@ -335,7 +340,21 @@ fn conclude(
     if let Some(failure) = &decided.failure {
         eprintln!("tollgate: policy module failed: {}", failure.0);
     }
-    let decision = decided.verdict.resolve_in(&shared.rates);
+    let decision = match (&shared.redis, decided.verdict) {
+        (Some(redis), Verdict::Pending(pending)) => match redis.resolve(&pending).await {
+            Ok(decision) => decision,
+            Err(e) => {
+                shared.metrics.rate_store_error();
+                eprintln!("tollgate: rate store: {}", e.0);
+                if shared.admit_when_rates_unavailable {
+                    pending.admit()
+                } else {
+                    pending.unavailable()
+                }
+            }
+        },
+        (_, verdict) => verdict.resolve_in(&shared.rates),
+    };
     shared
         .metrics
         .decision(decision.status, decision.reason, started.elapsed());

@@ -21,6 +21,7 @@ use crate::audit::AuditLog;
 use crate::config::ServeConfig;
 use crate::metrics::{Limit, Metrics};
 use crate::proxy::{self, Body, Origin, OriginClient, Shared, Timeouts};
+use crate::redis_rates::RedisRates;
 
 /// How often expired rate-limit entries are dropped.
 const RATE_PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -99,6 +100,12 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         issuers.iter().map(|(n, u)| (n.as_str(), u.as_str())),
         config.jwks_timings(),
     );
+    let redis = match &config.rate_store {
+        Some(store) => {
+            Some(RedisRates::connect(&store.url, store.prefix.clone(), store.timeout).await?)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         gate: Gate::new(decider, keys),
         rates: ShardedRates::default(),
@@ -120,6 +127,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
             stream_idle: config.stream_idle_timeout,
             lfs_body: config.lfs_body_timeout,
         },
+        redis,
+        admit_when_rates_unavailable: config
+            .rate_store
+            .as_ref()
+            .is_some_and(|s| s.admit_when_unavailable),
     });
     let reports = shared
         .gate

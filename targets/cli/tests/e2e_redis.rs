@@ -1,0 +1,210 @@
+//! Two `tollgate serve` instances sharing rate-limit state in a real `redis-server` on
+//! 127.0.0.1: the limit holds across both, exactly, under concurrency; Redis going away
+//! fails closed, and its return recovers without restarting serve.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tollgate_conformance::process::{free_port, repo, Proc};
+
+const POLICY: &str = r#"
+[gateway]
+realm = "Shared limits"
+
+[origin]
+git = "service-token"
+service_user = "svc"
+service_token_secret = "svc-token"
+
+[[grant]]
+who = "*"
+repos = "acme/*"
+access = "read"
+
+# Anonymous callers are limited per client address: every request here is 127.0.0.1.
+[[rate_limit]]
+name = "anonymous"
+who = "anonymous"
+requests = 10
+period_seconds = 3600
+"#;
+
+fn redis_server(port: u16) -> Proc {
+    Proc::start(
+        "redis-server",
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null()),
+        port,
+    )
+}
+
+struct Gateway {
+    port: u16,
+    admin_port: u16,
+    _proc: Proc,
+}
+
+fn serve(dir: &Path, origin_port: u16, redis_port: u16, name: &str) -> Gateway {
+    let port = free_port();
+    let admin_port = free_port();
+    let stderr = File::create(dir.join(format!("{name}.stderr"))).expect("stderr");
+    let proc = Proc::start(
+        "tollgate serve",
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "--policy"])
+            .arg(dir.join("policy.toml"))
+            .arg("--secrets")
+            .arg(dir.join("secrets.json"))
+            .arg("--audit-log")
+            .arg(dir.join(format!("{name}.audit")))
+            .args(["--origin", &format!("http://127.0.0.1:{origin_port}")])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .args(["--rate-store", &format!("redis://127.0.0.1:{redis_port}/0")])
+            .stdout(Stdio::null())
+            .stderr(stderr),
+        port,
+    );
+    Gateway {
+        port,
+        admin_port,
+        _proc: proc,
+    }
+}
+
+fn get(port: u16) -> reqwest::blocking::Response {
+    reqwest::blocking::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{port}/acme/ok.git/info/refs?service=git-upload-pack"
+        ))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .expect("answer")
+}
+
+fn metrics(gateway: &Gateway) -> String {
+    reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", gateway.admin_port))
+        .and_then(|r| r.text())
+        .expect("metrics")
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    origin_port: u16,
+    _origin: Proc,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("policy.toml"), POLICY).expect("policy");
+    std::fs::write(dir.path().join("secrets.json"), r#"{"svc-token": "t"}"#).expect("secrets");
+    let origin_port = free_port();
+    let origin = Proc::start(
+        "origin",
+        Command::new("python3")
+            .arg(repo().join("tests/e2e/faulty_origin.py"))
+            .arg(origin_port.to_string())
+            .stdout(Stdio::null()),
+        origin_port,
+    );
+    Setup {
+        dir,
+        origin_port,
+        _origin: origin,
+    }
+}
+
+#[test]
+fn two_instances_enforce_one_limit_exactly() {
+    let setup = setup();
+    let redis_port = free_port();
+    let _redis = redis_server(redis_port);
+    let a = serve(setup.dir.path(), setup.origin_port, redis_port, "a");
+    let b = serve(setup.dir.path(), setup.origin_port, redis_port, "b");
+
+    // 16 concurrent requests over both instances, against a limit of 10: exactly 10 pass.
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let port = if i % 2 == 0 { a.port } else { b.port };
+            std::thread::spawn(move || get(port).status().as_u16())
+        })
+        .collect();
+    let statuses: Vec<u16> = threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        6,
+        "{statuses:?}"
+    );
+
+    // The next one, on either instance, waits as one instance alone would make it wait:
+    // one request's share of the hour (360 s).
+    for gateway in [&a, &b] {
+        let refused = get(gateway.port);
+        assert_eq!(refused.status(), 429);
+        let retry: u64 = refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .expect("retry-after");
+        assert!((355..=360).contains(&retry), "retry-after {retry}");
+    }
+}
+
+#[test]
+fn redis_going_away_fails_closed_and_its_return_recovers() {
+    let setup = setup();
+    let redis_port = free_port();
+    let mut redis = redis_server(redis_port);
+    let a = serve(setup.dir.path(), setup.origin_port, redis_port, "a");
+    assert_eq!(get(a.port).status(), 200);
+
+    redis.terminate();
+    let refused = get(a.port);
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert!(
+        metrics(&a).contains("tollgate_rate_store_errors_total 1\n")
+            || metrics(&a).contains("tollgate_rate_store_errors_total 2\n"),
+        "{}",
+        metrics(&a)
+    );
+    let audit = std::fs::read_to_string(setup.dir.path().join("a.audit")).unwrap_or_default();
+    assert!(
+        audit.contains("\"reason\":\"rate_store_unavailable\""),
+        "{audit}"
+    );
+
+    // Back on the same port (empty, as after a restart): serve reconnects by itself.
+    let _redis = redis_server(redis_port);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = get(a.port).status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            Instant::now() < deadline,
+            "serve never recovered after Redis came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
