@@ -186,11 +186,16 @@ fn redis_going_away_fails_closed_and_its_return_recovers() {
         "{}",
         metrics(&a)
     );
-    let audit = std::fs::read_to_string(setup.dir.path().join("a.audit")).unwrap_or_default();
-    assert!(
-        audit.contains("\"reason\":\"rate_store_unavailable\""),
-        "{audit}"
-    );
+    // The audit writer takes what is queued every few milliseconds.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let audit = std::fs::read_to_string(setup.dir.path().join("a.audit")).unwrap_or_default();
+        if audit.contains("\"reason\":\"rate_store_unavailable\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{audit}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // Back on the same port (empty, as after a restart): serve reconnects by itself.
     let _redis = redis_server(redis_port);

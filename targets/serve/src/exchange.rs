@@ -187,14 +187,19 @@ pub struct Metered<B> {
     exchange: Arc<Exchange>,
     direction: Direction,
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    /// When the last frame (or the body) arrived: the idle clock runs from there.
+    progress: tokio::time::Instant,
+    /// Armed only once the body has to wait: most small bodies never do, and a timer costs
+    /// a registration with the runtime.
+    timer: Option<Pin<Box<Sleep>>>,
     ended: AtomicBool,
 }
 
 impl<B: Body> Metered<B> {
     pub fn new(inner: B, exchange: Arc<Exchange>, direction: Direction, idle: Duration) -> Self {
         let metered = Metered {
-            timer: Box::pin(tokio::time::sleep(idle)),
+            progress: tokio::time::Instant::now(),
+            timer: None,
             ended: AtomicBool::new(false),
             inner,
             exchange,
@@ -240,8 +245,10 @@ where
                     this.counter()
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
-                let deadline = tokio::time::Instant::now() + this.idle;
-                this.timer.as_mut().reset(deadline);
+                this.progress = tokio::time::Instant::now();
+                if let Some(timer) = this.timer.as_mut() {
+                    timer.as_mut().reset(this.progress + this.idle);
+                }
                 if this.inner.is_end_stream() {
                     this.end();
                 }
@@ -258,7 +265,14 @@ where
                 this.end();
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
+            Poll::Pending => match this
+                .timer
+                .get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(this.progress + this.idle))
+                })
+                .as_mut()
+                .poll(cx)
+            {
                 Poll::Ready(()) => {
                     let (failure, message) = match this.direction {
                         Direction::Upload => {
