@@ -15,12 +15,12 @@ use crate::access::Access;
 use crate::decision::{Decision, ExplainStep, Header, Reason, Verdict};
 use crate::identity::{Identity, Via};
 use crate::keys::Algorithm;
-use crate::rate::{Gcra, PendingRate};
+use crate::rate::{PendingRate, RateCheck};
 use crate::route::{RepoName, RouteClass};
 use crate::time::UnixTime;
 
 /// The interface version this crate speaks. Bump it with any change to these types.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Every operation answers `Ok` or a message (for `init`, the positioned policy error).
 pub type Answer<T> = Result<T, String>;
@@ -113,9 +113,7 @@ pub enum WireVerdict {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WirePending {
-    pub key: String,
-    pub limit_name: String,
-    pub gcra: Gcra,
+    pub checks: Vec<RateCheck>,
     pub now_nanos: u64,
     pub allowed: WireDecision,
     pub explain: bool,
@@ -176,9 +174,7 @@ impl From<&Verdict> for WireVerdict {
         match verdict {
             Verdict::Decided(d) => WireVerdict::Decided(d.into()),
             Verdict::Pending(p) => WireVerdict::Pending(WirePending {
-                key: p.key.clone(),
-                limit_name: p.limit_name.clone(),
-                gcra: p.gcra,
+                checks: p.checks.clone(),
                 now_nanos: p.now.as_nanos(),
                 allowed: (&p.allowed).into(),
                 explain: p.explain,
@@ -193,9 +189,7 @@ impl TryFrom<WireVerdict> for Verdict {
         Ok(match wire {
             WireVerdict::Decided(d) => Verdict::Decided(d.try_into()?),
             WireVerdict::Pending(p) => Verdict::Pending(PendingRate {
-                key: p.key,
-                limit_name: p.limit_name,
-                gcra: p.gcra,
+                checks: p.checks,
                 now: UnixTime::from_nanos(p.now_nanos),
                 allowed: p.allowed.try_into()?,
                 explain: p.explain,

@@ -10,7 +10,7 @@ use crate::rate::PendingRate;
 use crate::route::{RepoName, RouteClass};
 
 /// What [`crate::Engine::decide`] returns: a final decision, or an allow that still has to
-/// pass a rate limit whose state only the host can load.
+/// pass rate limits whose state only the host can load.
 #[derive(Clone, Debug)]
 pub enum Verdict {
     Decided(Decision),
@@ -23,15 +23,15 @@ impl Verdict {
         matches!(self, Verdict::Decided(d) if d.wants_fresh_keys())
     }
 
-    /// The final decision, resolving a pending rate limit in `store`.
+    /// The final decision, resolving pending rate limits in `store`.
     pub fn resolve_in(self, store: &dyn crate::RateStore) -> Decision {
         match self {
             Verdict::Decided(decision) => decision,
-            Verdict::Pending(pending) => pending.resolve_in(store).0,
+            Verdict::Pending(pending) => pending.resolve_in(store),
         }
     }
 
-    /// The final decision, resolving a pending rate limit against a synchronous state
+    /// The final decision, resolving pending rate limits against a synchronous state
     /// accessor: `state(key, None)` loads, `state(key, Some(new))` stores. For hosts whose
     /// state is local (tests, `tollgate eval`); concurrent hosts resolve themselves.
     pub fn resolve_with(
@@ -41,9 +41,13 @@ impl Verdict {
         match self {
             Verdict::Decided(decision) => decision,
             Verdict::Pending(pending) => {
-                let prior = state(pending.key(), None);
-                let (decision, update) = pending.resolve(prior);
-                if let Some(update) = update {
+                let priors: Vec<_> = pending
+                    .checks()
+                    .iter()
+                    .map(|c| state(c.key(), None))
+                    .collect();
+                let (decision, updates) = pending.resolve(&priors);
+                for update in updates {
                     state(&update.key, Some(update.state));
                 }
                 decision

@@ -10,7 +10,7 @@ use crate::identity::Identity;
 use crate::jwt::{self, Issuer, TokenRejection};
 use crate::keys::KeyStore;
 use crate::origin::{OriginConfig, SecretStore};
-use crate::rate::{Gcra, PendingRate};
+use crate::rate::{Gcra, PendingRate, RateCheck};
 use crate::request::RequestFacts;
 use crate::route::{self, RepoName, RepoNeed, Route, RouteClass, RouteError, SiteKind};
 use crate::scope::{self, any_matches, Grant, Principal};
@@ -57,8 +57,43 @@ pub(crate) struct Gateway {
 pub(crate) struct RateLimit {
     pub(crate) name: String,
     pub(crate) who: Vec<Principal>,
+    /// The surfaces it counts (`class`); empty: all.
+    pub(crate) classes: Vec<RouteClass>,
+    /// The access levels it counts (`access`); empty: every request.
+    pub(crate) access: Vec<Access>,
     pub(crate) gcra: Gcra,
-    pub(crate) shared: bool,
+    pub(crate) per: RatePer,
+}
+
+/// What one budget of a rate limit belongs to (`per`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RatePer {
+    /// Each caller has its own (anonymous callers by address).
+    Identity,
+    /// Each caller has one per repository; requests naming no repository share the
+    /// caller's budget.
+    IdentityAndRepo,
+    /// One budget for everyone the limit applies to.
+    Shared,
+}
+
+impl RateLimit {
+    fn applies(&self, decision: &Decision) -> bool {
+        any_matches(&self.who, decision.identity.as_ref())
+            && (self.classes.is_empty()
+                || decision.class.is_some_and(|c| self.classes.contains(&c)))
+            && (self.access.is_empty() || decision.access.is_some_and(|a| self.access.contains(&a)))
+    }
+
+    fn key(&self, subject: &str, repo: Option<&RepoName>) -> String {
+        match (self.per, repo) {
+            (RatePer::Shared, _) => self.name.clone(),
+            (RatePer::IdentityAndRepo, Some(repo)) => format!("{}/{subject}/{repo}", self.name),
+            (RatePer::Identity | RatePer::IdentityAndRepo, _) => {
+                format!("{}/{subject}", self.name)
+            }
+        }
+    }
 }
 
 /// A validated, compiled policy. Build one with [`crate::policy::compile`] (or
@@ -344,30 +379,31 @@ impl Engine {
         allowed.strip = strip;
         allowed.set = set;
 
-        match self.rate_limit_for(allowed.identity.as_ref()) {
-            Some(limit) => {
-                let subject = match &allowed.identity {
-                    Some(id) => format!("user:{}", id.user),
-                    None => {
-                        client_key::anonymous(facts.client_ip, self.gateway.anonymous_ipv6_prefix)
-                    }
-                };
-                let key = if limit.shared {
-                    limit.name.clone()
-                } else {
-                    format!("{}/{subject}", limit.name)
-                };
-                Verdict::Pending(PendingRate {
-                    key,
-                    limit_name: limit.name.clone(),
-                    gcra: limit.gcra,
-                    now,
-                    allowed,
-                    explain: explaining,
-                })
-            }
-            None => Verdict::Decided(allowed),
+        let mut limits = self
+            .rate_limits
+            .iter()
+            .filter(|l| l.applies(&allowed))
+            .peekable();
+        if limits.peek().is_none() {
+            return Verdict::Decided(allowed);
         }
+        let subject = match &allowed.identity {
+            Some(id) => format!("user:{}", id.user),
+            None => client_key::anonymous(facts.client_ip, self.gateway.anonymous_ipv6_prefix),
+        };
+        let checks = limits
+            .map(|limit| RateCheck {
+                key: limit.key(&subject, allowed.repo.as_ref()),
+                limit_name: limit.name.clone(),
+                gcra: limit.gcra,
+            })
+            .collect();
+        Verdict::Pending(PendingRate {
+            checks,
+            now,
+            allowed,
+            explain: explaining,
+        })
     }
 
     /// Convenience for hosts without shared state (tests, one-shot `eval`): decides, and
@@ -648,10 +684,6 @@ impl Engine {
         Err(Box::new(
             draft_take(draft).finish(false, 403, reason, message, rule),
         ))
-    }
-
-    fn rate_limit_for(&self, who: Option<&Identity>) -> Option<&RateLimit> {
-        self.rate_limits.iter().find(|l| any_matches(&l.who, who))
     }
 
     /// The challenge that makes each client send credentials: git and browsers need

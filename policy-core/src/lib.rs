@@ -9,11 +9,11 @@
 //! - the time, as a [`UnixTime`] argument;
 //! - verification keys for issuers configured with a JWKS URL, through [`KeyStore`];
 //! - origin secrets (Gogs tokens), through [`SecretStore`];
-//! - rate-limit state, through [`PendingRate::resolve`], which returns the update to store.
+//! - rate-limit state, through [`PendingRate::resolve`], which returns the updates to store.
 //!
 //! ```text
 //! Policy TOML --parse/validate--> Engine --decide(facts, now, keys, secrets)--> Verdict
-//!                                                     Verdict::Pending --resolve(state)--> Decision + RateUpdate
+//!                                                     Verdict::Pending --resolve(states)--> Decision + RateUpdates
 //! ```
 #![no_std]
 #![forbid(unsafe_code)]
@@ -83,7 +83,7 @@ pub use jwt::TokenRejection;
 pub use keys::{Algorithm, KeySet, KeySetError, KeyStore, NoKeys};
 pub use origin::{NoSecrets, SecretStore};
 pub use policy::{PolicyError, Position, SecretUse};
-pub use rate::{Gcra, PendingRate, RateState, RateStore, RateStoreError, RateUpdate};
+pub use rate::{Gcra, PendingRate, RateCheck, RateState, RateStore, RateStoreError, RateUpdate};
 pub use request::{EvalRequest, OwnedRequest, RequestFacts};
 pub use route::{RepoName, RouteClass};
 pub use serde_util::OneOrMany;

@@ -67,6 +67,13 @@ impl Gcra {
             Err(new_tat - allow_until)
         }
     }
+
+    /// The state with one admitted request given back: what [`Gcra::check`] added is
+    /// taken off again. Never lower than the state without that request would be, since
+    /// requests admitted meanwhile each added their own interval.
+    pub fn give_back(&self, state: RateState) -> RateState {
+        RateState(state.0.saturating_sub(self.interval_nanos))
+    }
 }
 
 /// A state change for the host to store. `expires` is when the entry stops mattering (a
@@ -76,6 +83,16 @@ pub struct RateUpdate {
     pub key: String,
     pub state: RateState,
     pub expires: u64,
+}
+
+impl RateUpdate {
+    fn new(key: &str, state: RateState) -> Self {
+        RateUpdate {
+            key: String::from(key),
+            state,
+            expires: state.0.div_ceil(1_000_000_000),
+        }
+    }
 }
 
 /// Where rate-limit state lives: one [`RateState`] per key, changed only by
@@ -99,15 +116,39 @@ pub trait RateStore {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateStoreError(pub String);
 
-/// An allowed request that still has to pass a rate limit: resolve it against a
-/// [`RateStore`] ([`PendingRate::resolve_in`]), against a state the host loaded itself
-/// ([`PendingRate::resolve`]), or with the result of a GCRA check run where the state lives
-/// ([`PendingRate::conclude`]).
-#[derive(Clone, Debug)]
-pub struct PendingRate {
+/// One limit an allowed request still has to pass: the `[[rate_limit]]` and the key its
+/// state is kept under.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateCheck {
     pub(crate) key: String,
     pub(crate) limit_name: String,
     pub(crate) gcra: Gcra,
+}
+
+impl RateCheck {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The limit's name (`[[rate_limit]] name`).
+    pub fn limit_name(&self) -> &str {
+        &self.limit_name
+    }
+
+    pub fn gcra(&self) -> Gcra {
+        self.gcra
+    }
+}
+
+/// An allowed request that still has to pass every rate limit that applies to it (at
+/// least one). It is admitted only when all of them admit it, and a refused request
+/// consumes nothing from any of them. Resolve it against a [`RateStore`]
+/// ([`PendingRate::resolve_in`]), against states the host loaded itself
+/// ([`PendingRate::resolve`]), or from GCRA checks run where the states live
+/// ([`PendingRate::conclude`]).
+#[derive(Clone, Debug)]
+pub struct PendingRate {
+    pub(crate) checks: Vec<RateCheck>,
     pub(crate) now: UnixTime,
     pub(crate) allowed: Decision,
     /// Whether the decision is being explained (see [`crate::Engine::decide_explained`]).
@@ -115,12 +156,9 @@ pub struct PendingRate {
 }
 
 impl PendingRate {
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    pub fn gcra(&self) -> Gcra {
-        self.gcra
+    /// The limits to pass, in policy order.
+    pub fn checks(&self) -> &[RateCheck] {
+        &self.checks
     }
 
     /// The time the decision was made at; a remote state holder must check at this time
@@ -129,105 +167,164 @@ impl PendingRate {
         self.now
     }
 
-    /// The final decision given the stored state, plus the update to store (none when refused).
-    pub fn resolve(&self, prior: Option<RateState>) -> (Decision, Option<RateUpdate>) {
-        self.conclude(self.gcra.check(prior, self.now))
+    /// The final decision given the stored state of every check (`priors[i]` for
+    /// `checks()[i]`; missing entries count as no state), plus the updates to store: one
+    /// per check when admitted, none when refused.
+    pub fn resolve(&self, priors: &[Option<RateState>]) -> (Decision, Vec<RateUpdate>) {
+        let results: Vec<Result<RateState, u64>> = self
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, check)| check.gcra.check(priors.get(i).copied().flatten(), self.now))
+            .collect();
+        let decision = self.conclude(&results);
+        let updates = if decision.allow {
+            self.checks
+                .iter()
+                .zip(&results)
+                .filter_map(|(check, result)| {
+                    result.ok().map(|state| RateUpdate::new(&check.key, state))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (decision, updates)
     }
 
-    /// The final decision through `store`: GCRA runs on the key's state and the new state
-    /// is stored by compare-and-replace. A store that fails refuses the request (503,
-    /// `rate_store_unavailable`).
-    pub fn resolve_in(&self, store: &dyn RateStore) -> (Decision, Option<RateUpdate>) {
-        let mut outcome = None;
-        let stored = store.measure_and_replace(&self.key, &mut |prior| {
-            let (decision, update) = self.resolve(prior);
-            let state = update.as_ref().map(|u| u.state);
-            outcome = Some((decision, update));
-            state
-        });
-        match (stored, outcome) {
-            (Ok(()), Some(outcome)) => outcome,
-            _ => (self.unavailable(), None),
-        }
-    }
-
-    /// The final decision from a GCRA check that ran where the state lives (a Durable
-    /// Object): `Ok` with the state it stored, or `Err` with the nanoseconds to wait.
-    pub fn conclude(&self, check: Result<RateState, u64>) -> (Decision, Option<RateUpdate>) {
-        match check {
-            Ok(state) => {
-                let update = RateUpdate {
-                    key: self.key.clone(),
-                    state,
-                    expires: state.0.div_ceil(1_000_000_000),
-                };
-                (self.admit(), Some(update))
+    /// The final decision through `store`: each check consumes from its key by
+    /// compare-and-replace, in order. When one refuses, what the earlier ones consumed is
+    /// given back and the later ones are only read (for the longest Retry-After). A store
+    /// that fails refuses the request (503, `rate_store_unavailable`).
+    pub fn resolve_in(&self, store: &dyn RateStore) -> Decision {
+        let mut results: Vec<Result<RateState, u64>> = Vec::with_capacity(self.checks.len());
+        let mut refused = false;
+        for (i, check) in self.checks.iter().enumerate() {
+            let mut result = None;
+            let stored = store.measure_and_replace(&check.key, &mut |prior| {
+                let checked = check.gcra.check(prior, self.now);
+                result = Some(checked);
+                // Once the request is refused, the remaining checks only measure.
+                if refused {
+                    None
+                } else {
+                    checked.ok()
+                }
+            });
+            let Some(result) = result.filter(|_| stored.is_ok()) else {
+                self.give_back(store, &results);
+                return self.unavailable(i);
+            };
+            if result.is_err() && !refused {
+                refused = true;
+                self.give_back(store, &results);
             }
-            Err(wait_nanos) => (self.refuse(wait_nanos.div_ceil(1_000_000_000)), None),
+            results.push(result);
+        }
+        self.conclude(&results)
+    }
+
+    /// Returns what the admitted checks among `results` consumed. A failure leaves the
+    /// request counted, which can only refuse later requests early, never admit too many.
+    fn give_back(&self, store: &dyn RateStore, results: &[Result<RateState, u64>]) {
+        for (check, result) in self.checks.iter().zip(results) {
+            if result.is_ok() {
+                let _ = store.measure_and_replace(&check.key, &mut |current| {
+                    current.map(|state| check.gcra.give_back(state))
+                });
+            }
         }
     }
 
-    /// The decision when the host's own limiter admitted the request. For hosts whose
+    /// The final decision from GCRA checks that ran where the states live (Durable
+    /// Objects): `results[i]` for `checks()[i]`, `Ok` with the state it stored or `Err`
+    /// with the nanoseconds to wait. Admitted when every check admitted; otherwise the 429
+    /// names the limit with the longest wait.
+    pub fn conclude(&self, results: &[Result<RateState, u64>]) -> Decision {
+        let longest_wait = results
+            .iter()
+            .enumerate()
+            .filter_map(|(i, result)| result.err().map(|wait| (i, wait)))
+            .fold(
+                None,
+                |longest: Option<(usize, u64)>, (i, wait)| match longest {
+                    Some((_, most)) if most >= wait => longest,
+                    _ => Some((i, wait)),
+                },
+            );
+        match longest_wait {
+            Some((i, wait)) => self.refuse(i, wait.div_ceil(1_000_000_000)),
+            None if results.len() == self.checks.len() => self.admit(),
+            None => self.unavailable(results.len()),
+        }
+    }
+
+    /// The decision when the host's own limiters admitted the request. For hosts whose
     /// limiter keeps no GCRA state (Fastly's Edge Rate Limiting); others use `resolve`.
     pub fn admit(&self) -> Decision {
         let mut decision = self.allowed.clone();
         if self.explain {
+            for check in &self.checks {
+                decision.explain.push(ExplainStep::new(
+                    format!("rate_limit:{}", check.limit_name),
+                    format!("within the limit (key `{}`)", check.key),
+                ));
+            }
+        }
+        decision
+    }
+
+    /// The 429 when the limiter of `checks()[index]` refused the request;
+    /// `retry_after_secs` is raised to 1.
+    pub fn refuse(&self, index: usize, retry_after_secs: u64) -> Decision {
+        let Some(check) = self.checks.get(index) else {
+            return self.unavailable(index);
+        };
+        let rule = format!("rate_limit:{}", check.limit_name);
+        let retry_after = retry_after_secs.max(1);
+        let mut decision = self.denial(429, Reason::RateLimited, rule.clone(), retry_after);
+        decision.message = format!(
+            "rate limit `{}` exceeded; retry in {retry_after} s",
+            check.limit_name
+        );
+        if self.explain {
             decision.explain.push(ExplainStep::new(
-                format!("rate_limit:{}", self.limit_name),
-                format!("within the limit (key `{}`)", self.key),
+                rule,
+                format!("over the limit (key `{}`)", check.key),
             ));
         }
         decision
     }
 
-    /// The 429 when a limiter refused the request; `retry_after_secs` is raised to 1.
-    pub fn refuse(&self, retry_after_secs: u64) -> Decision {
-        let rule = format!("rate_limit:{}", self.limit_name);
-        let retry_after = retry_after_secs.max(1);
+    /// The 503 when the state of `checks()[index]` could not be read or written: refusing
+    /// is the only answer that cannot exceed the limit.
+    pub fn unavailable(&self, index: usize) -> Decision {
+        let name = self
+            .checks
+            .get(index)
+            .or(self.checks.first())
+            .map_or("", |c| c.limit_name.as_str());
+        let mut decision = self.denial(
+            503,
+            Reason::RateStoreUnavailable,
+            format!("rate_limit:{name}"),
+            1,
+        );
+        decision.message = format!("rate limit `{name}` cannot be checked right now");
+        decision
+    }
+
+    fn denial(&self, status: u16, reason: Reason, rule: String, retry_after: u64) -> Decision {
         let mut decision = self.allowed.clone();
         decision.allow = false;
-        decision.status = 429;
-        decision.reason = Reason::RateLimited;
-        decision.message = format!(
-            "rate limit `{}` exceeded; retry in {retry_after} s",
-            self.limit_name
-        );
-        decision.rule = Some(rule.clone());
+        decision.status = status;
+        decision.reason = reason;
+        decision.rule = Some(rule);
         decision.set = Vec::new();
         decision.strip = Vec::new();
         decision.headers = alloc::vec![Header::new("retry-after", format!("{retry_after}"))];
         decision.retry_after = Some(retry_after);
-        if self.explain {
-            decision.explain.push(ExplainStep::new(
-                rule,
-                format!("over the limit (key `{}`)", self.key),
-            ));
-        }
         decision
-    }
-
-    /// The 503 when the limit's state could not be read or written: refusing is the only
-    /// answer that cannot exceed the limit.
-    pub fn unavailable(&self) -> Decision {
-        let mut decision = self.allowed.clone();
-        decision.allow = false;
-        decision.status = 503;
-        decision.reason = Reason::RateStoreUnavailable;
-        decision.message = format!(
-            "rate limit `{}` cannot be checked right now",
-            self.limit_name
-        );
-        decision.rule = Some(format!("rate_limit:{}", self.limit_name));
-        decision.set = Vec::new();
-        decision.strip = Vec::new();
-        decision.headers = alloc::vec![Header::new("retry-after", String::from("1"))];
-        decision.retry_after = Some(1);
-        decision
-    }
-
-    /// The limit's name (`[[rate_limit]] name`).
-    pub fn limit_name(&self) -> &str {
-        &self.limit_name
     }
 }
 
@@ -265,6 +362,99 @@ mod tests {
         let gcra = Gcra::new(1, 60, 1).unwrap();
         let old = RateState(5 * SEC);
         assert!(gcra.check(Some(old), UnixTime::from_secs(1_000)).is_ok());
+    }
+
+    /// A store over a map, as a host's memory store would be.
+    #[derive(Default)]
+    struct MapStore(core::cell::RefCell<alloc::collections::BTreeMap<String, RateState>>);
+
+    impl RateStore for MapStore {
+        fn measure_and_replace(
+            &self,
+            key: &str,
+            decide: &mut dyn FnMut(Option<RateState>) -> Option<RateState>,
+        ) -> Result<(), RateStoreError> {
+            let prior = self.0.borrow().get(key).copied();
+            if let Some(next) = decide(prior) {
+                self.0.borrow_mut().insert(String::from(key), next);
+            }
+            Ok(())
+        }
+    }
+
+    /// An allowed request under `limits` (name, requests per 10 s, burst), at `secs`.
+    fn pending(limits: &[(&str, u32, u32)], secs: u64) -> PendingRate {
+        let mut allowed = Decision::policy_module_failed();
+        allowed.allow = true;
+        allowed.status = 200;
+        allowed.reason = Reason::Allowed;
+        PendingRate {
+            checks: limits
+                .iter()
+                .map(|&(name, requests, burst)| RateCheck {
+                    key: format!("{name}/user:alice"),
+                    limit_name: String::from(name),
+                    gcra: Gcra::new(requests, 10, burst).unwrap(),
+                })
+                .collect(),
+            now: UnixTime::from_secs(secs),
+            allowed,
+            explain: false,
+        }
+    }
+
+    #[test]
+    fn every_limit_must_admit_and_the_longest_wait_is_named() {
+        // `slow`: 1 per 10 s; `fast`: 10 per 10 s, burst 1.
+        let p = pending(&[("fast", 10, 1), ("slow", 1, 1)], 1_000);
+        let (first, updates) = p.resolve(&[None, None]);
+        assert!(first.allow);
+        assert_eq!(updates.len(), 2);
+        let priors: Vec<_> = updates.iter().map(|u| Some(u.state)).collect();
+        // Both refuse now; `slow` waits longer (10 s against 1 s) and is the one named.
+        let (second, none) = p.resolve(&priors);
+        assert!(none.is_empty(), "a refused request stores nothing");
+        assert_eq!((second.status, second.retry_after), (429, Some(10)));
+        assert_eq!(second.rule.as_deref(), Some("rate_limit:slow"));
+    }
+
+    #[test]
+    fn a_refused_request_consumes_nothing_from_the_limits_that_admitted_it() {
+        let store = MapStore::default();
+        // `wide`: 3 at once; `narrow`: 1 at once.
+        let p = pending(&[("wide", 3, 3), ("narrow", 1, 1)], 1_000);
+        assert!(p.resolve_in(&store).allow);
+        for _ in 0..5 {
+            let refused = p.resolve_in(&store);
+            assert_eq!(refused.rule.as_deref(), Some("rate_limit:narrow"));
+            assert_eq!(refused.retry_after, Some(10));
+        }
+        // `wide` counted only the admitted request: two more fit on their own.
+        let wide = pending(&[("wide", 3, 3)], 1_000);
+        assert!(wide.resolve_in(&store).allow);
+        assert!(wide.resolve_in(&store).allow);
+        assert!(!wide.resolve_in(&store).allow);
+    }
+
+    #[test]
+    fn resolve_in_and_resolve_agree() {
+        let store = MapStore::default();
+        let mut states: alloc::collections::BTreeMap<String, RateState> = Default::default();
+        let limits = [("a", 5, 2), ("b", 3, 3), ("c", 20, 1)];
+        for step in 0..40u64 {
+            let p = pending(&limits, 1_000 + step / 3);
+            let priors: Vec<_> = p
+                .checks()
+                .iter()
+                .map(|c| states.get(c.key()).copied())
+                .collect();
+            let (expected, updates) = p.resolve(&priors);
+            for update in updates {
+                states.insert(update.key, update.state);
+            }
+            let got = p.resolve_in(&store);
+            assert_eq!(got.to_json(), expected.to_json(), "step {step}");
+        }
     }
 
     proptest::proptest! {

@@ -26,8 +26,10 @@ pub struct Answer {
     pub response_headers: Map<String, Value>,
     pub content_type: String,
     pub body: String,
-    /// For APIM's `rate-limit-by-key`: `{key, calls, renewal_period}`, or null.
-    pub rate_limit: Value,
+    /// For APIM's `rate-limit-by-key`, one `{key, calls, renewal_period}` per limit that
+    /// applies (at most [`XML_RATE_LIMITS`]); empty when the handler resolved the limits
+    /// itself or none applies.
+    pub rate_limits: Vec<Value>,
     pub decision: Value,
     #[serde(skip)]
     pub audit: String,
@@ -45,6 +47,17 @@ pub fn apim_window(calls: u64, period_seconds: u64) -> (u64, u64) {
         u64::try_from(scaled).unwrap_or(u64::MAX).max(1),
         MAX_RENEWAL,
     )
+}
+
+/// How many `rate-limit-by-key` elements apim-policy.xml has: the most limits one request
+/// can be counted against when APIM counts.
+pub const XML_RATE_LIMITS: usize = 3;
+
+/// One limit for APIM to count: its counter key, and the quota as `(calls, period seconds)`.
+pub struct ApimLimit {
+    pub key: String,
+    pub calls: u64,
+    pub period_seconds: u64,
 }
 
 /// The request headers apim-policy.xml deletes, and those it sets from the answer. APIM
@@ -87,13 +100,19 @@ fn unsupported_header<'a>(
 }
 
 impl Answer {
-    /// The answer for `decision`; `rate` is `(key, calls, period seconds)` when APIM's
-    /// `rate-limit-by-key` counts, and `audit` the decision's audit record.
-    pub fn from_decision(
-        decision: &Decision,
-        rate: Option<(String, u64, u64)>,
-        audit: String,
-    ) -> Answer {
+    /// The answer for `decision`; `limits` are those APIM's `rate-limit-by-key` counts,
+    /// and `audit` the decision's audit record.
+    pub fn from_decision(decision: &Decision, limits: Vec<ApimLimit>, audit: String) -> Answer {
+        if limits.len() > XML_RATE_LIMITS {
+            return Answer::refusal(
+                "apim_unsupported_rate_limits",
+                &format!(
+                    "{} rate limits apply to this request and apim-policy.xml counts at most \
+                     {XML_RATE_LIMITS}; narrow the limits or set TOLLGATE_RATE=memory",
+                    limits.len()
+                ),
+            );
+        }
         if decision.allow {
             let set_names = decision.set.iter().map(|h| h.name());
             if let Some(name) = unsupported_header(&decision.strip, set_names) {
@@ -145,10 +164,13 @@ impl Answer {
                 .collect(),
             content_type,
             body,
-            rate_limit: rate.map_or(Value::Null, |(key, calls, period)| {
-                let (calls, renewal_period) = apim_window(calls, period);
-                json!({ "key": key, "calls": calls, "renewal_period": renewal_period })
-            }),
+            rate_limits: limits
+                .into_iter()
+                .map(|limit| {
+                    let (calls, renewal_period) = apim_window(limit.calls, limit.period_seconds);
+                    json!({ "key": limit.key, "calls": calls, "renewal_period": renewal_period })
+                })
+                .collect(),
             decision: serde_json::to_value(decision).unwrap_or(Value::Null),
             audit,
         }
@@ -169,7 +191,7 @@ impl Answer {
             response_headers: Map::new(),
             content_type: "text/plain; charset=utf-8".into(),
             body: "policy evaluation failed\n".into(),
-            rate_limit: Value::Null,
+            rate_limits: Vec::new(),
             decision: json!({ "allow": false, "status": 500, "reason": reason }),
             audit: json!({ "allow": false, "status": 500, "reason": reason }).to_string(),
         }
@@ -182,7 +204,7 @@ impl Answer {
 
 #[cfg(test)]
 mod tests {
-    use super::{apim_window, check_user_header, unsupported_header};
+    use super::{apim_window, check_user_header, unsupported_header, Answer, ApimLimit};
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|n| (*n).to_owned()).collect()
@@ -214,6 +236,32 @@ mod tests {
             unsupported_header(&strip, ["x-remote-user"].into_iter()),
             Some("x-remote-user")
         );
+    }
+
+    #[test]
+    fn more_limits_than_the_xml_counts_are_refused() {
+        let mut decision = policy_core::Decision::policy_module_failed();
+        decision.allow = true;
+        decision.status = 200;
+        let limits = |n: usize| {
+            (0..n)
+                .map(|i| ApimLimit {
+                    key: format!("l{i}/user:alice"),
+                    calls: 10,
+                    period_seconds: 60,
+                })
+                .collect()
+        };
+        let three = Answer::from_decision(&decision, limits(3), String::new());
+        assert!(three.allow);
+        assert_eq!(three.rate_limits.len(), 3);
+        let four = Answer::from_decision(&decision, limits(4), String::new());
+        assert!(!four.allow);
+        assert_eq!(
+            (four.status, four.reason.as_str()),
+            (500, "apim_unsupported_rate_limits")
+        );
+        assert!(four.rate_limits.is_empty());
     }
 
     #[test]

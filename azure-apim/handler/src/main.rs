@@ -9,7 +9,7 @@
 //! - `TOLLGATE_MODULE`: the policy module (default `tollgate_policy.wasm`).
 //! - `TOLLGATE_SECRETS`: JSON object of origin secret name -> Gogs token (use a Key Vault
 //!   reference).
-//! - `TOLLGATE_RATE`: `apim` (default: APIM counts, see `rate_limit` in the answer) or
+//! - `TOLLGATE_RATE`: `apim` (default: APIM counts, see `rate_limits` in the answer) or
 //!   `memory` (exact GCRA inside this one process; for a single instance and for tests).
 //! - `TOLLGATE_TEST_ENDPOINTS=true`: accept `now` in the input. Never in production.
 
@@ -25,7 +25,7 @@ use policy_core::{JwksTimings, OwnedRequest, UnixTime, Verdict};
 use tollgate_host_kit::{complete_now, Fetched, Gate, KeyRing, Namespaced, ShardedRates};
 use tollgate_wasmtime::{CompiledModule, ModulePool};
 
-use crate::answer::Answer;
+use crate::answer::{Answer, ApimLimit};
 
 /// Largest request description accepted from APIM.
 const MAX_INPUT: u64 = 2 << 20;
@@ -157,7 +157,11 @@ impl Handler {
         // Every fetch is blocking, so the future is complete when polled once.
         let Some(decided) = complete_now(self.gate.decide(&facts, at, false, fetch)) else {
             let refusal = policy_core::Decision::policy_module_failed();
-            return Answer::from_decision(&refusal, None, refusal.audit(&facts, at).to_json());
+            return Answer::from_decision(
+                &refusal,
+                Vec::new(),
+                refusal.audit(&facts, at).to_json(),
+            );
         };
         for report in &decided.fetches {
             if let Some(error) = &report.error {
@@ -171,28 +175,38 @@ impl Handler {
             );
         }
         let namespace = input.rate_namespace.as_deref().unwrap_or("live");
-        let (decision, rate) = match (decided.verdict, &self.rates) {
-            (Verdict::Decided(decision), _) => (decision, None),
+        let (decision, limits) = match (decided.verdict, &self.rates) {
+            (Verdict::Decided(decision), _) => (decision, Vec::new()),
             (Verdict::Pending(pending), Some(rates)) => {
                 let store = Namespaced {
                     prefix: namespace,
                     store: rates,
                 };
-                (pending.resolve_in(&store).0, None)
+                (pending.resolve_in(&store), Vec::new())
             }
             (Verdict::Pending(pending), None) => {
                 // APIM counts: the request is admitted here and APIM's rate-limit-by-key
-                // enforces the quota on the key handed to it.
-                let (calls, period) = pending.gcra().quota();
-                let key = match &input.rate_namespace {
-                    Some(ns) => format!("{ns}/{}", pending.key()),
-                    None => pending.key().to_owned(),
-                };
-                (pending.admit(), Some((key, u64::from(calls), period)))
+                // enforces each quota on the key handed to it.
+                let limits = pending
+                    .checks()
+                    .iter()
+                    .map(|check| {
+                        let (calls, period_seconds) = check.gcra().quota();
+                        ApimLimit {
+                            key: match &input.rate_namespace {
+                                Some(ns) => format!("{ns}/{}", check.key()),
+                                None => check.key().to_owned(),
+                            },
+                            calls: u64::from(calls),
+                            period_seconds,
+                        }
+                    })
+                    .collect();
+                (pending.admit(), limits)
             }
         };
         let audit = decision.audit(&facts, at).to_json();
-        Answer::from_decision(&decision, rate, audit)
+        Answer::from_decision(&decision, limits, audit)
     }
 }
 

@@ -130,8 +130,8 @@ fn apim_mode_answers_what_the_policy_xml_reads() {
     let expected = format!("Basic {}", base64_of("alice:placeholder"));
     assert_eq!(allowed["origin_authorization"], expected);
     assert_eq!(
-        allowed["rate_limit"],
-        json!({ "key": "people/user:alice", "calls": 600, "renewal_period": 60 })
+        allowed["rate_limits"],
+        json!([{ "key": "people/user:alice", "calls": 600, "renewal_period": 60 }])
     );
     assert!(allowed["strip"]
         .as_array()
@@ -155,12 +155,16 @@ fn apim_mode_answers_what_the_policy_xml_reads() {
         .contains(&json!("cookie")));
     assert_eq!(allowed["origin_cookie"], "");
 
-    // CI's quota (3 a minute) goes to APIM as it stands.
+    // CI's quota (3 a minute) goes to APIM as it stands, and so does the limit every
+    // authenticated caller is under: both apply.
     let ci = json!({ "request": { "path": "/acme/app.git/info/refs", "headers": { "Authorization": "token ci-secret-key-0001" } }, "now": now });
     let (_, ci_answer) = handler.ask(&ci);
     assert_eq!(
-        ci_answer["rate_limit"],
-        json!({ "key": "ci/user:ci-bot", "calls": 3, "renewal_period": 60 })
+        ci_answer["rate_limits"],
+        json!([
+            { "key": "ci/user:ci-bot", "calls": 3, "renewal_period": 60 },
+            { "key": "people/user:ci-bot", "calls": 600, "renewal_period": 60 }
+        ])
     );
     // APIM counts, so the handler itself admits every time.
     for _ in 0..5 {
@@ -232,13 +236,21 @@ fn apim_mode_answers_what_the_policy_xml_reads() {
             "the policy never sets or deletes `{name}`"
         );
     }
-    let limiter = root
+    // One rate-limit-by-key per limit the handler may hand over, each reading its own.
+    let limiters: Vec<_> = root
         .descendants()
-        .find(|n| n.has_tag_name("rate-limit-by-key"))
-        .expect("rate-limit-by-key");
-    assert!(limiter
-        .attribute("counter-key")
-        .is_some_and(|k| k.contains("[\"rate_limit\"][\"key\"]")));
+        .filter(|n| n.has_tag_name("rate-limit-by-key"))
+        .collect();
+    assert_eq!(
+        limiters.len(),
+        3,
+        "apim-policy.xml counts up to XML_RATE_LIMITS (3) limits"
+    );
+    for (i, limiter) in limiters.iter().enumerate() {
+        assert!(limiter
+            .attribute("counter-key")
+            .is_some_and(|k| k.contains(&format!("[\"rate_limits\"][{i}][\"key\"]"))));
+    }
     let mut fields = BTreeSet::new();
     for piece in xml.split("[\"").skip(1) {
         if let Some(name) = piece.split('"').next() {
@@ -325,7 +337,7 @@ fn apim_mode_answers_what_the_policy_xml_reads() {
         "response_headers",
         "content_type",
         "body",
-        "rate_limit",
+        "rate_limits",
     ] {
         assert!(
             fields.contains(field),

@@ -12,15 +12,17 @@ use super::schema::{
     RawApiKey, RawEffect, RawGrant, RawIssuer, RawOrigin, RawPolicy, RawRateLimit,
 };
 use super::{Policy, PolicyError, SecretUse, Source};
+use crate::access::Access;
 use crate::apikey::ApiKey;
 #[cfg(feature = "testing")]
 use crate::cases::{Expectation, TestCase, DEFAULT_TEST_NOW};
-use crate::engine::{Engine, Gateway, RateLimit, SiteAccess, SiteSwitch};
+use crate::engine::{Engine, Gateway, RateLimit, RatePer, SiteAccess, SiteSwitch};
 use crate::identity::{valid_user, MAX_NAME_LEN};
 use crate::jwt::Issuer;
 use crate::keys::{Algorithm, KeySet};
 use crate::origin::{CredentialMode, OriginConfig, DEFAULT_SESSION_COOKIES};
 use crate::rate::Gcra;
+use crate::route::RouteClass;
 use crate::scope::{Effect, Grant, Principal, RepoPattern};
 #[cfg(feature = "testing")]
 use crate::time::UnixTime;
@@ -775,11 +777,92 @@ fn rate_limits(
         out.push(RateLimit {
             name,
             who: principals(&r.who, principal_names, at)?,
+            classes: narrowing(r.class.as_ref(), "class", route_class, at)?,
+            access: narrowing(r.access.as_ref(), "access", access_level, at)?,
             gcra,
-            shared: r.shared.unwrap_or(false),
+            per: rate_per(r.per.as_ref(), r.shared.as_ref(), at)?,
         });
     }
     Ok(out)
+}
+
+/// The values of a rate limit's `class` or `access` (a name or a list of them); each must
+/// be one `parse` knows.
+fn narrowing<T: PartialEq>(
+    raw: Option<&Spanned<super::schema::OneOrMany>>,
+    field: &str,
+    parse: fn(&str) -> Result<T, &'static str>,
+    at: At<'_>,
+) -> Result<Vec<T>, PolicyError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    if raw.get_ref().0.is_empty() {
+        return err(
+            at,
+            raw.span(),
+            format!("{field} must name at least one value (leave it out to count every request)"),
+        );
+    }
+    let mut out = Vec::new();
+    for name in &raw.get_ref().0 {
+        let value = parse(name).map_err(|expected| {
+            at.error(
+                Some(raw.span()),
+                format!("unknown {field} `{name}`; expected {expected}"),
+            )
+        })?;
+        if !out.contains(&value) {
+            out.push(value);
+        }
+    }
+    Ok(out)
+}
+
+fn route_class(name: &str) -> Result<RouteClass, &'static str> {
+    match name {
+        "git" => Ok(RouteClass::Git),
+        "lfs" => Ok(RouteClass::Lfs),
+        "api" => Ok(RouteClass::Api),
+        "web" => Ok(RouteClass::Web),
+        _ => Err("`git`, `lfs`, `api` or `web`"),
+    }
+}
+
+fn access_level(name: &str) -> Result<Access, &'static str> {
+    match name {
+        "read" => Ok(Access::Read),
+        "write" => Ok(Access::Write),
+        "admin" => Ok(Access::Admin),
+        "owner" => Ok(Access::Owner),
+        _ => Err("`read`, `write`, `admin` or `owner`"),
+    }
+}
+
+fn rate_per(
+    per: Option<&Spanned<String>>,
+    shared: Option<&Spanned<bool>>,
+    at: At<'_>,
+) -> Result<RatePer, PolicyError> {
+    match (per, shared) {
+        (Some(_), Some(shared)) => err(
+            at,
+            shared.span(),
+            "`shared` is the older spelling of `per = \"shared\"`; give only `per`".to_owned(),
+        ),
+        (Some(per), None) => match per.get_ref().as_str() {
+            "identity" => Ok(RatePer::Identity),
+            "identity+repo" => Ok(RatePer::IdentityAndRepo),
+            "shared" => Ok(RatePer::Shared),
+            other => err(
+                at,
+                per.span(),
+                format!("unknown per `{other}`; expected `identity`, `identity+repo` or `shared`"),
+            ),
+        },
+        (None, Some(shared)) if *shared.get_ref() => Ok(RatePer::Shared),
+        (None, _) => Ok(RatePer::Identity),
+    }
 }
 
 #[cfg(feature = "testing")]

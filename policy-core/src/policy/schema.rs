@@ -142,7 +142,11 @@ pub(crate) struct RawRateLimit {
     pub(crate) requests: Spanned<u32>,
     pub(crate) period_seconds: Spanned<u64>,
     pub(crate) burst: Option<Spanned<u32>>,
-    pub(crate) shared: Option<bool>,
+    pub(crate) class: Option<Spanned<OneOrMany>>,
+    pub(crate) access: Option<Spanned<OneOrMany>>,
+    pub(crate) per: Option<Spanned<String>>,
+    /// The older spelling of `per = "shared"`.
+    pub(crate) shared: Option<Spanned<bool>>,
 }
 
 #[cfg(feature = "testing")]

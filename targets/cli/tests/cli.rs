@@ -192,6 +192,10 @@ fn check_reports_file_line_and_column() {
         ),
         ("[[grant]]\nwho = \"binding:nope\"\nrepos = \"acme/*\"\naccess = \"read\"\n", "2:7: `binding:nope` names no [[binding]]"),
         ("[[grant]]\nwho = \"issuer:nope\"\nrepos = \"acme/*\"\naccess = \"read\"\n", "2:7: `issuer:nope` names no [[issuer]]"),
+        ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 1\nperiod_seconds = 1\nclass = \"ssh\"\n", "6:9: unknown class `ssh`; expected `git`, `lfs`, `api` or `web`"),
+        ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 1\nperiod_seconds = 1\naccess = []\n", "6:10: access must name at least one value"),
+        ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 1\nperiod_seconds = 1\nper = \"repo\"\n", "6:7: unknown per `repo`; expected `identity`, `identity+repo` or `shared`"),
+        ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 1\nperiod_seconds = 1\nper = \"shared\"\nshared = true\n", "7:10: `shared` is the older spelling of `per = \"shared\"`"),
     ];
     for (i, (policy, expected)) in cases.iter().enumerate() {
         let path = write_temp(&dir, &format!("bad{i}.toml"), policy);

@@ -1,6 +1,7 @@
 //! Two `tollgate serve` instances sharing rate-limit state in a real `redis-server` on
-//! 127.0.0.1: the limit holds across both, exactly, under concurrency; Redis going away
-//! fails closed, and its return recovers without restarting serve.
+//! 127.0.0.1: the limit holds across both, exactly, under concurrency, also when several
+//! limits apply to one request; Redis going away fails closed, and its return recovers
+//! without restarting serve.
 
 use std::fs::File;
 use std::path::Path;
@@ -76,14 +77,71 @@ fn serve(dir: &Path, origin_port: u16, redis_port: u16, name: &str) -> Gateway {
     }
 }
 
+/// Two limits on git requests, one of them on everything.
+const TWO_LIMITS: &str = r#"
+[origin]
+git = "service-token"
+service_user = "svc"
+service_token_secret = "svc-token"
+
+[[grant]]
+who = "*"
+repos = "acme/*"
+access = "read"
+
+[[rate_limit]]
+name = "everything"
+who = "anonymous"
+requests = 10
+period_seconds = 3600
+
+[[rate_limit]]
+name = "git"
+who = "anonymous"
+class = "git"
+requests = 4
+period_seconds = 3600
+"#;
+
+const GIT_PATH: &str = "/acme/ok.git/info/refs?service=git-upload-pack";
+const WEB_PATH: &str = "/acme/ok/src/master";
+
 fn get(port: u16) -> reqwest::blocking::Response {
+    get_path(port, GIT_PATH)
+}
+
+fn get_path(port: u16, path: &str) -> reqwest::blocking::Response {
     reqwest::blocking::Client::new()
-        .get(format!(
-            "http://127.0.0.1:{port}/acme/ok.git/info/refs?service=git-upload-pack"
-        ))
+        .get(format!("http://127.0.0.1:{port}{path}"))
         .timeout(Duration::from_secs(10))
         .send()
         .expect("answer")
+}
+
+/// The statuses of `count` concurrent requests for `path`, spread over `ports`.
+fn concurrently(ports: &[u16], path: &'static str, count: usize) -> Vec<u16> {
+    let threads: Vec<_> = (0..count)
+        .map(|i| {
+            let port = ports[i % ports.len()];
+            std::thread::spawn(move || get_path(port, path).status().as_u16())
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect()
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+fn retry_after(response: &reqwest::blocking::Response) -> u64 {
+    response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("retry-after")
 }
 
 fn metrics(gateway: &Gateway) -> String {
@@ -99,8 +157,12 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(POLICY)
+}
+
+fn setup_with(policy: &str) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("policy.toml"), POLICY).expect("policy");
+    std::fs::write(dir.path().join("policy.toml"), policy).expect("policy");
     std::fs::write(dir.path().join("secrets.json"), r#"{"svc-token": "t"}"#).expect("secrets");
     let origin_port = free_port();
     let origin = Proc::start(
@@ -127,39 +189,45 @@ fn two_instances_enforce_one_limit_exactly() {
     let b = serve(setup.dir.path(), setup.origin_port, redis_port, "b");
 
     // 16 concurrent requests over both instances, against a limit of 10: exactly 10 pass.
-    let threads: Vec<_> = (0..16)
-        .map(|i| {
-            let port = if i % 2 == 0 { a.port } else { b.port };
-            std::thread::spawn(move || get(port).status().as_u16())
-        })
-        .collect();
-    let statuses: Vec<u16> = threads
-        .into_iter()
-        .map(|t| t.join().expect("thread"))
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        10,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 429).count(),
-        6,
-        "{statuses:?}"
-    );
+    let statuses = concurrently(&[a.port, b.port], GIT_PATH, 16);
+    assert_eq!(count(&statuses, 200), 10, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 6, "{statuses:?}");
 
     // The next one, on either instance, waits as one instance alone would make it wait:
     // one request's share of the hour (360 s).
     for gateway in [&a, &b] {
         let refused = get(gateway.port);
         assert_eq!(refused.status(), 429);
-        let retry: u64 = refused
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .expect("retry-after");
+        let retry = retry_after(&refused);
         assert!((355..=360).contains(&retry), "retry-after {retry}");
     }
+}
+
+#[test]
+fn every_limit_applies_and_refused_requests_consume_nothing() {
+    let setup = setup_with(TWO_LIMITS);
+    let redis_port = free_port();
+    let _redis = redis_server(redis_port);
+    let a = serve(setup.dir.path(), setup.origin_port, redis_port, "a");
+    let b = serve(setup.dir.path(), setup.origin_port, redis_port, "b");
+    let ports = [a.port, b.port];
+
+    // Git requests fall under both limits: the git limit (4) admits exactly 4 of 12.
+    let git = concurrently(&ports, GIT_PATH, 12);
+    assert_eq!(count(&git, 200), 4, "{git:?}");
+    assert_eq!(count(&git, 429), 8, "{git:?}");
+
+    // The 8 refused ones took nothing from `everything`: 6 of its 10 are left for pages.
+    let web = concurrently(&ports, WEB_PATH, 12);
+    assert_eq!(count(&web, 200), 6, "{web:?}");
+    assert_eq!(count(&web, 429), 6, "{web:?}");
+
+    // Both refuse a git request now; the Retry-After is the longer wait, the git limit's
+    // share of the hour (900 s) rather than `everything`'s (360 s).
+    let refused = get(a.port);
+    assert_eq!(refused.status(), 429);
+    let retry = retry_after(&refused);
+    assert!((895..=900).contains(&retry), "retry-after {retry}");
 }
 
 #[test]

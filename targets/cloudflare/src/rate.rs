@@ -1,8 +1,8 @@
 //! Rate limits in a Durable Object, one object per limit key: strongly consistent, since
 //! a Durable Object handles one event at a time and its storage calls are gated. GCRA
-//! runs once, in the object; the Worker concludes from its result.
+//! runs once per limit, in its object; the Worker concludes from the results.
 
-use policy_core::{Decision, Gcra, PendingRate, RateState, UnixTime};
+use policy_core::{Decision, Gcra, PendingRate, RateCheck, RateState, UnixTime};
 use serde::{Deserialize, Serialize};
 use worker::{
     durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result, State,
@@ -13,6 +13,21 @@ struct Check {
     gcra: Gcra,
     /// Decimal string: JavaScript numbers cannot hold nanosecond timestamps exactly.
     now_nanos: String,
+    /// What to do with the stored TAT.
+    #[serde(default)]
+    op: Op,
+}
+
+#[derive(Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Op {
+    /// Admit or refuse one request, storing the new TAT if admitted.
+    #[default]
+    Consume,
+    /// Only report what a request would get (a request already refused by another limit).
+    Measure,
+    /// Give back one request this limit admitted (another limit refused it).
+    GiveBack,
 }
 
 /// The object's check: the state it stored (admitted), or the nanoseconds to wait.
@@ -33,8 +48,8 @@ impl DurableObject for RateLimiter {
         RateLimiter { state }
     }
 
-    /// Checks one request against the stored TAT and stores the new TAT if admitted;
-    /// answers with what it stored or how long to wait.
+    /// Checks one request against the stored TAT and stores the new TAT if admitted (or
+    /// gives one back); answers with what it stored or how long to wait.
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let check: Check = serde_json::from_str(&req.text().await?)
             .map_err(|e| worker::Error::RustError(e.to_string()))?;
@@ -48,17 +63,33 @@ impl DurableObject for RateLimiter {
             .as_deref()
             .and_then(|p| p.parse::<u64>().ok())
             .map(RateState);
-        let checked = match check.gcra.check(prior_state, UnixTime::from_nanos(now)) {
-            Ok(next) => {
-                storage.put("tat", next.0.to_string()).await?;
+        let checked = match (check.op, prior_state) {
+            (Op::GiveBack, Some(current)) => {
+                let back = check.gcra.give_back(current);
+                storage.put("tat", back.0.to_string()).await?;
                 Checked {
-                    stored: Some(next.0.to_string()),
+                    stored: Some(back.0.to_string()),
                     wait_nanos: None,
                 }
             }
-            Err(wait) => Checked {
+            (Op::GiveBack, None) => Checked {
                 stored: None,
-                wait_nanos: Some(wait.to_string()),
+                wait_nanos: None,
+            },
+            (op, _) => match check.gcra.check(prior_state, UnixTime::from_nanos(now)) {
+                Ok(next) => {
+                    if matches!(op, Op::Consume) {
+                        storage.put("tat", next.0.to_string()).await?;
+                    }
+                    Checked {
+                        stored: Some(next.0.to_string()),
+                        wait_nanos: None,
+                    }
+                }
+                Err(wait) => Checked {
+                    stored: None,
+                    wait_nanos: Some(wait.to_string()),
+                },
             },
         };
         Response::ok(
@@ -67,27 +98,73 @@ impl DurableObject for RateLimiter {
     }
 }
 
+/// The final decision: each limit's object consumes in turn; once one refuses, the
+/// earlier ones give back what they took and the later ones only measure, so a refused
+/// request consumes nothing and the 429 carries the longest wait. An object that cannot
+/// be reached or answers nonsense refuses the request (503), never admits it.
 pub async fn resolve(env: &Env, pending: &PendingRate, namespace: &str) -> Result<Decision> {
+    let now = pending.now();
+    let mut results = Vec::with_capacity(pending.checks().len());
+    let mut refused = false;
+    for (i, check) in pending.checks().iter().enumerate() {
+        let op = if refused { Op::Measure } else { Op::Consume };
+        let Some(result) = ask(env, check, now, namespace, op).await? else {
+            give_back(env, pending, &results, namespace).await?;
+            return Ok(pending.unavailable(i));
+        };
+        if result.is_err() && !refused {
+            refused = true;
+            give_back(env, pending, &results, namespace).await?;
+        }
+        results.push(result);
+    }
+    Ok(pending.conclude(&results))
+}
+
+async fn give_back(
+    env: &Env,
+    pending: &PendingRate,
+    results: &[std::result::Result<RateState, u64>],
+    namespace: &str,
+) -> Result<()> {
+    for (check, result) in pending.checks().iter().zip(results) {
+        if result.is_ok() {
+            // Not given back: the request stays counted, which can only refuse early.
+            let _ = ask(env, check, pending.now(), namespace, Op::GiveBack).await?;
+        }
+    }
+    Ok(())
+}
+
+/// One limit's object: `Some(Ok(stored))`, `Some(Err(wait_nanos))`, or `None` when it
+/// could not be reached or answered nonsense.
+async fn ask(
+    env: &Env,
+    check: &RateCheck,
+    now: UnixTime,
+    namespace: &str,
+    op: Op,
+) -> Result<Option<std::result::Result<RateState, u64>>> {
     let name = if namespace.is_empty() {
-        pending.key().to_owned()
+        check.key().to_owned()
     } else {
-        format!("{namespace}/{}", pending.key())
+        format!("{namespace}/{}", check.key())
     };
     let stub = env
         .durable_object("RATE_LIMITER")?
         .id_from_name(&name)?
         .get_stub()?;
     let body = serde_json::to_string(&Check {
-        gcra: pending.gcra(),
-        now_nanos: pending.now().as_nanos().to_string(),
+        gcra: check.gcra(),
+        now_nanos: now.as_nanos().to_string(),
+        op,
     })
     .map_err(|e| worker::Error::RustError(e.to_string()))?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.into()));
     let request = Request::new_with_init("https://rate-limiter/check", &init)?;
-    // A limiter that cannot be reached or answers nonsense refuses (503), never admits.
     let Ok(mut response) = stub.fetch_with_request(request).await else {
-        return Ok(pending.unavailable());
+        return Ok(None);
     };
     let checked: Option<Checked> = response
         .text()
@@ -98,14 +175,8 @@ pub async fn resolve(env: &Env, pending: &PendingRate, namespace: &str) -> Resul
     Ok(match checked {
         Some(Checked {
             stored: Some(s), ..
-        }) => match number(Some(s)) {
-            Some(tat) => pending.conclude(Ok(RateState(tat))).0,
-            None => pending.unavailable(),
-        },
-        Some(Checked { wait_nanos, .. }) => match number(wait_nanos) {
-            Some(wait) => pending.conclude(Err(wait)).0,
-            None => pending.unavailable(),
-        },
-        None => pending.unavailable(),
+        }) => number(Some(s)).map(|tat| Ok(RateState(tat))),
+        Some(Checked { wait_nanos, .. }) => number(wait_nanos).map(Err),
+        None => None,
     })
 }

@@ -27,15 +27,11 @@ impl Limiter {
     pub fn check(&self, pending: &PendingRate, namespace: &str) -> Decision {
         match self {
             Limiter::Erl(erl) => erl.check(pending, namespace),
-            Limiter::Kv(kv) if namespace.is_empty() => pending.resolve_in(kv).0,
-            Limiter::Kv(kv) => {
-                pending
-                    .resolve_in(&Namespaced {
-                        prefix: namespace,
-                        store: kv,
-                    })
-                    .0
-            }
+            Limiter::Kv(kv) if namespace.is_empty() => pending.resolve_in(kv),
+            Limiter::Kv(kv) => pending.resolve_in(&Namespaced {
+                prefix: namespace,
+                store: kv,
+            }),
         }
     }
 }
@@ -59,21 +55,26 @@ impl Erl {
 const PENALTY: Duration = Duration::from_secs(60);
 
 impl Erl {
+    /// Every limit counts the request in its own rate counter. ERL cannot take a count
+    /// back, so a request refused by one limit stays counted by those checked before it.
     fn check(&self, pending: &PendingRate, namespace: &str) -> Decision {
-        let entry = if namespace.is_empty() {
-            pending.key().to_owned()
-        } else {
-            format!("{namespace}/{}", pending.key())
-        };
-        let limit = pending.gcra().requests_per_second_ceil();
-        match self
-            .erl
-            .check_rate(&entry, 1, RateWindow::TenSecs, limit, PENALTY)
-        {
-            Ok(false) => pending.admit(),
-            Ok(true) => pending.refuse(PENALTY.as_secs()),
-            Err(_) => pending.refuse(1),
+        for (i, check) in pending.checks().iter().enumerate() {
+            let entry = if namespace.is_empty() {
+                check.key().to_owned()
+            } else {
+                format!("{namespace}/{}", check.key())
+            };
+            let limit = check.gcra().requests_per_second_ceil();
+            match self
+                .erl
+                .check_rate(&entry, 1, RateWindow::TenSecs, limit, PENALTY)
+            {
+                Ok(false) => {}
+                Ok(true) => return pending.refuse(i, PENALTY.as_secs()),
+                Err(_) => return pending.refuse(i, 1),
+            }
         }
+        pending.admit()
     }
 }
 

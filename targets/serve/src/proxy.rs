@@ -349,7 +349,7 @@ async fn conclude(
                 if shared.admit_when_rates_unavailable {
                     pending.admit()
                 } else {
-                    pending.unavailable()
+                    pending.unavailable(0)
                 }
             }
         },

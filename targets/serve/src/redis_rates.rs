@@ -1,31 +1,55 @@
 //! Rate-limit state in Redis, so that several serve instances enforce one limit together.
-//! GCRA stays in policy-core: the host reads a key's state, lets the pending decision
-//! resolve against it, and stores the new state with a compare-and-set script that
-//! writes only if the key still holds what was read; on a conflict it reads again. Keys
+//! GCRA stays in policy-core: the host reads the states of a request's limits, lets the
+//! pending decision resolve against them, and stores the new states with a script that
+//! writes only if every key still holds what was read; on a conflict the script answers
+//! the newer states and the host decides again. Within one instance, requests sharing a
+//! key take turns (a striped lock), so conflicts only come from other instances. Keys
 //! expire when their state stops mattering.
+//!
+//! A request's keys are written by one script, so they must live on one Redis server
+//! (a single primary, not a cluster).
 
 use std::time::Duration;
 
 use policy_core::{Decision, PendingRate, RateState};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{Mutex, MutexGuard};
 
-/// Writes `ARGV[2]` (expiring at Unix second `ARGV[3]`) only if the key still holds
-/// `ARGV[1]` (empty: absent). Answers 1 when it wrote, 0 when the key had changed.
+/// `KEYS`: the request's keys; `ARGV`: for each key, the state read ('' when absent),
+/// then each new state, then each expiry (Unix seconds). Writes every new state only if
+/// every key still holds what was read, answering `{1}`; otherwise writes nothing and
+/// answers `{0, current...}`.
 const COMPARE_AND_SET: &str = r"
-local current = redis.call('GET', KEYS[1]) or ''
-if current ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'EXAT', ARGV[3])
-return 1
+local n = #KEYS
+local current = {}
+local same = true
+for i = 1, n do
+  current[i] = redis.call('GET', KEYS[i]) or ''
+  if current[i] ~= ARGV[i] then same = false end
+end
+if not same then
+  table.insert(current, 1, 0)
+  return current
+end
+for i = 1, n do
+  redis.call('SET', KEYS[i], ARGV[n + i], 'EXAT', ARGV[2 * n + i])
+end
+return {1}
 ";
 
-/// Reads and writes of one decision before it gives up on a key that keeps changing.
+/// Decisions a request makes before it gives up on keys that keep changing.
 const MAX_ATTEMPTS: usize = 64;
+
+/// Stripes of the per-instance lock: requests whose keys share no stripe never wait for
+/// each other.
+const LOCK_STRIPES: usize = 1024;
 
 pub struct RedisRates {
     connection: ConnectionManager,
     script: redis::Script,
     prefix: String,
     timeout: Duration,
+    stripes: Box<[Mutex<()>]>,
 }
 
 /// Why a limit could not be checked.
@@ -53,45 +77,84 @@ impl RedisRates {
             script: redis::Script::new(COMPARE_AND_SET),
             prefix,
             timeout,
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
     }
 
-    /// The final decision for `pending`, its state read and written in Redis.
+    /// The final decision for `pending`, its states read and written in Redis.
     pub async fn resolve(&self, pending: &PendingRate) -> Result<Decision, Unavailable> {
-        let key = format!("{}{}", self.prefix, pending.key());
+        let keys: Vec<String> = pending
+            .checks()
+            .iter()
+            .map(|check| format!("{}{}", self.prefix, check.key()))
+            .collect();
+        let _turn = self.take_turn(&keys).await;
         let mut connection = self.connection.clone();
+        let mut read: Vec<String> = self
+            .bounded(
+                redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async::<Vec<Option<String>>>(&mut connection),
+            )
+            .await?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
         for _ in 0..MAX_ATTEMPTS {
-            let read: Option<String> = self
-                .bounded(redis::cmd("GET").arg(&key).query_async(&mut connection))
-                .await?;
-            let prior = match &read {
-                Some(text) => Some(RateState(text.parse().map_err(|_| {
-                    Unavailable(format!("key `{key}` holds `{text}`, not a rate state"))
-                })?)),
-                None => None,
-            };
-            let (decision, update) = pending.resolve(prior);
+            let priors = keys
+                .iter()
+                .zip(&read)
+                .map(|(key, text)| state(key, text))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (decision, updates) = pending.resolve(&priors);
             // Refused: nothing to store, and a refused request consumes nothing.
-            let Some(update) = update else {
+            if updates.is_empty() {
                 return Ok(decision);
-            };
-            let written: i64 = self
-                .bounded(
-                    self.script
-                        .key(&key)
-                        .arg(read.as_deref().unwrap_or(""))
-                        .arg(update.state.0.to_string())
-                        .arg(update.expires.max(1))
-                        .invoke_async(&mut connection),
-                )
+            }
+            let mut invocation = self.script.prepare_invoke();
+            for key in &keys {
+                invocation.key(key);
+            }
+            invocation.arg(&read);
+            for update in &updates {
+                invocation.arg(update.state.0.to_string());
+            }
+            for update in &updates {
+                invocation.arg(update.expires.max(1));
+            }
+            let answer: Vec<redis::Value> = self
+                .bounded(invocation.invoke_async(&mut connection))
                 .await?;
-            if written == 1 {
-                return Ok(decision);
+            match answer.split_first() {
+                Some((redis::Value::Int(1), _)) => return Ok(decision),
+                Some((redis::Value::Int(0), current)) if current.len() == keys.len() => {
+                    read = current
+                        .iter()
+                        .map(redis::from_redis_value_ref::<String>)
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| Unavailable(format!("compare-and-set answered {e}")))?;
+                }
+                _ => return Err(Unavailable(format!("compare-and-set answered {answer:?}"))),
             }
         }
         Err(Unavailable(format!(
-            "key `{key}` changed on every one of {MAX_ATTEMPTS} attempts"
+            "keys {keys:?} changed on every one of {MAX_ATTEMPTS} attempts"
         )))
+    }
+
+    /// Waits until no other request of this instance uses one of `keys`' stripes, taking
+    /// them in ascending order so that two requests never wait for each other.
+    async fn take_turn(&self, keys: &[String]) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys.iter().map(|key| stripe(key)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            if let Some(lock) = self.stripes.get(i) {
+                guards.push(lock.lock().await);
+            }
+        }
+        guards
     }
 
     async fn bounded<T>(
@@ -104,4 +167,20 @@ impl RedisRates {
             Err(_) => Err(Unavailable(format!("no answer within {:?}", self.timeout))),
         }
     }
+}
+
+fn stripe(key: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+    usize::try_from(hash % LOCK_STRIPES as u64).unwrap_or(0)
+}
+
+/// A key's stored text as a state; '' is no state.
+fn state(key: &str, text: &str) -> Result<Option<RateState>, Unavailable> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(|tat| Some(RateState(tat)))
+        .map_err(|_| Unavailable(format!("key `{key}` holds `{text}`, not a rate state")))
 }
