@@ -3,12 +3,15 @@
 //! pending decision resolve against them, and stores the new states with a script that
 //! writes only if every key still holds what was read; on a conflict the script answers
 //! the newer states and the host decides again. Within one instance, requests sharing a
-//! key take turns (a striped lock), so conflicts only come from other instances. Keys
-//! expire when their state stops mattering.
+//! key take turns (a striped lock), so conflicts only come from other instances, and the
+//! lock also guards what this instance last saw of each key: an admitted request usually
+//! costs one round trip (the compare-and-set against the remembered state), and a refusal
+//! is only given after reading Redis itself. Keys expire when their state stops mattering.
 //!
 //! A request's keys are written by one script, so they must live on one Redis server
 //! (a single primary, not a cluster).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use policy_core::{Decision, PendingRate, RateState};
@@ -44,12 +47,20 @@ const MAX_ATTEMPTS: usize = 64;
 /// each other.
 const LOCK_STRIPES: usize = 1024;
 
+/// Keys a stripe remembers before it forgets them all (the next request for each reads
+/// Redis again): bounds memory at about a million keys.
+const REMEMBERED_PER_STRIPE: usize = 1024;
+
+/// What this instance last read or wrote for the keys of one stripe ('' for no state).
+/// Other instances may have written since, which the compare-and-set finds out.
+type Remembered = HashMap<String, String>;
+
 pub struct RedisRates {
     connection: ConnectionManager,
     script: redis::Script,
     prefix: String,
     timeout: Duration,
-    stripes: Box<[Mutex<()>]>,
+    stripes: Box<[Mutex<Remembered>]>,
 }
 
 /// Why a limit could not be checked.
@@ -77,7 +88,7 @@ impl RedisRates {
             script: redis::Script::new(COMPARE_AND_SET),
             prefix,
             timeout,
-            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::default()).collect(),
         })
     }
 
@@ -88,18 +99,14 @@ impl RedisRates {
             .iter()
             .map(|check| format!("{}{}", self.prefix, check.key()))
             .collect();
-        let _turn = self.take_turn(&keys).await;
+        let mut turn = self.take_turn(&keys).await;
         let mut connection = self.connection.clone();
-        let mut read: Vec<String> = self
-            .bounded(
-                redis::cmd("MGET")
-                    .arg(&keys)
-                    .query_async::<Vec<Option<String>>>(&mut connection),
-            )
-            .await?
-            .into_iter()
-            .map(Option::unwrap_or_default)
-            .collect();
+        let remembered: Option<Vec<String>> =
+            keys.iter().map(|key| turn.remembered(key)).collect();
+        let (mut read, mut fresh) = match remembered {
+            Some(read) => (read, false),
+            None => (self.read(&keys, &mut connection).await?, true),
+        };
         for _ in 0..MAX_ATTEMPTS {
             let priors = keys
                 .iter()
@@ -107,18 +114,24 @@ impl RedisRates {
                 .map(|(key, text)| state(key, text))
                 .collect::<Result<Vec<_>, _>>()?;
             let (decision, updates) = pending.resolve(&priors);
-            // Refused: nothing to store, and a refused request consumes nothing.
             if updates.is_empty() {
+                // Refused. Another instance may have written since this one looked, which
+                // only moves states on: check what Redis holds before saying how long to wait.
+                if !fresh {
+                    read = self.read(&keys, &mut connection).await?;
+                    fresh = true;
+                    continue;
+                }
+                turn.remember(&keys, &read);
+                // A refused request consumes nothing: there is nothing to store.
                 return Ok(decision);
             }
+            let written: Vec<String> = updates.iter().map(|u| u.state.0.to_string()).collect();
             let mut invocation = self.script.prepare_invoke();
             for key in &keys {
                 invocation.key(key);
             }
-            invocation.arg(&read);
-            for update in &updates {
-                invocation.arg(update.state.0.to_string());
-            }
+            invocation.arg(&read).arg(&written);
             for update in &updates {
                 invocation.arg(update.expires.max(1));
             }
@@ -126,13 +139,17 @@ impl RedisRates {
                 .bounded(invocation.invoke_async(&mut connection))
                 .await?;
             match answer.split_first() {
-                Some((redis::Value::Int(1), _)) => return Ok(decision),
+                Some((redis::Value::Int(1), _)) => {
+                    turn.remember(&keys, &written);
+                    return Ok(decision);
+                }
                 Some((redis::Value::Int(0), current)) if current.len() == keys.len() => {
                     read = current
                         .iter()
                         .map(redis::from_redis_value_ref::<String>)
                         .collect::<Result<_, _>>()
                         .map_err(|e| Unavailable(format!("compare-and-set answered {e}")))?;
+                    fresh = true;
                 }
                 _ => return Err(Unavailable(format!("compare-and-set answered {answer:?}"))),
             }
@@ -142,19 +159,31 @@ impl RedisRates {
         )))
     }
 
+    /// The states Redis holds for `keys` ('' for none).
+    async fn read(
+        &self,
+        keys: &[String],
+        connection: &mut ConnectionManager,
+    ) -> Result<Vec<String>, Unavailable> {
+        let read: Vec<Option<String>> = self
+            .bounded(redis::cmd("MGET").arg(keys).query_async(connection))
+            .await?;
+        Ok(read.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
     /// Waits until no other request of this instance uses one of `keys`' stripes, taking
     /// them in ascending order so that two requests never wait for each other.
-    async fn take_turn(&self, keys: &[String]) -> Vec<MutexGuard<'_, ()>> {
+    async fn take_turn(&self, keys: &[String]) -> Turn<'_> {
         let mut stripes: Vec<usize> = keys.iter().map(|key| stripe(key)).collect();
         stripes.sort_unstable();
         stripes.dedup();
         let mut guards = Vec::with_capacity(stripes.len());
         for i in stripes {
             if let Some(lock) = self.stripes.get(i) {
-                guards.push(lock.lock().await);
+                guards.push((i, lock.lock().await));
             }
         }
-        guards
+        Turn { guards }
     }
 
     async fn bounded<T>(
@@ -165,6 +194,36 @@ impl RedisRates {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(Unavailable(e.to_string())),
             Err(_) => Err(Unavailable(format!("no answer within {:?}", self.timeout))),
+        }
+    }
+}
+
+/// The stripes a request holds, and through them what the instance remembers of its keys.
+struct Turn<'a> {
+    guards: Vec<(usize, MutexGuard<'a, Remembered>)>,
+}
+
+impl Turn<'_> {
+    fn stripe_of(&mut self, key: &str) -> Option<&mut Remembered> {
+        let i = stripe(key);
+        self.guards
+            .iter_mut()
+            .find(|(stripe, _)| *stripe == i)
+            .map(|(_, guard)| &mut **guard)
+    }
+
+    fn remembered(&mut self, key: &str) -> Option<String> {
+        self.stripe_of(key)?.get(key).cloned()
+    }
+
+    fn remember(&mut self, keys: &[String], states: &[String]) {
+        for (key, state) in keys.iter().zip(states) {
+            if let Some(remembered) = self.stripe_of(key) {
+                if remembered.len() >= REMEMBERED_PER_STRIPE && !remembered.contains_key(key) {
+                    remembered.clear();
+                }
+                remembered.insert(key.clone(), state.clone());
+            }
         }
     }
 }
