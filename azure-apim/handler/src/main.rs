@@ -9,8 +9,11 @@
 //! - `TOLLGATE_MODULE`: the policy module (default `tollgate_policy.wasm`).
 //! - `TOLLGATE_SECRETS`: JSON object of origin secret name -> Gogs token (use a Key Vault
 //!   reference).
-//! - `TOLLGATE_RATE`: `apim` (default: APIM counts, see `rate_limits` in the answer) or
-//!   `memory` (exact GCRA inside this one process; for a single instance and for tests).
+//! - `TOLLGATE_RATE`: `apim` (default: APIM counts, see `rate_limits` in the answer),
+//!   `memory` (exact GCRA inside this one process; for a single instance and for tests), or
+//!   `redis://HOST:PORT/DB` (exact GCRA with the state in Redis, shared by every instance;
+//!   `TOLLGATE_RATE_PREFIX` (`tollgate:`), `TOLLGATE_RATE_TIMEOUT_MS` (250) and
+//!   `TOLLGATE_RATE_FAILURE` (`deny`, or `allow` to admit unchecked when Redis is down)).
 //! - `TOLLGATE_TEST_ENDPOINTS=true`: accept `now` in the input. Never in production.
 
 mod answer;
@@ -22,7 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use policy_core::{JwksTimings, OwnedRequest, UnixTime, Verdict};
-use tollgate_host_kit::{complete_now, Fetched, Gate, KeyRing, Namespaced, ShardedRates};
+use tollgate_host_kit::{
+    complete_now, Fetched, Gate, KeyRing, Namespaced, RedisRates, ShardedRates,
+};
 use tollgate_wasmtime::{CompiledModule, ModulePool};
 
 use crate::answer::{Answer, ApimLimit};
@@ -35,10 +40,71 @@ const MAX_JWKS: u64 = 1 << 20;
 
 struct Handler {
     gate: Gate<ModulePool>,
-    /// `Some`: exact GCRA here (`TOLLGATE_RATE=memory`); `None`: APIM counts.
-    rates: Option<ShardedRates>,
+    rates: Rates,
     jwks_client: reqwest::blocking::Client,
     test_endpoints: bool,
+}
+
+/// Where rate limits are enforced (`TOLLGATE_RATE`).
+enum Rates {
+    /// APIM's `rate-limit-by-key` counts, on the keys the answer names.
+    Apim,
+    /// Exact GCRA in this process.
+    Memory(ShardedRates),
+    /// Exact GCRA with the state in Redis, shared by every instance.
+    Redis {
+        store: RedisRates,
+        /// Drives the Redis connection; the handler's threads wait on it.
+        runtime: tokio::runtime::Runtime,
+        admit_when_unavailable: bool,
+    },
+}
+
+impl Rates {
+    fn from_env() -> Result<Rates, String> {
+        Ok(match env("TOLLGATE_RATE").as_deref() {
+            None | Some("apim") => Rates::Apim,
+            Some("memory") => Rates::Memory(ShardedRates::default()),
+            Some(url) if url.starts_with("redis://") => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("rate store runtime: {e}"))?;
+                let prefix = env("TOLLGATE_RATE_PREFIX").unwrap_or_else(|| "tollgate:".into());
+                let timeout_ms = match env("TOLLGATE_RATE_TIMEOUT_MS") {
+                    Some(ms) => ms.parse::<u64>().map_err(|_| {
+                        format!("TOLLGATE_RATE_TIMEOUT_MS `{ms}`: expected milliseconds")
+                    })?,
+                    None => 250,
+                };
+                let admit_when_unavailable = match env("TOLLGATE_RATE_FAILURE").as_deref() {
+                    None | Some("deny") => false,
+                    Some("allow") => true,
+                    Some(other) => {
+                        return Err(format!(
+                            "TOLLGATE_RATE_FAILURE `{other}`: expected `deny` or `allow`"
+                        ))
+                    }
+                };
+                let store = runtime.block_on(RedisRates::connect(
+                    url,
+                    prefix,
+                    Duration::from_millis(timeout_ms.max(1)),
+                ))?;
+                Rates::Redis {
+                    store,
+                    runtime,
+                    admit_when_unavailable,
+                }
+            }
+            Some(other) => {
+                return Err(format!(
+                    "TOLLGATE_RATE `{other}`: expected `apim`, `memory` or `redis://HOST:PORT/DB`"
+                ))
+            }
+        })
+    }
 }
 
 /// `{"request": {method, path, query, headers, body, client_ip}, "now"?, "rate_namespace"?}`
@@ -48,7 +114,7 @@ struct Input {
     request: OwnedRequest,
     /// Unix seconds; honoured only with `TOLLGATE_TEST_ENDPOINTS=true`.
     now: Option<u64>,
-    /// Separates rate-limit state between test cases (memory mode).
+    /// Separates rate-limit state between test cases (memory and Redis modes).
     rate_namespace: Option<String>,
 }
 
@@ -81,15 +147,7 @@ impl Handler {
             }
             None => BTreeMap::new(),
         };
-        let rates = match env("TOLLGATE_RATE").as_deref() {
-            None | Some("apim") => None,
-            Some("memory") => Some(ShardedRates::default()),
-            Some(other) => {
-                return Err(format!(
-                    "TOLLGATE_RATE `{other}`: expected `apim` or `memory`"
-                ))
-            }
-        };
+        let rates = Rates::from_env()?;
         // Compiles the policy now: a bad policy stops the handler with its positioned error.
         let pool = ModulePool::new(module, policy, "TOLLGATE_POLICY".into(), Some(secrets))
             .map_err(|e| e.to_string())?;
@@ -177,14 +235,36 @@ impl Handler {
         let namespace = input.rate_namespace.as_deref().unwrap_or("live");
         let (decision, limits) = match (decided.verdict, &self.rates) {
             (Verdict::Decided(decision), _) => (decision, Vec::new()),
-            (Verdict::Pending(pending), Some(rates)) => {
+            (Verdict::Pending(pending), Rates::Memory(rates)) => {
                 let store = Namespaced {
                     prefix: namespace,
                     store: rates,
                 };
                 (pending.resolve_in(&store), Vec::new())
             }
-            (Verdict::Pending(pending), None) => {
+            (
+                Verdict::Pending(pending),
+                Rates::Redis {
+                    store,
+                    runtime,
+                    admit_when_unavailable,
+                },
+            ) => {
+                let namespace = input.rate_namespace.as_deref();
+                let decision = match runtime.block_on(store.resolve(&pending, namespace)) {
+                    Ok(decision) => decision,
+                    Err(e) => {
+                        eprintln!("tollgate-azure-handler: rate store: {}", e.0);
+                        if *admit_when_unavailable {
+                            pending.admit()
+                        } else {
+                            pending.unavailable(0)
+                        }
+                    }
+                };
+                (decision, Vec::new())
+            }
+            (Verdict::Pending(pending), Rates::Apim) => {
                 // APIM counts: the request is admitted here and APIM's rate-limit-by-key
                 // enforces each quota on the key handed to it.
                 let limits = pending

@@ -61,11 +61,22 @@ impl Handler {
     }
 }
 
-/// The corpus through the handler, with exact in-process rate limits (`TOLLGATE_RATE=memory`).
-#[derive(Default)]
+/// The corpus through the handler, with exact rate limits in the process
+/// (`TOLLGATE_RATE=memory`) or in Redis (`redis://...`).
 struct Azure {
+    rate: String,
     handler: Option<Handler>,
     case: u64,
+}
+
+impl Azure {
+    fn with_rate(rate: &str) -> Azure {
+        Azure {
+            rate: rate.to_owned(),
+            handler: None,
+            case: 0,
+        }
+    }
 }
 
 impl Target for Azure {
@@ -74,7 +85,7 @@ impl Target for Azure {
     }
     fn load(&mut self, source: &str, _file: &str) -> Result<(), String> {
         self.handler = None;
-        self.handler = Some(Handler::start(source, "memory"));
+        self.handler = Some(Handler::start(source, &self.rate));
         Ok(())
     }
     fn reset(&mut self) {
@@ -104,8 +115,46 @@ impl Target for Azure {
 
 #[test]
 fn handler_passes_the_corpus() {
-    let report = run(&mut Azure::default());
+    let report = run(&mut Azure::with_rate("memory"));
     report.assert_clean(MIN_CORPUS_CASES);
+}
+
+/// The same corpus with every rate limit's state in a real `redis-server`; then two
+/// handlers sharing it enforce one limit, and Redis going away fails closed.
+#[test]
+fn handler_with_redis_passes_the_corpus_and_shares_limits() {
+    let redis_port = free_port();
+    let mut redis = Proc::start(
+        "redis-server",
+        Command::new("redis-server")
+            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null()),
+        redis_port,
+    );
+    let url = format!("redis://127.0.0.1:{redis_port}/0");
+    run(&mut Azure::with_rate(&url)).assert_clean(MIN_CORPUS_CASES);
+
+    // CI's quota is 3 a minute: over two handlers, 3 pass and the 4th waits 20 s.
+    let policy =
+        std::fs::read_to_string(repo().join("examples/policy.toml")).expect("example policy");
+    let handlers = [Handler::start(&policy, &url), Handler::start(&policy, &url)];
+    let ci = json!({ "request": { "path": "/acme/app.git/info/refs", "headers": { "Authorization": "token ci-secret-key-0001" } }, "now": 1_767_225_600u64 });
+    let answers: Vec<Value> = (0..4).map(|i| handlers[i % 2].ask(&ci).1).collect();
+    let allowed: Vec<bool> = answers.iter().map(|a| a["allow"] == true).collect();
+    assert_eq!(allowed, [true, true, true, false], "{answers:?}");
+    assert_eq!(answers[3]["reason"], "rate_limited");
+    assert_eq!(answers[3]["response_headers"]["retry-after"], "20");
+    assert_eq!(
+        answers[0]["rate_limits"],
+        json!([]),
+        "the handler enforced it, not APIM"
+    );
+
+    redis.terminate();
+    let (_, down) = handlers[0].ask(&ci);
+    assert_eq!(down["status"], 503, "{down}");
+    assert_eq!(down["reason"], "rate_store_unavailable");
 }
 
 fn example_request(file: &str) -> Value {

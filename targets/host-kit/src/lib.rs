@@ -5,7 +5,9 @@
 //! ([`tokens`]), and rate-limit state in memory by compare-and-replace ([`rates`]). Hosts
 //! keep only the translation to and from their platform. No I/O and no runtime here:
 //! fetches come in as async closures, so the same code serves tokio (serve), a blocking
-//! thread (the Azure handler), a Workers isolate and a Fastly instance.
+//! thread (the Azure handler), a Workers isolate and a Fastly instance. The one exception
+//! is behind the `redis` feature: rate-limit state in Redis ([`redis_rates`]), for the
+//! native hosts that share limits between instances.
 
 #[cfg(feature = "aws-lc")]
 pub mod crypto;
@@ -13,6 +15,8 @@ pub mod gate;
 pub mod ingest;
 pub mod keys;
 pub mod rates;
+#[cfg(feature = "redis")]
+pub mod redis_rates;
 pub mod tokens;
 
 #[cfg(feature = "aws-lc")]
@@ -21,4 +25,6 @@ pub use gate::{DecideFailure, Decided, Decider, Gate, NativeDecider};
 pub use ingest::{IngestError, Ingested};
 pub use keys::{complete_now, FetchReport, Fetched, KeyRing};
 pub use rates::{Namespaced, ShardedRates};
+#[cfg(feature = "redis")]
+pub use redis_rates::{RedisRates, Unavailable};
 pub use tokens::SharedTokenCache;

@@ -15,7 +15,6 @@ mod config;
 mod exchange;
 mod metrics;
 mod proxy;
-mod redis_rates;
 mod server;
 
 pub use config::{AuditTarget, RateStoreConfig, ServeConfig, WasmConfig};

@@ -21,7 +21,7 @@ use tollgate_host_kit::{Decided, Decider, FetchReport, Fetched, Gate, Ingested, 
 use crate::audit::AuditLog;
 use crate::exchange::{next_id, Direction, Exchange, Failure, Metered};
 use crate::metrics::{Limit, Metrics};
-use crate::redis_rates::RedisRates;
+use tollgate_host_kit::RedisRates;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -341,7 +341,7 @@ async fn conclude(
         eprintln!("tollgate: policy module failed: {}", failure.0);
     }
     let decision = match (&shared.redis, decided.verdict) {
-        (Some(redis), Verdict::Pending(pending)) => match redis.resolve(&pending).await {
+        (Some(redis), Verdict::Pending(pending)) => match redis.resolve(&pending, None).await {
             Ok(decision) => decision,
             Err(e) => {
                 shared.metrics.rate_store_error();

@@ -21,7 +21,7 @@ use crate::audit::AuditLog;
 use crate::config::ServeConfig;
 use crate::metrics::{Limit, Metrics};
 use crate::proxy::{self, Body, Origin, OriginClient, Shared, Timeouts};
-use crate::redis_rates::RedisRates;
+use tollgate_host_kit::RedisRates;
 
 /// How often expired rate-limit entries are dropped.
 const RATE_PRUNE_EVERY: Duration = Duration::from_secs(60);

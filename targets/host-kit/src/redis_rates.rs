@@ -19,7 +19,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{Mutex, MutexGuard};
 
 /// `KEYS`: the request's keys; `ARGV`: for each key, the state read ('' when absent),
-/// then each new state, then each expiry (Unix seconds). Writes every new state only if
+/// then each new state, then each one's time to live in seconds. Writes every new state only if
 /// every key still holds what was read, answering `{1}`; otherwise writes nothing and
 /// answers `{0, current...}`.
 const COMPARE_AND_SET: &str = r"
@@ -35,7 +35,7 @@ if not same then
   return current
 end
 for i = 1, n do
-  redis.call('SET', KEYS[i], ARGV[n + i], 'EXAT', ARGV[2 * n + i])
+  redis.call('SET', KEYS[i], ARGV[n + i], 'EX', ARGV[2 * n + i])
 end
 return {1}
 ";
@@ -61,6 +61,15 @@ pub struct RedisRates {
     prefix: String,
     timeout: Duration,
     stripes: Box<[Mutex<Remembered>]>,
+}
+
+impl std::fmt::Debug for RedisRates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRates")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a limit could not be checked.
@@ -92,17 +101,24 @@ impl RedisRates {
         })
     }
 
-    /// The final decision for `pending`, its states read and written in Redis.
-    pub async fn resolve(&self, pending: &PendingRate) -> Result<Decision, Unavailable> {
+    /// The final decision for `pending`, its states read and written in Redis; a
+    /// `namespace` (test endpoints) keeps its keys apart from real traffic's.
+    pub async fn resolve(
+        &self,
+        pending: &PendingRate,
+        namespace: Option<&str>,
+    ) -> Result<Decision, Unavailable> {
         let keys: Vec<String> = pending
             .checks()
             .iter()
-            .map(|check| format!("{}{}", self.prefix, check.key()))
+            .map(|check| match namespace {
+                Some(namespace) => format!("{}{namespace}/{}", self.prefix, check.key()),
+                None => format!("{}{}", self.prefix, check.key()),
+            })
             .collect();
         let mut turn = self.take_turn(&keys).await;
         let mut connection = self.connection.clone();
-        let remembered: Option<Vec<String>> =
-            keys.iter().map(|key| turn.remembered(key)).collect();
+        let remembered: Option<Vec<String>> = keys.iter().map(|key| turn.remembered(key)).collect();
         let (mut read, mut fresh) = match remembered {
             Some(read) => (read, false),
             None => (self.read(&keys, &mut connection).await?, true),
@@ -132,8 +148,11 @@ impl RedisRates {
                 invocation.key(key);
             }
             invocation.arg(&read).arg(&written);
+            // Times to live counted from the decision's own time, so neither a gateway
+            // clock off from Redis' nor a test's fixed time makes a key vanish early.
+            let decided_at = pending.now().as_nanos().div_ceil(1_000_000_000);
             for update in &updates {
-                invocation.arg(update.expires.max(1));
+                invocation.arg(update.expires.saturating_sub(decided_at).max(1));
             }
             let answer: Vec<redis::Value> = self
                 .bounded(invocation.invoke_async(&mut connection))
