@@ -68,11 +68,14 @@ impl Gcra {
         }
     }
 
-    /// The state with one admitted request given back: what [`Gcra::check`] added is
-    /// taken off again. Never lower than the state without that request would be, since
-    /// requests admitted meanwhile each added their own interval.
-    pub fn give_back(&self, state: RateState) -> RateState {
-        RateState(state.0.saturating_sub(self.interval_nanos))
+    /// What to store instead of `written`, the state [`Gcra::check`] stored for a request
+    /// that is being taken back, if the key still holds `current`: one interval less, as
+    /// if the request had not come. `None` (leave the key) once anyone else has written
+    /// since: their state may rest on time that passed after `written`, and taking an
+    /// interval off it could admit one request too many. Leaving the key counted can only
+    /// refuse early.
+    pub fn give_back(&self, written: RateState, current: Option<RateState>) -> Option<RateState> {
+        (current == Some(written)).then(|| RateState(written.0.saturating_sub(self.interval_nanos)))
     }
 }
 
@@ -224,13 +227,14 @@ impl PendingRate {
         self.conclude(&results)
     }
 
-    /// Returns what the admitted checks among `results` consumed. A failure leaves the
-    /// request counted, which can only refuse later requests early, never admit too many.
+    /// Returns what the admitted checks among `results` consumed, where no one has
+    /// written since (see [`Gcra::give_back`]). A failure leaves the request counted,
+    /// which can only refuse later requests early, never admit too many.
     fn give_back(&self, store: &dyn RateStore, results: &[Result<RateState, u64>]) {
         for (check, result) in self.checks.iter().zip(results) {
-            if result.is_ok() {
+            if let Ok(written) = *result {
                 let _ = store.measure_and_replace(&check.key, &mut |current| {
-                    current.map(|state| check.gcra.give_back(state))
+                    check.gcra.give_back(written, current)
                 });
             }
         }
@@ -348,6 +352,24 @@ mod tests {
         let t1 = UnixTime::from_nanos(t0.as_nanos() + SEC);
         state = Some(gcra.check(state, t1).unwrap());
         assert!(gcra.check(state, t1).is_err());
+    }
+
+    #[test]
+    fn give_back_only_undoes_a_state_no_one_wrote_over() {
+        // 1 a second, burst 2.
+        let gcra = Gcra::new(10, 10, 2).unwrap();
+        let t0 = UnixTime::from_secs(1_000);
+        let written = gcra.check(None, t0).unwrap();
+        assert_eq!(
+            gcra.give_back(written, Some(written)),
+            Some(RateState(t0.as_nanos()))
+        );
+        // Someone admitted 5 s later, after `written` had run out, wrote t0 + 6 s: taking
+        // a second off that would give back their request, not ours.
+        let later = UnixTime::from_secs(1_005);
+        let theirs = gcra.check(Some(written), later).unwrap();
+        assert_eq!(gcra.give_back(written, Some(theirs)), None);
+        assert_eq!(gcra.give_back(written, None), None);
     }
 
     #[test]

@@ -16,6 +16,9 @@ struct Check {
     /// What to do with the stored TAT.
     #[serde(default)]
     op: Op,
+    /// For [`Op::GiveBack`]: the TAT this request stored (decimal string).
+    #[serde(default)]
+    written: Option<String>,
 }
 
 #[derive(Clone, Copy, Default, Serialize, Deserialize)]
@@ -26,7 +29,8 @@ enum Op {
     Consume,
     /// Only report what a request would get (a request already refused by another limit).
     Measure,
-    /// Give back one request this limit admitted (another limit refused it).
+    /// Give back one request this limit admitted (another limit refused it), if the
+    /// stored TAT is still the one that request wrote.
     GiveBack,
 }
 
@@ -63,20 +67,23 @@ impl DurableObject for RateLimiter {
             .as_deref()
             .and_then(|p| p.parse::<u64>().ok())
             .map(RateState);
-        let checked = match (check.op, prior_state) {
-            (Op::GiveBack, Some(current)) => {
-                let back = check.gcra.give_back(current);
-                storage.put("tat", back.0.to_string()).await?;
+        let checked = match check.op {
+            Op::GiveBack => {
+                let written = check
+                    .written
+                    .as_deref()
+                    .and_then(|w| w.parse::<u64>().ok())
+                    .map(RateState);
+                let back = written.and_then(|w| check.gcra.give_back(w, prior_state));
+                if let Some(back) = back {
+                    storage.put("tat", back.0.to_string()).await?;
+                }
                 Checked {
-                    stored: Some(back.0.to_string()),
+                    stored: back.map(|b| b.0.to_string()),
                     wait_nanos: None,
                 }
             }
-            (Op::GiveBack, None) => Checked {
-                stored: None,
-                wait_nanos: None,
-            },
-            (op, _) => match check.gcra.check(prior_state, UnixTime::from_nanos(now)) {
+            op => match check.gcra.check(prior_state, UnixTime::from_nanos(now)) {
                 Ok(next) => {
                     if matches!(op, Op::Consume) {
                         storage.put("tat", next.0.to_string()).await?;
@@ -108,7 +115,7 @@ pub async fn resolve(env: &Env, pending: &PendingRate, namespace: &str) -> Resul
     let mut refused = false;
     for (i, check) in pending.checks().iter().enumerate() {
         let op = if refused { Op::Measure } else { Op::Consume };
-        let Some(result) = ask(env, check, now, namespace, op).await? else {
+        let Some(result) = ask(env, check, now, namespace, op, None).await? else {
             give_back(env, pending, &results, namespace).await?;
             return Ok(pending.unavailable(i));
         };
@@ -128,9 +135,18 @@ async fn give_back(
     namespace: &str,
 ) -> Result<()> {
     for (check, result) in pending.checks().iter().zip(results) {
-        if result.is_ok() {
-            // Not given back: the request stays counted, which can only refuse early.
-            let _ = ask(env, check, pending.now(), namespace, Op::GiveBack).await?;
+        if let Ok(written) = result {
+            // An object that does not give back leaves the request counted, which can
+            // only refuse early.
+            let _ = ask(
+                env,
+                check,
+                pending.now(),
+                namespace,
+                Op::GiveBack,
+                Some(*written),
+            )
+            .await?;
         }
     }
     Ok(())
@@ -144,6 +160,7 @@ async fn ask(
     now: UnixTime,
     namespace: &str,
     op: Op,
+    written: Option<RateState>,
 ) -> Result<Option<std::result::Result<RateState, u64>>> {
     let name = if namespace.is_empty() {
         check.key().to_owned()
@@ -158,6 +175,7 @@ async fn ask(
         gcra: check.gcra(),
         now_nanos: now.as_nanos().to_string(),
         op,
+        written: written.map(|w| w.0.to_string()),
     })
     .map_err(|e| worker::Error::RustError(e.to_string()))?;
     let mut init = RequestInit::new();
