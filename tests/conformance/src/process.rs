@@ -55,9 +55,14 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `command` in a process group of its own, so that stopping it also stops
+    /// what it started (wrangler's launcher runs the real CLI as a child, which runs
+    /// workerd), and waits for it to listen on `port`.
     pub fn start(name: &'static str, command: &mut Command, port: u16) -> Proc {
+        use std::os::unix::process::CommandExt;
         let mut child = command
             .stdin(Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("start {name}: {e}"));
         wait_for_port(port, name, &mut child);
@@ -68,23 +73,30 @@ impl Proc {
         self.child.id()
     }
 
-    /// SIGTERM and wait; returns the exit status.
+    /// SIGTERM to the process group and wait; returns the process's exit status. Whatever
+    /// of the group is still running afterwards is killed.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status();
+        self.signal_group("-TERM");
         let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        let status = loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
+                break status;
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                return self.child.wait().expect("wait after kill");
+                break self.child.wait().expect("wait after kill");
             }
             std::thread::sleep(Duration::from_millis(50));
-        }
+        };
+        self.signal_group("-KILL");
+        status
+    }
+
+    fn signal_group(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, "--", &format!("-{}", self.pid())])
+            .stderr(Stdio::null())
+            .status();
     }
 
     /// Peak resident memory (VmHWM) in KiB.
