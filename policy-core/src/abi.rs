@@ -134,6 +134,7 @@ pub struct WireDecision {
     pub set: Vec<WireHeader>,
     pub headers: Vec<WireHeader>,
     pub retry_after: Option<u64>,
+    pub policy_revision: Option<String>,
     pub explain: Vec<(String, String)>,
 }
 
@@ -249,6 +250,7 @@ impl From<&Decision> for WireDecision {
             set: d.set.iter().map(wire_header).collect(),
             headers: d.headers.iter().map(wire_header).collect(),
             retry_after: d.retry_after,
+            policy_revision: d.policy_revision.clone(),
             explain: d
                 .explain
                 .iter()
@@ -304,6 +306,7 @@ impl TryFrom<WireDecision> for Decision {
             set: w.set.into_iter().map(header).collect(),
             headers: w.headers.into_iter().map(header).collect(),
             retry_after: w.retry_after,
+            policy_revision: w.policy_revision,
             explain: w
                 .explain
                 .into_iter()

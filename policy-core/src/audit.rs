@@ -35,6 +35,8 @@ pub struct AuditRecord<'d> {
     /// First 16 hex digits of the SHA-256 of the Authorization header, if any.
     pub credential_fingerprint: Option<String>,
     pub retry_after: Option<u64>,
+    /// The revision of the policy that decided.
+    pub policy_revision: Option<&'d str>,
 }
 
 impl Decision {
@@ -63,6 +65,7 @@ impl Decision {
             client_ip: facts.client_ip.map(String::from),
             credential_fingerprint: fingerprint,
             retry_after: self.retry_after,
+            policy_revision: self.policy_revision.as_deref(),
         }
     }
 }

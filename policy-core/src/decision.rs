@@ -301,6 +301,9 @@ pub struct Decision {
     pub headers: Vec<Header>,
     /// Seconds until a rate-limited request may be retried.
     pub retry_after: Option<u64>,
+    /// The revision of the policy that decided ([`crate::Engine::revision`]); `None` when
+    /// no policy did (the module failed).
+    pub policy_revision: Option<String>,
     /// The steps behind the decision; empty unless it came from
     /// [`crate::Engine::decide_explained`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -325,6 +328,7 @@ impl Decision {
             set: Vec::new(),
             headers: Vec::new(),
             retry_after: None,
+            policy_revision: None,
             explain: Vec::new(),
         }
     }

@@ -111,6 +111,8 @@ pub struct Engine {
     pub(crate) gogs: Vec<&'static route::Version>,
     /// Where RS256, PS256 and ES256 signatures are verified.
     pub(crate) crypto: &'static dyn crate::CryptoProvider,
+    /// Which policy text this is (see [`Engine::revision`]).
+    pub(crate) revision: String,
 }
 
 /// Partial decision state threaded through the steps of [`Engine::decide`].
@@ -146,6 +148,7 @@ impl Draft {
             headers: Vec::new(),
             retry_after: None,
             explain: self.explain.into_steps(),
+            policy_revision: None,
         }
     }
 }
@@ -243,7 +246,31 @@ impl Engine {
         self.decide_recording(facts, now, keys, secrets, tokens, Explain::new(true))
     }
 
+    /// The policy's revision, `sha256:` and 16 hex digits of the policy text's SHA-256;
+    /// every decision carries it ([`Decision::policy_revision`]).
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
     fn decide_recording(
+        &self,
+        facts: &RequestFacts<'_>,
+        now: UnixTime,
+        keys: &dyn KeyStore,
+        secrets: &dyn SecretStore,
+        tokens: &dyn TokenCacheStore,
+        explain: Explain,
+    ) -> Verdict {
+        let mut verdict = self.decide_steps(facts, now, keys, secrets, tokens, explain);
+        let decision = match &mut verdict {
+            Verdict::Decided(decision) => decision,
+            Verdict::Pending(pending) => &mut pending.allowed,
+        };
+        decision.policy_revision = Some(self.revision.clone());
+        verdict
+    }
+
+    fn decide_steps(
         &self,
         facts: &RequestFacts<'_>,
         now: UnixTime,

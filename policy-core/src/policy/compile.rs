@@ -82,10 +82,20 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
             rate_limits,
             gogs,
             crypto: &crate::RustCrypto,
+            revision: revision_of(at.text),
         },
         #[cfg(feature = "testing")]
         tests,
     })
+}
+
+/// The policy's revision: `sha256:` and the first 16 hex digits of the SHA-256 of its
+/// text, so every host given the same file names the same revision.
+fn revision_of(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hex = hex::encode(Sha256::digest(text.as_bytes()));
+    hex.truncate(16);
+    format!("sha256:{hex}")
 }
 
 /// The origin secrets the policy names, each once, where it is first named.

@@ -110,3 +110,27 @@ impl Source<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Engine, NoKeys, NoSecrets, RequestFacts, UnixTime};
+
+    #[test]
+    fn the_revision_names_the_text_and_every_decision_carries_it() {
+        let a = Engine::from_toml("[gateway]\nrealm = \"a\"\n", "a.toml").unwrap();
+        let elsewhere = Engine::from_toml("[gateway]\nrealm = \"a\"\n", "b.toml").unwrap();
+        let b = Engine::from_toml("[gateway]\nrealm = \"b\"\n", "a.toml").unwrap();
+        assert_eq!(a.revision(), elsewhere.revision());
+        assert_ne!(a.revision(), b.revision());
+        assert!(a.revision().starts_with("sha256:") && a.revision().len() == 23);
+        let decision = a
+            .decide(
+                &RequestFacts::get("/acme/app.git/info/refs"),
+                UnixTime::from_secs(1_800_000_000),
+                &NoKeys,
+                &NoSecrets,
+            )
+            .resolve_with(&mut |_, _| None);
+        assert_eq!(decision.policy_revision.as_deref(), Some(a.revision()));
+    }
+}

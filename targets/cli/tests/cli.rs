@@ -260,9 +260,23 @@ fn eval_prints_the_documented_schema() {
         "set",
         "headers",
         "retry_after",
+        "policy_revision",
     ];
     documented.sort_unstable();
     assert_eq!(keys, documented);
+    // The revision names the policy text: the SHA-256 of the file's bytes.
+    let policy = std::fs::read(repo().join("examples/policy.toml")).expect("policy");
+    let digest = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().expect("stdin").write_all(&policy)?;
+            child.wait_with_output()
+        })
+        .expect("sha256sum");
+    let hex = text(&digest.stdout);
+    assert_eq!(json["policy_revision"], format!("sha256:{}", &hex[..16]));
     assert_eq!(json["allow"], true);
     assert_eq!(json["status"], 200);
     assert_eq!(json["identity"]["user"], "alice");

@@ -248,6 +248,17 @@ fn redis_going_away_fails_closed_and_its_return_recovers() {
             .and_then(|v| v.to_str().ok()),
         Some("1")
     );
+    let revision = policy_core::Engine::from_toml(POLICY, "policy.toml")
+        .expect("policy")
+        .revision()
+        .to_owned();
+    assert!(
+        metrics(&a).contains(&format!(
+            "\ntollgate_policy_info{{revision=\"{revision}\"}} 1\n"
+        )),
+        "{}",
+        metrics(&a)
+    );
     assert!(
         metrics(&a).contains("tollgate_rate_store_errors_total 1\n")
             || metrics(&a).contains("tollgate_rate_store_errors_total 2\n"),
@@ -259,6 +270,11 @@ fn redis_going_away_fails_closed_and_its_return_recovers() {
     loop {
         let audit = std::fs::read_to_string(setup.dir.path().join("a.audit")).unwrap_or_default();
         if audit.contains("\"reason\":\"rate_store_unavailable\"") {
+            // Every record names the policy that decided.
+            assert!(
+                audit.contains(&format!("\"policy_revision\":\"{revision}\"")),
+                "{audit}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "{audit}");

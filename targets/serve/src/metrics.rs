@@ -59,11 +59,14 @@ pub struct Metrics {
     /// JWKS fetches by issuer: `(issuer, ok, failed)`.
     jwks: Box<[(String, AtomicU64, AtomicU64)]>,
     in_flight: AtomicI64,
+    /// The revision of the policy deciding ([`policy_core::Engine::revision`]).
+    policy_revision: String,
 }
 
 impl Metrics {
-    pub fn new<'a>(issuers: impl IntoIterator<Item = &'a str>) -> Self {
+    pub fn new<'a>(policy_revision: &str, issuers: impl IntoIterator<Item = &'a str>) -> Self {
         Metrics {
+            policy_revision: policy_revision.to_owned(),
             decisions: (0..Reason::COUNT * STATUSES)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -151,6 +154,13 @@ impl Metrics {
     /// The exposition; `audit_dropped` comes from the audit log.
     pub fn render(&self, audit_dropped: u64) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_policy_info The policy deciding, by revision (sha256: and 16 hex digits of its text's SHA-256).\n\
+             # TYPE tollgate_policy_info gauge\n\
+             tollgate_policy_info{{revision=\"{}\"}} 1",
+            self.policy_revision
+        );
         let mut family = |name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             name.to_owned()

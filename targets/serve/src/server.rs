@@ -113,7 +113,10 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         audit: AuditLog::open(&config.audit, config.audit_queue)
             .map_err(|e| format!("audit log: {e}"))?,
         audit_required: config.audit_required,
-        metrics: Metrics::new(issuers.iter().map(|(n, _)| n.as_str())),
+        metrics: Metrics::new(
+            config.engine.revision(),
+            issuers.iter().map(|(n, _)| n.as_str()),
+        ),
         jwks_client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
