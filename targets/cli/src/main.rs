@@ -346,10 +346,11 @@ fn check(path: &Path, secrets: Option<&Path>) -> Result<ExitCode, String> {
         }
     }
     println!(
-        "{}: ok ({} test case{})",
+        "{}: ok ({} test case{}, revision {})",
         path.display(),
         policy.tests.len(),
-        if policy.tests.len() == 1 { "" } else { "s" }
+        if policy.tests.len() == 1 { "" } else { "s" },
+        policy.engine.revision()
     );
     Ok(ExitCode::SUCCESS)
 }
