@@ -198,7 +198,8 @@ impl PendingRate {
     /// The final decision through `store`: each check consumes from its key by
     /// compare-and-replace, in order. When one refuses, what the earlier ones consumed is
     /// given back and the later ones are only read (for the longest Retry-After). A store
-    /// that fails refuses the request (503, `rate_store_unavailable`).
+    /// that fails refuses the request (503, `rate_store_unavailable`), unless a limit has
+    /// already refused it (the 429 stands).
     pub fn resolve_in(&self, store: &dyn RateStore) -> Decision {
         let mut results: Vec<Result<RateState, u64>> = Vec::with_capacity(self.checks.len());
         let mut refused = false;
@@ -215,6 +216,10 @@ impl PendingRate {
                 }
             });
             let Some(result) = result.filter(|_| stored.is_ok()) else {
+                if refused {
+                    // Only measuring: the refusal stands, with the waits known so far.
+                    break;
+                }
                 self.give_back(store, &results);
                 return self.unavailable(i);
             };
@@ -456,6 +461,45 @@ mod tests {
         assert!(wide.resolve_in(&store).allow);
         assert!(wide.resolve_in(&store).allow);
         assert!(!wide.resolve_in(&store).allow);
+    }
+
+    /// A store whose every key starting with `broken` fails.
+    struct PartlyBroken(MapStore);
+
+    impl RateStore for PartlyBroken {
+        fn measure_and_replace(
+            &self,
+            key: &str,
+            decide: &mut dyn FnMut(Option<RateState>) -> Option<RateState>,
+        ) -> Result<(), RateStoreError> {
+            if key.starts_with("broken") {
+                return Err(RateStoreError(String::from("down")));
+            }
+            self.0.measure_and_replace(key, decide)
+        }
+    }
+
+    #[test]
+    fn a_store_failure_refuses_with_503_unless_a_limit_already_refused() {
+        let store = PartlyBroken(MapStore::default());
+        let p = pending(&[("ok", 3, 3), ("broken", 3, 3)], 1_000);
+        let down = p.resolve_in(&store);
+        assert_eq!(
+            (down.status, down.rule.as_deref()),
+            (503, Some("rate_limit:broken"))
+        );
+        // What `ok` took for the failed request was given back: 3 still fit.
+        let ok = pending(&[("ok", 3, 3)], 1_000);
+        for _ in 0..3 {
+            assert!(ok.resolve_in(&store).allow);
+        }
+        // `ok` refuses first; `broken` is then only measured, and its failure does not
+        // turn the 429 into a 503.
+        let refused = p.resolve_in(&store);
+        assert_eq!(
+            (refused.status, refused.rule.as_deref()),
+            (429, Some("rate_limit:ok"))
+        );
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub async fn resolve(env: &Env, pending: &PendingRate, namespace: &str) -> Resul
     for (i, check) in pending.checks().iter().enumerate() {
         let op = if refused { Op::Measure } else { Op::Consume };
         let Some(result) = ask(env, check, now, namespace, op, None).await? else {
+            if refused {
+                // Only measuring: the refusal stands, with the waits known so far.
+                break;
+            }
             give_back(env, pending, &results, namespace).await?;
             return Ok(pending.unavailable(i));
         };
