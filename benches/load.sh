@@ -22,16 +22,8 @@ seconds=${1:-10}
 connections=${2:-32}
 rounds=${3:-3}
 
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || missing+=(nginx-light)
-command -v haproxy >/dev/null || missing+=(haproxy)
-if [ ${#missing[@]} -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo=sudo
-    $sudo apt-get install -y -q "${missing[@]}" >/dev/null \
-        || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "${missing[@]}" >/dev/null; }
-fi
+. scripts/lib.sh
+apt_install wrk:wrk nginx:nginx-light haproxy:haproxy
 for tool in openssl python3; do
     command -v "$tool" >/dev/null || { echo "error: $tool is required" >&2; exit 1; }
 done
@@ -40,20 +32,7 @@ cargo build -q --release --locked -p tollgate-cli
 cargo build -q --locked -p tollgate-wasm-module --target wasm32-unknown-unknown --profile wasm-speed
 tollgate=target/release/tollgate
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-    echo "port $1 never opened" >&2; exit 1
-}
+scratch
 
 # --- the RS256 key, its JWK and a token for user `load`, valid for a day ---------------
 openssl genrsa -out "$work/key.pem" 2048 2>/dev/null
@@ -197,7 +176,7 @@ done
 declare -A rps
 for key in "${!rounds_rps[@]}"; do
     # shellcheck disable=SC2086 # the rounds' figures are meant to split into arguments
-    rps[$key]=$(python3 -c 'import statistics, sys; print(statistics.median(map(float, sys.argv[1:])))' ${rounds_rps[$key]})
+    rps[$key]=$(median ${rounds_rps[$key]})
 done
 
 echo

@@ -16,32 +16,12 @@ seconds=${1:-10}
 connections=${2:-32}
 threads=$(( connections < 2 ? 1 : 2 ))
 
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || missing+=(nginx-light)
-command -v redis-server >/dev/null || missing+=(redis-server)
-if [ ${#missing[@]} -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo=sudo
-    $sudo apt-get install -y -q "${missing[@]}" >/dev/null \
-        || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "${missing[@]}" >/dev/null; }
-fi
+. scripts/lib.sh
+apt_install wrk:wrk nginx:nginx-light redis-server:redis-server
 cargo build -q --release --locked -p tollgate-cli
 tollgate=target/release/tollgate
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-    echo "port $1 never opened" >&2; exit 1
-}
+scratch
 
 # The origin: nginx serving 1 KiB.
 origin_port=$(free_port)
@@ -117,7 +97,8 @@ run() { # key label port
     echo "$out" | grep -E "Requests/sec|Latency|Non-2xx" || true
     if echo "$out" | grep -q "Non-2xx"; then echo "error: $2 answered non-2xx under load" >&2; exit 1; fi
     rps[$1]+="$(echo "$out" | awk '/Requests\/sec/ { print $2 }') "
-    latency[$1]+="$(echo "$out" | awk '/Latency/ { print $2 }') "
+    # wrk writes the mean latency as 223.45us, 1.25ms or 1.02s: kept in microseconds.
+    latency[$1]+="$(echo "$out" | awk '/Latency/ { v = $2; f = v ~ /us$/ ? 1 : v ~ /ms$/ ? 1000 : 1000000; sub(/[a-z]+$/, "", v); print v * f }') "
 }
 for round in $(seq "$rounds"); do
     echo "-- round $round of $rounds"
@@ -133,15 +114,7 @@ echo "| rate-limit store | requests/s | mean latency | vs in memory |"
 echo "| --- | ---: | ---: | ---: |"
 for key in memory redis shared; do
     label=$(case $key in memory) echo "in memory (one instance)";; redis) echo "Redis, 64 keys";; shared) echo "Redis, one key for all";; esac)
-    python3 - "${rps[$key]}" "${rps[memory]}" "${latency[$key]}" "$label" <<'PY'
-import statistics, sys
-def micros(text):
-    for unit, factor in (("us", 1), ("ms", 1e3), ("s", 1e6)):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * factor
-rps = statistics.median(map(float, sys.argv[1].split()))
-base = statistics.median(map(float, sys.argv[2].split()))
-lat = statistics.median(micros(t) for t in sys.argv[3].split())
-print(f"| {sys.argv[4]} | {rps:,.0f} | {lat:,.0f} us | {rps / base:.2f} |")
-PY
+    # shellcheck disable=SC2086 # the rounds' figures are meant to split into arguments
+    python3 -c 'import sys; v, m, l = map(float, sys.argv[1:4]); print(f"| {sys.argv[4]} | {v:,.0f} | {l:,.0f} us | {v/m:.2f} |")' \
+        "$(median ${rps[$key]})" "$(median ${rps[memory]})" "$(median ${latency[$key]})" "$label"
 done
