@@ -122,6 +122,7 @@ struct Draft {
     access: Option<Access>,
     identity: Option<Identity>,
     explain: Explain,
+    policy_revision: String,
 }
 
 impl Draft {
@@ -148,7 +149,7 @@ impl Draft {
             headers: Vec::new(),
             retry_after: None,
             explain: self.explain.into_steps(),
-            policy_revision: None,
+            policy_revision: Some(self.policy_revision),
         }
     }
 }
@@ -261,30 +262,13 @@ impl Engine {
         tokens: &dyn TokenCacheStore,
         explain: Explain,
     ) -> Verdict {
-        let mut verdict = self.decide_steps(facts, now, keys, secrets, tokens, explain);
-        let decision = match &mut verdict {
-            Verdict::Decided(decision) => decision,
-            Verdict::Pending(pending) => &mut pending.allowed,
-        };
-        decision.policy_revision = Some(self.revision.clone());
-        verdict
-    }
-
-    fn decide_steps(
-        &self,
-        facts: &RequestFacts<'_>,
-        now: UnixTime,
-        keys: &dyn KeyStore,
-        secrets: &dyn SecretStore,
-        tokens: &dyn TokenCacheStore,
-        explain: Explain,
-    ) -> Verdict {
         let mut draft = Draft {
             class: None,
             repo: None,
             access: None,
             identity: None,
             explain,
+            policy_revision: self.revision.clone(),
         };
 
         let route = match route::classify(
@@ -745,6 +729,7 @@ fn draft_take(draft: &mut Draft) -> Draft {
         access: draft.access,
         identity: draft.identity.take(),
         explain: core::mem::take(&mut draft.explain),
+        policy_revision: core::mem::take(&mut draft.policy_revision),
     }
 }
 
