@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use policy_core::cases::TestCase;
 use serde_json::{json, Value};
-use tollgate_conformance::process::{free_port, repo, Proc};
+use tollgate_conformance::process::{free_port, redis_server, repo, Proc};
 use tollgate_conformance::{build_wasm_module, corpus_secrets, run, Target, MIN_CORPUS_CASES};
 
 struct Handler {
@@ -124,14 +124,7 @@ fn handler_passes_the_corpus() {
 #[test]
 fn handler_with_redis_passes_the_corpus_and_shares_limits() {
     let redis_port = free_port();
-    let mut redis = Proc::start(
-        "redis-server",
-        Command::new("redis-server")
-            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null()),
-        redis_port,
-    );
+    let mut redis = redis_server(redis_port);
     let url = format!("redis://127.0.0.1:{redis_port}/0");
     run(&mut Azure::with_rate(&url)).assert_clean(MIN_CORPUS_CASES);
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tollgate_conformance::process::{free_port, repo, Proc};
+use tollgate_conformance::process::{free_port, redis_server, repo, Proc};
 
 const POLICY: &str = r#"
 [gateway]
@@ -31,17 +31,6 @@ who = "anonymous"
 requests = 10
 period_seconds = 3600
 "#;
-
-fn redis_server(port: u16) -> Proc {
-    Proc::start(
-        "redis-server",
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null()),
-        port,
-    )
-}
 
 struct Gateway {
     port: u16,

@@ -119,6 +119,18 @@ impl Drop for Proc {
     }
 }
 
+/// Debian's `redis-server` on 127.0.0.1:`port`, keeping nothing on disk.
+pub fn redis_server(port: u16) -> Proc {
+    Proc::start(
+        "redis-server",
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null()),
+        port,
+    )
+}
+
 /// Runs git with no user or system configuration and no prompting.
 pub fn git(home: &Path, dir: &Path, args: &[&str]) -> Output {
     Command::new("git")
