@@ -241,18 +241,17 @@ fn redis_going_away_fails_closed_and_its_return_recovers() {
         .expect("policy")
         .revision()
         .to_owned();
+    let exposition = metrics(&a);
     assert!(
-        metrics(&a).contains(&format!(
+        exposition.contains(&format!(
             "\ntollgate_policy_info{{revision=\"{revision}\"}} 1\n"
         )),
-        "{}",
-        metrics(&a)
+        "{exposition}"
     );
     assert!(
-        metrics(&a).contains("tollgate_rate_store_errors_total 1\n")
-            || metrics(&a).contains("tollgate_rate_store_errors_total 2\n"),
-        "{}",
-        metrics(&a)
+        exposition.contains("tollgate_rate_store_errors_total 1\n")
+            || exposition.contains("tollgate_rate_store_errors_total 2\n"),
+        "{exposition}"
     );
     // The audit writer takes what is queued every few milliseconds.
     let deadline = Instant::now() + Duration::from_secs(5);
