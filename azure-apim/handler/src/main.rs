@@ -56,7 +56,6 @@ enum Rates {
         store: RedisRates,
         /// Drives the Redis connection; the handler's threads wait on it.
         runtime: tokio::runtime::Runtime,
-        admit_when_unavailable: bool,
     },
 }
 
@@ -91,12 +90,9 @@ impl Rates {
                     url,
                     prefix,
                     Duration::from_millis(timeout_ms.max(1)),
-                ))?;
-                Rates::Redis {
-                    store,
-                    runtime,
                     admit_when_unavailable,
-                }
+                ))?;
+                Rates::Redis { store, runtime }
             }
             Some(other) => {
                 return Err(format!(
@@ -242,26 +238,12 @@ impl Handler {
                 };
                 (pending.resolve_in(&store), Vec::new())
             }
-            (
-                Verdict::Pending(pending),
-                Rates::Redis {
-                    store,
-                    runtime,
-                    admit_when_unavailable,
-                },
-            ) => {
+            (Verdict::Pending(pending), Rates::Redis { store, runtime }) => {
                 let namespace = input.rate_namespace.as_deref();
-                let decision = match runtime.block_on(store.resolve(&pending, namespace)) {
-                    Ok(decision) => decision,
-                    Err(e) => {
-                        eprintln!("tollgate-azure-handler: rate store: {}", e.0);
-                        if *admit_when_unavailable {
-                            pending.admit()
-                        } else {
-                            pending.unavailable(0)
-                        }
-                    }
-                };
+                let (decision, unavailable) = runtime.block_on(store.decide(&pending, namespace));
+                if let Some(e) = unavailable {
+                    eprintln!("tollgate-azure-handler: rate store: {}", e.0);
+                }
                 (decision, Vec::new())
             }
             (Verdict::Pending(pending), Rates::Apim) => {

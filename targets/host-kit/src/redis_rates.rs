@@ -61,6 +61,9 @@ pub struct RedisRates {
     prefix: String,
     timeout: Duration,
     stripes: Box<[Mutex<Remembered>]>,
+    /// Admit rate-limited requests unchecked while Redis is unavailable (an explicit
+    /// opt-out); otherwise they are refused.
+    admit_when_unavailable: bool,
 }
 
 impl std::fmt::Debug for RedisRates {
@@ -79,7 +82,12 @@ pub struct Unavailable(pub String);
 impl RedisRates {
     /// Connects to `url` (`redis://HOST:PORT/DB`); `timeout` bounds every command, and
     /// the connection is re-established by itself after Redis comes back.
-    pub async fn connect(url: &str, prefix: String, timeout: Duration) -> Result<Self, String> {
+    pub async fn connect(
+        url: &str,
+        prefix: String,
+        timeout: Duration,
+        admit_when_unavailable: bool,
+    ) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("rate store `{url}`: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -98,12 +106,28 @@ impl RedisRates {
             prefix,
             timeout,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::default()).collect(),
+            admit_when_unavailable,
         })
     }
 
-    /// The final decision for `pending`, its states read and written in Redis; a
-    /// `namespace` (test endpoints) keeps its keys apart from real traffic's.
-    pub async fn resolve(
+    /// The final decision for `pending`, and why Redis could not be used when it could
+    /// not: the request is then refused (503, `rate_store_unavailable`), or admitted
+    /// unchecked if the store was connected with `admit_when_unavailable`. A `namespace`
+    /// (test endpoints) keeps its keys apart from real traffic's.
+    pub async fn decide(
+        &self,
+        pending: &PendingRate,
+        namespace: Option<&str>,
+    ) -> (Decision, Option<Unavailable>) {
+        match self.resolve(pending, namespace).await {
+            Ok(decision) => (decision, None),
+            Err(e) if self.admit_when_unavailable => (pending.admit(), Some(e)),
+            Err(e) => (pending.unavailable(0), Some(e)),
+        }
+    }
+
+    /// The final decision for `pending`, its states read and written in Redis.
+    async fn resolve(
         &self,
         pending: &PendingRate,
         namespace: Option<&str>,

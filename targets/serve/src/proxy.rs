@@ -83,8 +83,6 @@ pub struct Shared {
     pub timeouts: Timeouts,
     /// Rate state shared through Redis, instead of `rates`.
     pub redis: Option<RedisRates>,
-    /// Admit rate-limited requests while Redis is unavailable (an explicit opt-out).
-    pub admit_when_rates_unavailable: bool,
 }
 
 /// How long serve waits on each side (see [`crate::ServeConfig`]).
@@ -341,18 +339,14 @@ async fn conclude(
         eprintln!("tollgate: policy module failed: {}", failure.0);
     }
     let decision = match (&shared.redis, decided.verdict) {
-        (Some(redis), Verdict::Pending(pending)) => match redis.resolve(&pending, None).await {
-            Ok(decision) => decision,
-            Err(e) => {
+        (Some(redis), Verdict::Pending(pending)) => {
+            let (decision, unavailable) = redis.decide(&pending, None).await;
+            if let Some(e) = unavailable {
                 shared.metrics.rate_store_error();
                 eprintln!("tollgate: rate store: {}", e.0);
-                if shared.admit_when_rates_unavailable {
-                    pending.admit()
-                } else {
-                    pending.unavailable(0)
-                }
             }
-        },
+            decision
+        }
         (_, verdict) => verdict.resolve_in(&shared.rates),
     };
     shared

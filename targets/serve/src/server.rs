@@ -101,9 +101,15 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         config.jwks_timings(),
     );
     let redis = match &config.rate_store {
-        Some(store) => {
-            Some(RedisRates::connect(&store.url, store.prefix.clone(), store.timeout).await?)
-        }
+        Some(store) => Some(
+            RedisRates::connect(
+                &store.url,
+                store.prefix.clone(),
+                store.timeout,
+                store.admit_when_unavailable,
+            )
+            .await?,
+        ),
         None => None,
     };
     let shared = Arc::new(Shared {
@@ -131,10 +137,6 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
             lfs_body: config.lfs_body_timeout,
         },
         redis,
-        admit_when_rates_unavailable: config
-            .rate_store
-            .as_ref()
-            .is_some_and(|s| s.admit_when_unavailable),
     });
     let reports = shared
         .gate
