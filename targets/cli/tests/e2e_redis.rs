@@ -39,6 +39,16 @@ struct Gateway {
 }
 
 fn serve(dir: &Path, origin_port: u16, redis_port: u16, name: &str) -> Gateway {
+    serve_with(dir, origin_port, redis_port, name, &[])
+}
+
+fn serve_with(
+    dir: &Path,
+    origin_port: u16,
+    redis_port: u16,
+    name: &str,
+    extra: &[&str],
+) -> Gateway {
     let port = free_port();
     let admin_port = free_port();
     let stderr = File::create(dir.join(format!("{name}.stderr"))).expect("stderr");
@@ -55,6 +65,7 @@ fn serve(dir: &Path, origin_port: u16, redis_port: u16, name: &str) -> Gateway {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(["--rate-store", &format!("redis://127.0.0.1:{redis_port}/0")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(stderr),
         port,
@@ -284,4 +295,29 @@ fn redis_going_away_fails_closed_and_its_return_recovers() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn failure_allow_admits_unchecked_while_redis_is_away_and_counts_it() {
+    let setup = setup();
+    let redis_port = free_port();
+    let mut redis = redis_server(redis_port);
+    let a = serve_with(
+        setup.dir.path(),
+        setup.origin_port,
+        redis_port,
+        "a",
+        &["--rate-store-failure", "allow"],
+    );
+    assert_eq!(get(a.port).status(), 200);
+    redis.terminate();
+    // Past the limit of 10 too: nothing is checked while Redis is away.
+    for _ in 0..12 {
+        assert_eq!(get(a.port).status(), 200);
+    }
+    let exposition = metrics(&a);
+    assert!(
+        exposition.contains("tollgate_rate_store_errors_total 12\n"),
+        "{exposition}"
+    );
 }
