@@ -122,7 +122,18 @@ pub fn run(target: &mut dyn Target) -> Report {
                 last = target.decide(&step);
             }
             let problems = match last {
-                Ok(json) => case.expect.check(&json),
+                Ok(json) => {
+                    let mut problems = case.expect.check(&json);
+                    // Every host names the revision of the policy text it was given.
+                    let revision = policy.engine.revision();
+                    if json["policy_revision"] != revision {
+                        problems.push(format!(
+                            "policy_revision: expected `{revision}`, got {}",
+                            json["policy_revision"]
+                        ));
+                    }
+                    problems
+                }
                 Err(e) => vec![e],
             };
             if problems.is_empty() {
