@@ -12,7 +12,7 @@ use alloc::{collections::BTreeMap, string::String, vec::Vec};
 use serde::{Deserialize, Serialize};
 
 use crate::access::Access;
-use crate::decision::{Decision, ExplainStep, Header, Reason, Verdict};
+use crate::decision::{Decision, ExplainStep, Header, Reason, Shadow, Verdict};
 use crate::identity::{Identity, Via};
 use crate::keys::Algorithm;
 use crate::rate::{PendingRate, RateCheck};
@@ -20,7 +20,7 @@ use crate::route::{RepoName, RouteClass};
 use crate::time::UnixTime;
 
 /// The interface version this crate speaks. Bump it with any change to these types.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Every operation answers `Ok` or a message (for `init`, the positioned policy error).
 pub type Answer<T> = Result<T, String>;
@@ -135,7 +135,16 @@ pub struct WireDecision {
     pub headers: Vec<WireHeader>,
     pub retry_after: Option<u64>,
     pub policy_revision: Option<String>,
+    pub shadow: Option<WireShadow>,
     pub explain: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireShadow {
+    pub allow: bool,
+    pub status: u16,
+    pub reason: String,
+    pub rule: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -251,6 +260,12 @@ impl From<&Decision> for WireDecision {
             headers: d.headers.iter().map(wire_header).collect(),
             retry_after: d.retry_after,
             policy_revision: d.policy_revision.clone(),
+            shadow: d.shadow.as_ref().map(|s| WireShadow {
+                allow: s.allow,
+                status: s.status,
+                reason: String::from(s.reason.code()),
+                rule: s.rule.clone(),
+            }),
             explain: d
                 .explain
                 .iter()
@@ -263,8 +278,20 @@ impl From<&Decision> for WireDecision {
 impl TryFrom<WireDecision> for Decision {
     type Error = WireError;
     fn try_from(w: WireDecision) -> Result<Self, WireError> {
-        let reason = Reason::from_code(&w.reason)
-            .ok_or_else(|| WireError(alloc::format!("unknown reason `{}`", w.reason)))?;
+        let reason_of = |code: &str| {
+            Reason::from_code(code)
+                .ok_or_else(|| WireError(alloc::format!("unknown reason `{code}`")))
+        };
+        let reason = reason_of(&w.reason)?;
+        let shadow = match w.shadow {
+            Some(s) => Some(Shadow {
+                allow: s.allow,
+                status: s.status,
+                reason: reason_of(&s.reason)?,
+                rule: s.rule,
+            }),
+            None => None,
+        };
         let repo = match w.repo {
             Some(r) => Some(
                 RepoName::from_display(&r)
@@ -307,6 +334,7 @@ impl TryFrom<WireDecision> for Decision {
             headers: w.headers.into_iter().map(header).collect(),
             retry_after: w.retry_after,
             policy_revision: w.policy_revision,
+            shadow,
             explain: w
                 .explain
                 .into_iter()

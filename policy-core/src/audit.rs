@@ -7,7 +7,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::access::Access;
-use crate::decision::{Decision, Reason};
+use crate::decision::{Decision, Reason, Shadow};
 use crate::identity::Identity;
 use crate::request::RequestFacts;
 use crate::route::{RepoName, RouteClass};
@@ -37,6 +37,9 @@ pub struct AuditRecord<'d> {
     pub retry_after: Option<u64>,
     /// The revision of the policy that decided.
     pub policy_revision: Option<&'d str>,
+    /// What the shadow rules would have decided instead, when that differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<&'d Shadow>,
 }
 
 impl Decision {
@@ -66,6 +69,7 @@ impl Decision {
             credential_fingerprint: fingerprint,
             retry_after: self.retry_after,
             policy_revision: self.policy_revision.as_deref(),
+            shadow: self.shadow.as_ref(),
         }
     }
 }

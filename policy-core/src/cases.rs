@@ -59,6 +59,21 @@ pub struct Expectation {
     /// Origin headers, compared on their displayed (redacted) values.
     pub set: Option<BTreeMap<String, String>>,
     pub strip: Option<Vec<String>>,
+    pub shadow: Option<ShadowExpectation>,
+}
+
+/// What a case expects of the decision's shadow outcome ([`crate::Decision::shadow`]).
+#[derive(Clone, Debug)]
+pub enum ShadowExpectation {
+    /// `shadow = false`: the shadow rules would have decided the same.
+    Absent,
+    /// A shadow outcome; fields left `None` are not checked.
+    Present {
+        allow: Option<bool>,
+        status: Option<u16>,
+        reason: Option<String>,
+        rule: Option<String>,
+    },
 }
 
 impl Expectation {
@@ -123,6 +138,40 @@ impl Expectation {
             &get("retry_after"),
         );
         field("strip", self.strip.clone().map(Value::from), &get("strip"));
+        let shadow = get("shadow");
+        match &self.shadow {
+            None => {}
+            Some(ShadowExpectation::Absent) => {
+                field("shadow", Some(Value::Null), &shadow);
+            }
+            Some(ShadowExpectation::Present { .. }) if shadow.is_null() => {
+                mismatches.push(String::from("shadow: expected a shadow outcome, got none"));
+            }
+            Some(ShadowExpectation::Present {
+                allow,
+                status,
+                reason,
+                rule,
+            }) => {
+                let of_shadow = |key: &str| shadow.get(key).cloned().unwrap_or(Value::Null);
+                field("shadow.allow", allow.map(Value::from), &of_shadow("allow"));
+                field(
+                    "shadow.status",
+                    status.map(Value::from),
+                    &of_shadow("status"),
+                );
+                field(
+                    "shadow.reason",
+                    reason.clone().map(Value::from),
+                    &of_shadow("reason"),
+                );
+                field(
+                    "shadow.rule",
+                    rule.clone().map(Value::from),
+                    &of_shadow("rule"),
+                );
+            }
+        }
         for (key, expected) in [("headers", &self.headers), ("set", &self.set)] {
             let Some(expected) = expected else { continue };
             let lower = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
@@ -169,5 +218,6 @@ impl Expectation {
             && self.headers.is_none()
             && self.set.is_none()
             && self.strip.is_none()
+            && self.shadow.is_none()
     }
 }

@@ -275,6 +275,32 @@ impl Explain {
     }
 }
 
+/// The decision a request would have had with the policy's shadow rules enforced, carried
+/// on the real decision when the two differ (in `allow`, `status` or `reason`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Shadow {
+    pub allow: bool,
+    pub status: u16,
+    pub reason: Reason,
+    /// The rule that would have decided (`grant:NAME`, `rate_limit:NAME`, ...).
+    pub rule: Option<String>,
+}
+
+impl Shadow {
+    /// `would_be` as a shadow of `actual`: `None` when it decides the same.
+    pub(crate) fn of(actual: &Decision, would_be: &Decision) -> Option<Shadow> {
+        let same = actual.allow == would_be.allow
+            && actual.status == would_be.status
+            && actual.reason == would_be.reason;
+        (!same).then(|| Shadow {
+            allow: would_be.allow,
+            status: would_be.status,
+            reason: would_be.reason,
+            rule: would_be.rule.clone(),
+        })
+    }
+}
+
 /// The engine's answer for one request. Serialized, this is `tollgate eval`'s output (see
 /// the README for the schema), identical on every host.
 #[derive(Clone, Debug, Serialize)]
@@ -304,6 +330,10 @@ pub struct Decision {
     /// The revision of the policy that decided ([`crate::Engine::revision`]); `None` when
     /// no policy did (the module failed).
     pub policy_revision: Option<String>,
+    /// What the policy's shadow rules (`mode = "shadow"`) would have decided instead, when
+    /// that differs; shadow rules never change the decision itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Shadow>,
     /// The steps behind the decision; empty unless it came from
     /// [`crate::Engine::decide_explained`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -329,6 +359,7 @@ impl Decision {
             headers: Vec::new(),
             retry_after: None,
             policy_revision: None,
+            shadow: None,
             explain: Vec::new(),
         }
     }

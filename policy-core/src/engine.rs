@@ -5,7 +5,7 @@ use crate::access::Access;
 use crate::apikey::{self, ApiKey};
 use crate::client_key;
 use crate::credential::{self, CredentialError, Presented};
-use crate::decision::{Decision, Explain, ExplainStep, Header, Reason, Verdict};
+use crate::decision::{Decision, Explain, ExplainStep, Header, Reason, Shadow, Verdict};
 use crate::identity::Identity;
 use crate::jwt::{self, Issuer, TokenRejection};
 use crate::keys::KeyStore;
@@ -63,6 +63,8 @@ pub(crate) struct RateLimit {
     pub(crate) access: Vec<Access>,
     pub(crate) gcra: Gcra,
     pub(crate) per: RatePer,
+    /// `mode = "shadow"`: counted, and reported when it would refuse, but never refuses.
+    pub(crate) shadow: bool,
 }
 
 /// What one budget of a rate limit belongs to (`per`).
@@ -105,7 +107,11 @@ pub struct Engine {
     pub(crate) origin: OriginConfig,
     pub(crate) issuers: Vec<Issuer>,
     pub(crate) api_keys: Vec<ApiKey>,
+    /// The grants that decide (`mode = "enforce"`, the default).
     pub(crate) grants: Vec<Grant>,
+    /// Every grant in policy order, shadow ones included, when there are shadow grants:
+    /// what the policy would decide with them enforced.
+    pub(crate) shadow_grants: Option<Vec<Grant>>,
     pub(crate) rate_limits: Vec<RateLimit>,
     /// The Gogs versions whose routes requests are classified against (`origin.gogs`).
     pub(crate) gogs: Vec<&'static route::Version>,
@@ -150,6 +156,20 @@ impl Draft {
             retry_after: None,
             explain: self.explain.into_steps(),
             policy_revision: Some(self.policy_revision),
+            shadow: None,
+        }
+    }
+
+    /// A copy to decide the same request again with shadow rules enforced; it explains
+    /// nothing and names no revision (only its outcome is used).
+    fn for_shadow(&self) -> Draft {
+        Draft {
+            class: self.class,
+            repo: self.repo.clone(),
+            access: self.access,
+            identity: self.identity.clone(),
+            explain: Explain::new(false),
+            policy_revision: String::new(),
         }
     }
 }
@@ -337,9 +357,32 @@ impl Engine {
         };
         draft.identity = identity;
 
-        let rule = match self.authorize(&route, &mut draft) {
+        // What the shadow grants would decide, worked out before the real authorization
+        // takes the draft apart.
+        let shadow = self.shadow_grants.as_ref().map(|grants| {
+            let mut shadow_draft = draft.for_shadow();
+            self.authorize(&route, &mut shadow_draft, grants)
+        });
+        let rule = match self.authorize(&route, &mut draft, &self.grants) {
             Ok(rule) => rule,
-            Err(denial) => return Verdict::Decided(*denial),
+            Err(mut denial) => {
+                denial.shadow = match shadow {
+                    Some(Ok(rule)) => Some(Shadow {
+                        allow: true,
+                        status: 200,
+                        reason: Reason::Allowed,
+                        rule,
+                    }),
+                    Some(Err(would_be)) => Shadow::of(&denial, &would_be),
+                    None => None,
+                };
+                note_shadow(&mut denial);
+                return Verdict::Decided(*denial);
+            }
+        };
+        let shadow_denial = match shadow {
+            Some(Err(would_be)) => Some(would_be),
+            _ => None,
         };
 
         let mut strip = self.origin.strip(route.class);
@@ -353,13 +396,13 @@ impl Engine {
                 draft
                     .explain
                     .step(|| ExplainStep::new("origin", message.clone()));
-                return Verdict::Decided(draft.finish(
-                    false,
-                    500,
-                    Reason::OriginCredentialMissing,
-                    message,
-                    None,
-                ));
+                let mut denial =
+                    draft.finish(false, 500, Reason::OriginCredentialMissing, message, None);
+                if let Some(would_be) = &shadow_denial {
+                    denial.shadow = Shadow::of(&denial, would_be);
+                    note_shadow(&mut denial);
+                }
+                return Verdict::Decided(denial);
             }
         };
         if route.class == RouteClass::Web {
@@ -389,6 +432,10 @@ impl Engine {
         );
         allowed.strip = strip;
         allowed.set = set;
+        if let Some(would_be) = &shadow_denial {
+            allowed.shadow = Shadow::of(&allowed, would_be);
+            note_shadow(&mut allowed);
+        }
 
         let mut limits = self
             .rate_limits
@@ -407,6 +454,7 @@ impl Engine {
                 key: limit.key(&subject, allowed.repo.as_ref()),
                 limit_name: limit.name.clone(),
                 gcra: limit.gcra,
+                shadow: limit.shadow,
             })
             .collect();
         Verdict::Pending(PendingRate {
@@ -525,7 +573,12 @@ impl Engine {
     /// `Ok` with the deciding rule when the request may proceed; the denial otherwise. A
     /// request must pass every rule its route needs: the switch of a kind of route the
     /// edge cannot scope, the repository's grants, the site rule.
-    fn authorize(&self, route: &Route, draft: &mut Draft) -> Result<Option<String>, Box<Decision>> {
+    fn authorize(
+        &self,
+        route: &Route,
+        draft: &mut Draft,
+        grants: &[Grant],
+    ) -> Result<Option<String>, Box<Decision>> {
         let mut page = false;
         for kind in &route.site {
             let (switch, rule, reason, what) = match kind {
@@ -576,7 +629,7 @@ impl Engine {
         }
         let mut rule = None;
         if let Some(need) = &route.repo {
-            rule = self.authorize_repo(need, route.class, draft)?;
+            rule = self.authorize_repo(need, route.class, draft, grants)?;
         }
         if page {
             let site_rule = self.authorize_site(route.site_class, draft)?;
@@ -639,10 +692,11 @@ impl Engine {
         need: &RepoNeed,
         class: RouteClass,
         draft: &mut Draft,
+        grants: &[Grant],
     ) -> Result<Option<String>, Box<Decision>> {
         let RepoNeed { repo, access } = need;
         let who = draft.identity.clone();
-        let scope = scope::evaluate(&self.grants, who.as_ref(), repo, &mut draft.explain);
+        let scope = scope::evaluate(grants, who.as_ref(), repo, &mut draft.explain);
         if scope.effective.is_some_and(|e| e >= *access) {
             return Ok(scope.best_allow.map(|g| format!("grant:{}", g.name)));
         }
@@ -719,6 +773,26 @@ impl Engine {
                 alloc::vec![Header::new("www-authenticate", bearer)]
             }
         }
+    }
+}
+
+/// Adds the shadow outcome to an explained decision's steps.
+fn note_shadow(decision: &mut Decision) {
+    if decision.explain.is_empty() {
+        return;
+    }
+    if let Some(shadow) = &decision.shadow {
+        let outcome = format!(
+            "with shadow rules enforced: {} {}{}",
+            shadow.status,
+            shadow.reason,
+            shadow
+                .rule
+                .as_deref()
+                .map(|r| format!(" by `{r}`"))
+                .unwrap_or_default()
+        );
+        decision.explain.push(ExplainStep::new("shadow", outcome));
     }
 }
 

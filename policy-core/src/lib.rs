@@ -73,7 +73,7 @@ pub use access::Access;
 pub use apikey::api_key_hash_hex;
 pub use audit::AuditRecord;
 pub use crypto::{CryptoProvider, P256Key, RsaKey, RsaScheme, RustCrypto};
-pub use decision::{Decision, ExplainStep, Header, Reason, Verdict};
+pub use decision::{Decision, ExplainStep, Header, Reason, Shadow, Verdict};
 pub use engine::Engine;
 pub use identity::{Identity, Via};
 pub use jwks_schedule::{

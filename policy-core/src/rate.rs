@@ -5,7 +5,7 @@
 use alloc::{format, string::String, vec::Vec};
 use serde::{Deserialize, Serialize};
 
-use crate::decision::{Decision, ExplainStep, Header, Reason};
+use crate::decision::{Decision, ExplainStep, Header, Reason, Shadow};
 use crate::time::UnixTime;
 
 /// A quota: `burst` requests at once, refilled at one per `interval`. Serializable, so a
@@ -126,6 +126,9 @@ pub struct RateCheck {
     pub(crate) key: String,
     pub(crate) limit_name: String,
     pub(crate) gcra: Gcra,
+    /// A shadow limit (`mode = "shadow"`): counted like the others, but when it would
+    /// refuse, the request goes on and the decision only reports it.
+    pub(crate) shadow: bool,
 }
 
 impl RateCheck {
@@ -141,11 +144,18 @@ impl RateCheck {
     pub fn gcra(&self) -> Gcra {
         self.gcra
     }
+
+    /// Whether the limit is in shadow mode: its refusal does not refuse the request.
+    pub fn is_shadow(&self) -> bool {
+        self.shadow
+    }
 }
 
 /// An allowed request that still has to pass every rate limit that applies to it (at
 /// least one). It is admitted only when all of them admit it, and a refused request
-/// consumes nothing from any of them. Resolve it against a [`RateStore`]
+/// consumes nothing from any of them. A shadow limit that would refuse does not count
+/// against admission: it keeps its state, and the decision reports it
+/// ([`Decision::shadow`]). Resolve it against a [`RateStore`]
 /// ([`PendingRate::resolve_in`]), against states the host loaded itself
 /// ([`PendingRate::resolve`]), or from GCRA checks run where the states live
 /// ([`PendingRate::conclude`]).
@@ -172,21 +182,26 @@ impl PendingRate {
 
     /// The final decision given the stored state of every check (`priors[i]` for
     /// `checks()[i]`; missing entries count as no state), plus the updates to store: one
-    /// per check when admitted, none when refused.
+    /// per check, in order, when admitted (a shadow check that would have refused keeps
+    /// its prior state), none when refused.
     pub fn resolve(&self, priors: &[Option<RateState>]) -> (Decision, Vec<RateUpdate>) {
+        let prior = |i: usize| priors.get(i).copied().flatten();
         let results: Vec<Result<RateState, u64>> = self
             .checks
             .iter()
             .enumerate()
-            .map(|(i, check)| check.gcra.check(priors.get(i).copied().flatten(), self.now))
+            .map(|(i, check)| check.gcra.check(prior(i), self.now))
             .collect();
         let decision = self.conclude(&results);
         let updates = if decision.allow {
             self.checks
                 .iter()
                 .zip(&results)
-                .filter_map(|(check, result)| {
-                    result.ok().map(|state| RateUpdate::new(&check.key, state))
+                .enumerate()
+                .map(|(i, (check, result))| {
+                    // No state at all counts as a state long past.
+                    let state = result.unwrap_or_else(|_| prior(i).unwrap_or(RateState(0)));
+                    RateUpdate::new(&check.key, state)
                 })
                 .collect()
         } else {
@@ -223,7 +238,7 @@ impl PendingRate {
                 self.give_back(store, &results);
                 return self.unavailable(i);
             };
-            if result.is_err() && !refused {
+            if result.is_err() && !refused && !check.shadow {
                 refused = true;
                 self.give_back(store, &results);
             }
@@ -247,36 +262,69 @@ impl PendingRate {
 
     /// The final decision from GCRA checks that ran where the states live (Durable
     /// Objects): `results[i]` for `checks()[i]`, `Ok` with the state it stored or `Err`
-    /// with the nanoseconds to wait. Admitted when every check admitted; otherwise the 429
-    /// names the limit with the longest wait.
+    /// with the nanoseconds to wait. See [`PendingRate::conclude_waits`].
     pub fn conclude(&self, results: &[Result<RateState, u64>]) -> Decision {
-        let longest_wait = results
-            .iter()
-            .enumerate()
-            .filter_map(|(i, result)| result.err().map(|wait| (i, wait)))
-            .fold(
-                None,
-                |longest: Option<(usize, u64)>, (i, wait)| match longest {
-                    Some((_, most)) if most >= wait => longest,
-                    _ => Some((i, wait)),
-                },
-            );
-        match longest_wait {
+        let waits: Vec<Option<u64>> = results.iter().map(|r| r.err()).collect();
+        self.conclude_waits(&waits)
+    }
+
+    /// The final decision from each limiter's answer: `waits[i]` for `checks()[i]`,
+    /// `None` when it admitted, the nanoseconds to wait when it refused. Admitted when
+    /// every enforced check admitted (a refusing shadow check is reported in
+    /// [`Decision::shadow`]); otherwise the 429 names the enforced limit with the longest
+    /// wait. Fewer answers than checks, none refusing, is a 503: the rest were never asked.
+    pub fn conclude_waits(&self, waits: &[Option<u64>]) -> Decision {
+        let longest = |shadow: bool| {
+            waits
+                .iter()
+                .zip(&self.checks)
+                .enumerate()
+                .filter(|(_, (_, check))| check.shadow == shadow)
+                .filter_map(|(i, (wait, _))| wait.map(|wait| (i, wait)))
+                .fold(
+                    None,
+                    |longest: Option<(usize, u64)>, (i, wait)| match longest {
+                        Some((_, most)) if most >= wait => longest,
+                        _ => Some((i, wait)),
+                    },
+                )
+        };
+        match longest(false) {
             Some((i, wait)) => self.refuse(i, wait.div_ceil(1_000_000_000)),
-            None if results.len() == self.checks.len() => self.admit(),
-            None => self.unavailable(results.len()),
+            None if waits.len() == self.checks.len() => {
+                let mut decision = self.admit();
+                // A shadow grant's outcome, decided before any limit, comes first.
+                let unreported = decision.shadow.is_none();
+                if let Some((i, wait)) = longest(true).filter(|_| unreported) {
+                    let would_be = self.refuse(i, wait.div_ceil(1_000_000_000));
+                    decision.shadow = Shadow::of(&decision, &would_be);
+                    if self.explain {
+                        let rule = would_be.rule.unwrap_or_default();
+                        decision.explain.push(ExplainStep::new(
+                            "shadow",
+                            format!("with shadow rules enforced: 429 rate_limited by `{rule}`"),
+                        ));
+                    }
+                }
+                decision
+            }
+            None => self.unavailable(waits.len()),
         }
     }
 
-    /// The decision when the host's own limiters admitted the request. For hosts whose
-    /// limiter keeps no GCRA state (Fastly's Edge Rate Limiting); others use `resolve`.
+    /// The decision when the host's own limiters admitted the request, or when it admits
+    /// without checking (a rate store that is down, configured to let requests through).
     pub fn admit(&self) -> Decision {
         let mut decision = self.allowed.clone();
         if self.explain {
             for check in &self.checks {
                 decision.explain.push(ExplainStep::new(
                     format!("rate_limit:{}", check.limit_name),
-                    format!("within the limit (key `{}`)", check.key),
+                    format!(
+                        "{}within the limit (key `{}`)",
+                        if check.shadow { "shadow: " } else { "" },
+                        check.key
+                    ),
                 ));
             }
         }
@@ -409,7 +457,8 @@ mod tests {
         }
     }
 
-    /// An allowed request under `limits` (name, requests per 10 s, burst), at `secs`.
+    /// An allowed request under `limits` (name, requests per 10 s, burst), at `secs`; a
+    /// limit whose name starts with `shadow` is in shadow mode.
     fn pending(limits: &[(&str, u32, u32)], secs: u64) -> PendingRate {
         let mut allowed = Decision::policy_module_failed();
         allowed.allow = true;
@@ -422,6 +471,7 @@ mod tests {
                     key: format!("{name}/user:alice"),
                     limit_name: String::from(name),
                     gcra: Gcra::new(requests, 10, burst).unwrap(),
+                    shadow: name.starts_with("shadow"),
                 })
                 .collect(),
             now: UnixTime::from_secs(secs),
@@ -503,10 +553,45 @@ mod tests {
     }
 
     #[test]
+    fn a_shadow_limit_reports_a_refusal_but_never_refuses() {
+        let store = MapStore::default();
+        // `shadow`: 1 at once, reported only; `real`: 3 at once.
+        let p = pending(&[("shadow", 1, 1), ("real", 3, 3)], 1_000);
+        let first = p.resolve_in(&store);
+        assert!(first.allow && first.shadow.is_none());
+        for _ in 0..2 {
+            let over = p.resolve_in(&store);
+            assert!(over.allow, "a shadow limit never refuses");
+            let shadow = over.shadow.expect("the shadow refusal is reported");
+            assert_eq!(
+                (
+                    shadow.allow,
+                    shadow.status,
+                    shadow.reason,
+                    shadow.rule.as_deref()
+                ),
+                (false, 429, Reason::RateLimited, Some("rate_limit:shadow"))
+            );
+        }
+        // The real limit counted all three and now refuses; its 429 carries no shadow.
+        let refused = p.resolve_in(&store);
+        assert_eq!(
+            (refused.status, refused.rule.as_deref()),
+            (429, Some("rate_limit:real"))
+        );
+        assert!(refused.shadow.is_none());
+        // Admitted requests store one update per check, the refusing shadow one unchanged.
+        let (admitted, updates) = p.resolve(&[Some(RateState(1_001 * SEC)), None]);
+        assert!(admitted.allow && admitted.shadow.is_some());
+        assert_eq!(updates.len(), 2);
+        assert_eq!(updates[0].state, RateState(1_001 * SEC));
+    }
+
+    #[test]
     fn resolve_in_and_resolve_agree() {
         let store = MapStore::default();
         let mut states: alloc::collections::BTreeMap<String, RateState> = Default::default();
-        let limits = [("a", 5, 2), ("b", 3, 3), ("c", 20, 1)];
+        let limits = [("a", 5, 2), ("shadow-b", 3, 3), ("c", 20, 1)];
         for step in 0..40u64 {
             let p = pending(&limits, 1_000 + step / 3);
             let priors: Vec<_> = p

@@ -248,10 +248,12 @@ impl Handler {
             }
             (Verdict::Pending(pending), Rates::Apim) => {
                 // APIM counts: the request is admitted here and APIM's rate-limit-by-key
-                // enforces each quota on the key handed to it.
+                // enforces each quota on the key handed to it. That policy cannot count
+                // without enforcing, so shadow limits are left out.
                 let limits = pending
                     .checks()
                     .iter()
+                    .filter(|check| !check.is_shadow())
                     .map(|check| {
                         let (calls, period_seconds) = check.gcra().quota();
                         ApimLimit {

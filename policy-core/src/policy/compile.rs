@@ -6,16 +6,16 @@ use core::ops::Range;
 use toml::Spanned;
 
 use super::identities::{issuer_identities, IssuerIdentities, Names};
-#[cfg(feature = "testing")]
-use super::schema::RawTestCase;
 use super::schema::{
     RawApiKey, RawEffect, RawGrant, RawIssuer, RawOrigin, RawPolicy, RawRateLimit,
 };
+#[cfg(feature = "testing")]
+use super::schema::{RawShadowExpect, RawTestCase};
 use super::{Policy, PolicyError, SecretUse, Source};
 use crate::access::Access;
 use crate::apikey::ApiKey;
 #[cfg(feature = "testing")]
-use crate::cases::{Expectation, TestCase, DEFAULT_TEST_NOW};
+use crate::cases::{Expectation, ShadowExpectation, TestCase, DEFAULT_TEST_NOW};
 use crate::engine::{Engine, Gateway, RateLimit, RatePer, SiteAccess, SiteSwitch};
 use crate::identity::{valid_user, MAX_NAME_LEN};
 use crate::jwt::Issuer;
@@ -66,7 +66,7 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
         &identities,
     );
     let issuers = issuers(raw.issuers, identities, at)?;
-    let grants = grants(raw.grants, &names, at)?;
+    let (grants, shadow_grants) = grants(raw.grants, &names, at)?;
     let rate_limits = rate_limits(raw.rate_limits, &names, at)?;
     #[cfg(feature = "testing")]
     let tests = tests(raw.tests, at)?;
@@ -79,6 +79,7 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
             issuers,
             api_keys,
             grants,
+            shadow_grants,
             rate_limits,
             gogs,
             crypto: &crate::RustCrypto,
@@ -714,13 +715,16 @@ fn repo_patterns(
     Ok(out)
 }
 
+/// The enforced grants, and every grant when some are shadow grants (see
+/// [`Engine::shadow_grants`]).
 fn grants(
     raw: Vec<Spanned<RawGrant>>,
     principal_names: &Names,
     at: At<'_>,
-) -> Result<Vec<Grant>, PolicyError> {
+) -> Result<(Vec<Grant>, Option<Vec<Grant>>), PolicyError> {
     let mut names = BTreeSet::new();
-    let mut out = Vec::new();
+    let mut all = Vec::new();
+    let mut shadow = Vec::new();
     for (index, spanned) in raw.into_iter().enumerate() {
         let r = spanned.into_inner();
         let name = match &r.name {
@@ -731,7 +735,8 @@ fn grants(
                 generated
             }
         };
-        out.push(Grant {
+        shadow.push(is_shadow(r.mode.as_ref(), at)?);
+        all.push(Grant {
             name,
             who: principals(&r.who, principal_names, at)?,
             repos: repo_patterns(&r.repos, at)?,
@@ -742,7 +747,30 @@ fn grants(
             },
         });
     }
-    Ok(out)
+    if !shadow.contains(&true) {
+        return Ok((all, None));
+    }
+    let enforced = all
+        .iter()
+        .zip(&shadow)
+        .filter(|(_, shadow)| !**shadow)
+        .map(|(grant, _)| grant.clone())
+        .collect();
+    Ok((enforced, Some(all)))
+}
+
+/// Whether a rule's `mode` is `shadow` (evaluated and reported, never deciding) rather
+/// than `enforce`, the default.
+fn is_shadow(mode: Option<&Spanned<String>>, at: At<'_>) -> Result<bool, PolicyError> {
+    match mode.map(|m| (m.get_ref().as_str(), m.span())) {
+        None | Some(("enforce", _)) => Ok(false),
+        Some(("shadow", _)) => Ok(true),
+        Some((other, span)) => err(
+            at,
+            span,
+            format!("unknown mode `{other}`; expected `enforce` or `shadow`"),
+        ),
+    }
 }
 
 fn rate_limits(
@@ -791,6 +819,7 @@ fn rate_limits(
             access: narrowing(r.access.as_ref(), "access", access_level, at)?,
             gcra,
             per: rate_per(r.per.as_ref(), r.shared.as_ref(), at)?,
+            shadow: is_shadow(r.mode.as_ref(), at)?,
         });
     }
     Ok(out)
@@ -897,6 +926,19 @@ fn tests(raw: Vec<Spanned<RawTestCase>>, at: At<'_>) -> Result<Vec<TestCase>, Po
             headers: e.headers,
             set: e.set,
             strip: e.strip,
+            shadow: match e.shadow {
+                None => None,
+                Some(RawShadowExpect::Present(false)) => Some(ShadowExpectation::Absent),
+                Some(RawShadowExpect::Present(true)) => {
+                    return err(at, expect_span, format!("test `{}`: `shadow = true` says too little; give the expected shadow outcome as a table (allow, status, reason, rule)", r.name));
+                }
+                Some(RawShadowExpect::Fields(f)) => Some(ShadowExpectation::Present {
+                    allow: f.allow,
+                    status: f.status,
+                    reason: f.reason,
+                    rule: f.rule,
+                }),
+            },
         };
         if expect.is_empty() {
             return err(at, expect_span, format!("test `{}` expects nothing; name at least one field (allow, status, reason, ...)", r.name));

@@ -132,6 +132,7 @@ pub(crate) struct RawGrant {
     pub(crate) repos: Spanned<OneOrMany>,
     pub(crate) access: Access,
     pub(crate) effect: Option<RawEffect>,
+    pub(crate) mode: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -147,6 +148,7 @@ pub(crate) struct RawRateLimit {
     pub(crate) per: Option<Spanned<String>>,
     /// The older spelling of `per = "shared"`.
     pub(crate) shared: Option<Spanned<bool>>,
+    pub(crate) mode: Option<Spanned<String>>,
 }
 
 #[cfg(feature = "testing")]
@@ -179,4 +181,24 @@ pub(crate) struct RawExpect {
     pub(crate) headers: Option<BTreeMap<String, String>>,
     pub(crate) set: Option<BTreeMap<String, String>>,
     pub(crate) strip: Option<Vec<String>>,
+    pub(crate) shadow: Option<RawShadowExpect>,
+}
+
+/// `shadow = false` (no shadow outcome), or a table of the shadow outcome's fields.
+#[cfg(feature = "testing")]
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawShadowExpect {
+    Present(bool),
+    Fields(RawShadowFields),
+}
+
+#[cfg(feature = "testing")]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawShadowFields {
+    pub(crate) allow: Option<bool>,
+    pub(crate) status: Option<u16>,
+    pub(crate) reason: Option<String>,
+    pub(crate) rule: Option<String>,
 }

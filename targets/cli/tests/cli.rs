@@ -196,6 +196,9 @@ fn check_reports_file_line_and_column() {
         ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 1\nperiod_seconds = 1\naccess = []\n", "6:10: access must name at least one value"),
         ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 1\nperiod_seconds = 1\nper = \"repo\"\n", "6:7: unknown per `repo`; expected `identity`, `identity+repo` or `shared`"),
         ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 1\nperiod_seconds = 1\nper = \"shared\"\nshared = true\n", "7:10: `shared` is the older spelling of `per = \"shared\"`"),
+        ("[[grant]]\nwho = \"*\"\nrepos = \"acme/*\"\naccess = \"read\"\nmode = \"dry-run\"\n", "5:8: unknown mode `dry-run`; expected `enforce` or `shadow`"),
+        ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 1\nperiod_seconds = 1\nmode = \"Shadow\"\n", "6:8: unknown mode `Shadow`; expected `enforce` or `shadow`"),
+        ("[[grant]]\nwho = \"*\"\nrepos = \"acme/*\"\naccess = \"read\"\n[[test]]\nname = \"t\"\nrequest = { path = \"/acme/a.git/info/refs\" }\nexpect = { shadow = true }\n", "8:10: test `t`: `shadow = true` says too little"),
     ];
     for (i, (policy, expected)) in cases.iter().enumerate() {
         let path = write_temp(&dir, &format!("bad{i}.toml"), policy);

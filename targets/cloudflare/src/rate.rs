@@ -107,7 +107,8 @@ impl DurableObject for RateLimiter {
 
 /// The final decision: each limit's object consumes in turn; once one refuses, the
 /// earlier ones give back what they took and the later ones only measure, so a refused
-/// request consumes nothing and the 429 carries the longest wait. An object that cannot
+/// request consumes nothing and the 429 carries the longest wait. A shadow limit's refusal
+/// refuses nothing (the core reports it). An object that cannot
 /// be reached or answers nonsense refuses the request (503), never admits it.
 pub async fn resolve(env: &Env, pending: &PendingRate, namespace: &str) -> Result<Decision> {
     let now = pending.now();
@@ -123,7 +124,7 @@ pub async fn resolve(env: &Env, pending: &PendingRate, namespace: &str) -> Resul
             give_back(env, pending, &results, namespace).await?;
             return Ok(pending.unavailable(i));
         };
-        if result.is_err() && !refused {
+        if result.is_err() && !refused && !check.is_shadow() {
             refused = true;
             give_back(env, pending, &results, namespace).await?;
         }

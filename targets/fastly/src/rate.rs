@@ -55,26 +55,32 @@ impl Erl {
 const PENALTY: Duration = Duration::from_secs(60);
 
 impl Erl {
-    /// Every limit counts the request in its own rate counter. ERL cannot take a count
-    /// back, so a request refused by one limit stays counted by those checked before it.
+    /// Every limit counts the request in its own rate counter, until an enforced one
+    /// refuses. ERL cannot take a count back, so a request refused by one limit stays
+    /// counted by those checked before it.
     fn check(&self, pending: &PendingRate, namespace: &str) -> Decision {
-        for (i, check) in pending.checks().iter().enumerate() {
+        let mut waits = Vec::with_capacity(pending.checks().len());
+        for check in pending.checks() {
             let entry = if namespace.is_empty() {
                 check.key().to_owned()
             } else {
                 format!("{namespace}/{}", check.key())
             };
             let limit = check.gcra().requests_per_second_ceil();
-            match self
+            let wait = match self
                 .erl
                 .check_rate(&entry, 1, RateWindow::TenSecs, limit, PENALTY)
             {
-                Ok(false) => {}
-                Ok(true) => return pending.refuse(i, PENALTY.as_secs()),
-                Err(_) => return pending.refuse(i, 1),
+                Ok(false) => None,
+                Ok(true) => Some(PENALTY),
+                Err(_) => Some(Duration::from_secs(1)),
+            };
+            waits.push(wait.map(|w| u64::try_from(w.as_nanos()).unwrap_or(u64::MAX)));
+            if wait.is_some() && !check.is_shadow() {
+                break;
             }
         }
-        pending.admit()
+        pending.conclude_waits(&waits)
     }
 }
 

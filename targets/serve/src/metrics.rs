@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use policy_core::Reason;
+use policy_core::{Decision, Reason};
 
 use crate::exchange::Failure;
 
@@ -41,6 +41,9 @@ impl Limit {
 pub struct Metrics {
     /// Decisions, at `reason.index() * STATUSES + (status - 100)`.
     decisions: Box<[AtomicU64]>,
+    /// Decisions the shadow rules would have made otherwise, by the shadow outcome's
+    /// reason and status, laid out as `decisions`.
+    shadow: Box<[AtomicU64]>,
     decision_nanos: AtomicU64,
     decision_count: AtomicU64,
     /// Requests that did not reach the origin at all (no valid target).
@@ -70,6 +73,9 @@ impl Metrics {
             decisions: (0..Reason::COUNT * STATUSES)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            shadow: (0..Reason::COUNT * STATUSES)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             decision_nanos: AtomicU64::new(0),
             decision_count: AtomicU64::new(0),
             origin_errors: AtomicU64::new(0),
@@ -89,9 +95,14 @@ impl Metrics {
         }
     }
 
-    pub fn decision(&self, status: u16, reason: Reason, took: Duration) {
-        let status = usize::from(status.clamp(100, 599)) - 100;
-        self.decisions[reason.index() * STATUSES + status].fetch_add(1, Ordering::Relaxed);
+    pub fn decision(&self, decision: &Decision, took: Duration) {
+        let at = |status: u16, reason: Reason| {
+            reason.index() * STATUSES + usize::from(status.clamp(100, 599)) - 100
+        };
+        self.decisions[at(decision.status, decision.reason)].fetch_add(1, Ordering::Relaxed);
+        if let Some(shadow) = &decision.shadow {
+            self.shadow[at(shadow.status, shadow.reason)].fetch_add(1, Ordering::Relaxed);
+        }
         self.decision_nanos.fetch_add(
             u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
@@ -161,30 +172,21 @@ impl Metrics {
              tollgate_policy_info{{revision=\"{}\"}} 1",
             self.policy_revision
         );
-        let mut family = |name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            name.to_owned()
-        };
-        let name = family(
-            "tollgate_decisions_total",
-            "counter",
-            "Policy decisions by status and reason.",
-        );
-        let mut lines = String::new();
-        for (reason_index, reason) in Reason::all().enumerate() {
-            for status in 0..STATUSES {
-                let n = self.decisions[reason_index * STATUSES + status].load(Ordering::Relaxed);
-                if n > 0 {
-                    let _ = writeln!(
-                        lines,
-                        "{name}{{status=\"{}\",reason=\"{}\"}} {n}",
-                        status + 100,
-                        reason.code()
-                    );
-                }
-            }
+        for (name, help, table) in [
+            (
+                "tollgate_decisions_total",
+                "Policy decisions by status and reason.",
+                &self.decisions,
+            ),
+            (
+                "tollgate_shadow_decisions_total",
+                "Decisions the policy's shadow rules would have made otherwise, by the status and reason they would have given.",
+                &self.shadow,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            out.push_str(&by_status_and_reason(name, table));
         }
-        out.push_str(&lines);
         let counter = |out: &mut String, name: &str, kind: &str, help: &str, value: String| {
             let _ = writeln!(
                 out,
@@ -307,4 +309,23 @@ impl Metrics {
         );
         out
     }
+}
+
+/// The non-zero counters of a table laid out by reason and status, one line each.
+fn by_status_and_reason(name: &str, table: &[AtomicU64]) -> String {
+    let mut lines = String::new();
+    for (reason_index, reason) in Reason::all().enumerate() {
+        for status in 0..STATUSES {
+            let n = table[reason_index * STATUSES + status].load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(
+                    lines,
+                    "{name}{{status=\"{}\",reason=\"{}\"}} {n}",
+                    status + 100,
+                    reason.code()
+                );
+            }
+        }
+    }
+    lines
 }

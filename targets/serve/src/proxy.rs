@@ -349,9 +349,7 @@ async fn conclude(
         }
         (_, verdict) => verdict.resolve_in(&shared.rates),
     };
-    shared
-        .metrics
-        .decision(decision.status, decision.reason, started.elapsed());
+    shared.metrics.decision(&decision, started.elapsed());
     let mut record = decision.audit(facts, now);
     record.id = Some(exchange.id.clone());
     let recorded = shared.audit.record(record.to_json());
