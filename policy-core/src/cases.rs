@@ -4,10 +4,14 @@
 //! (the WASM module, the edge workers).
 
 use alloc::{collections::BTreeMap, format, string::String, vec::Vec};
+use core::cell::RefCell;
 use serde_json::Value;
 
 use crate::access::Access;
-use crate::policy::Position;
+use crate::keys::KeyStore;
+use crate::origin::SecretStore;
+use crate::policy::{Policy, Position};
+use crate::rate::{RateState, RateStore, RateStoreError};
 use crate::request::OwnedRequest;
 use crate::time::UnixTime;
 
@@ -219,5 +223,84 @@ impl Expectation {
             && self.set.is_none()
             && self.strip.is_none()
             && self.shadow.is_none()
+    }
+}
+
+/// Rate-limit state in memory for one case: every case starts from an empty one, and its
+/// requests share it.
+#[derive(Debug, Default)]
+pub struct CaseRates(RefCell<BTreeMap<String, RateState>>);
+
+impl RateStore for CaseRates {
+    fn measure_and_replace(
+        &self,
+        key: &str,
+        decide: &mut dyn FnMut(Option<RateState>) -> Option<RateState>,
+    ) -> Result<(), RateStoreError> {
+        let mut states = self.0.borrow_mut();
+        if let Some(next) = decide(states.get(key).copied()) {
+            states.insert(String::from(key), next);
+        }
+        Ok(())
+    }
+}
+
+/// What one case came to.
+#[derive(Debug)]
+pub struct CaseResult<'c> {
+    pub case: &'c TestCase,
+    /// The JSON of the last decision, or why there was none.
+    pub decision: Result<Value, String>,
+    /// Every way the decision differs from the case's expectation; empty when it passed.
+    pub mismatches: Vec<String>,
+}
+
+impl CaseResult<'_> {
+    pub fn passed(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+}
+
+/// Runs `cases` in order: each sends its requests ([`TestCase::sequence`]) at its time
+/// through `decide`, which answers with a decision's JSON, resolving rate limits in the
+/// store it is given (the case's own, empty at the start). The last answer is checked.
+pub fn run<'c>(
+    cases: &'c [TestCase],
+    mut decide: impl FnMut(&OwnedRequest, UnixTime, &dyn RateStore) -> Result<Value, String>,
+) -> Vec<CaseResult<'c>> {
+    cases
+        .iter()
+        .map(|case| {
+            let rates = CaseRates::default();
+            let mut decision = Err(String::from("case never ran"));
+            for request in case.sequence() {
+                decision = decide(request, case.now, &rates);
+            }
+            let mismatches = match &decision {
+                Ok(json) => case.expect.check(json),
+                Err(e) => alloc::vec![format!("no decision: {e}")],
+            };
+            CaseResult {
+                case,
+                decision,
+                mismatches,
+            }
+        })
+        .collect()
+}
+
+impl Policy {
+    /// Runs the policy's own `[[test]]` cases with its engine linked natively, with `keys`
+    /// for issuers that fetch theirs and `secrets` for the origin credential.
+    pub fn run_tests(&self, keys: &dyn KeyStore, secrets: &dyn SecretStore) -> Vec<CaseResult<'_>> {
+        run(&self.tests, |request, now, rates| {
+            let pairs = request.header_pairs();
+            let facts = request.facts(&pairs);
+            let decision = self
+                .engine
+                .decide(&facts, now, keys, secrets)
+                .resolve_in(rates);
+            serde_json::to_value(&decision).map_err(|e| format!("{e}"))
+        })
     }
 }

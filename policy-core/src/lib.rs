@@ -81,7 +81,7 @@ pub use jwks_schedule::{
 };
 pub use jwt::TokenRejection;
 pub use keys::{Algorithm, KeySet, KeySetError, KeyStore, NoKeys};
-pub use origin::{NoSecrets, SecretStore};
+pub use origin::{NoSecrets, PlaceholderSecrets, SecretStore};
 pub use policy::{PolicyError, Position, SecretUse};
 pub use rate::{Gcra, PendingRate, RateCheck, RateState, RateStore, RateStoreError, RateUpdate};
 pub use request::{EvalRequest, OwnedRequest, RequestFacts};

@@ -26,6 +26,17 @@ impl SecretStore for NoSecrets {
     }
 }
 
+/// A store where every name holds a stand-in value: for running a policy's own test
+/// cases, whose decisions show secrets by name only.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlaceholderSecrets;
+
+impl SecretStore for PlaceholderSecrets {
+    fn secret(&self, _name: &str) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed("placeholder"))
+    }
+}
+
 impl<S: SecretStore + ?Sized> SecretStore for &S {
     fn secret(&self, name: &str) -> Option<Cow<'_, str>> {
         (**self).secret(name)

@@ -94,8 +94,7 @@ impl SecretStore for Secrets {
             Secrets::File(map) => map
                 .get(name)
                 .map(|v| std::borrow::Cow::Borrowed(v.as_str())),
-            // Decisions display secrets by name only, so the value never shows.
-            Secrets::Placeholder => Some(std::borrow::Cow::Borrowed("placeholder")),
+            Secrets::Placeholder => policy_core::PlaceholderSecrets.secret(name),
         }
     }
 }

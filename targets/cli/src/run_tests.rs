@@ -3,48 +3,36 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use policy_core::cases;
 use policy_core::policy::Policy;
 
 use crate::decider::Decider;
-use crate::host::RateFile;
 
 pub fn run(policy: &Policy, path: &Path, decider: &mut Decider<'_>, verbose: bool) -> ExitCode {
+    let results = cases::run(&policy.tests, |request, now, rates| {
+        decider
+            .decide(request, now, verbose, rates)
+            .map(|(decision, _audit)| decision)
+    });
     let (mut passed, mut failed) = (0usize, 0usize);
-    for case in &policy.tests {
-        // Each case starts from empty rate-limit state; its requests share it.
-        let rates = RateFile::default();
-        let mut last = Err(String::from("case never ran"));
-        for request in case.sequence() {
-            last = decider.decide(request, case.now, verbose, &rates);
-        }
-        let (mismatches, explain) = match &last {
-            Ok((decision, _)) => (
-                case.expect.check(decision),
-                decision.get("explain").cloned(),
-            ),
-            Err(e) => (vec![format!("no decision: {e}")], None),
-        };
-        if mismatches.is_empty() {
+    for result in &results {
+        if result.passed() {
             passed += 1;
-            println!("ok    {}", case.name);
+            println!("ok    {}", result.case.name);
             continue;
         }
         failed += 1;
         println!(
             "FAIL  {} ({}:{})",
-            case.name,
+            result.case.name,
             path.display(),
-            case.position.line
+            result.case.position.line
         );
-        for m in &mismatches {
+        for m in &result.mismatches {
             println!("        {m}");
         }
-        for step in explain
-            .as_ref()
-            .and_then(|e| e.as_array())
-            .into_iter()
-            .flatten()
-        {
+        let explain = result.decision.as_ref().ok().and_then(|d| d.get("explain"));
+        for step in explain.and_then(|e| e.as_array()).into_iter().flatten() {
             println!(
                 "        - {}: {}",
                 step["rule"].as_str().unwrap_or(""),
