@@ -94,6 +94,23 @@ impl JwksSchedule {
         self.timings
     }
 
+    /// Takes over what `from` knows of every issuer both schedules fetch from the same
+    /// URL (its keys and when it last tried), so a new policy does not fetch those again
+    /// or go without their keys meanwhile. An issuer whose URL changed starts unfetched.
+    pub fn carry_over(&mut self, from: &JwksSchedule) {
+        for issuer in &mut self.issuers {
+            if let Some(old) = from
+                .issuers
+                .iter()
+                .find(|o| o.name == issuer.name && o.url == issuer.url)
+            {
+                issuer.keys.clone_from(&old.keys);
+                issuer.attempted_at = old.attempted_at;
+            }
+        }
+        self.serial = self.serial.max(from.serial);
+    }
+
     /// The fetches due at `now` (missing or old keys), marked as attempted.
     pub fn due(&mut self, now: UnixTime) -> Vec<JwksFetch> {
         let timings = self.timings;
@@ -239,6 +256,22 @@ mod tests {
         assert!(s.key_store(at(3)).key_set("a").is_some());
         assert!(s.due(at(100)).is_empty(), "fresh keys");
         assert_eq!(s.due(at(302)).len(), 1, "refresh");
+    }
+
+    #[test]
+    fn carry_over_keeps_the_keys_of_issuers_whose_url_is_unchanged() {
+        let mut old = schedule();
+        old.due(at(0));
+        old.fetched("a", JWKS, at(0)).expect("keys");
+        let timings = old.timings();
+        let mut same = JwksSchedule::new([("a", "https://a/jwks")], timings);
+        same.carry_over(&old);
+        assert!(same.key_store(at(1)).key_set("a").is_some());
+        assert!(same.due(at(1)).is_empty(), "nothing to fetch again");
+        let mut moved = JwksSchedule::new([("a", "https://a/other-jwks")], timings);
+        moved.carry_over(&old);
+        assert!(moved.key_store(at(1)).key_set("a").is_none());
+        assert_eq!(moved.due(at(1)).len(), 1, "a new URL is fetched");
     }
 
     #[test]

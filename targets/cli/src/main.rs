@@ -89,8 +89,15 @@ enum Command {
     },
     /// Run the edge proxy in front of a Gogs origin.
     Serve {
+        /// The policy file. SIGHUP, POST /reload on the admin listener and the watch
+        /// (--policy-watch) read it again; a new policy decides once it compiles and its
+        /// own [[test]] cases pass, otherwise the old one keeps deciding.
         #[arg(long)]
         policy: PathBuf,
+        /// Seconds between checks of the policy file for changes (0: only on SIGHUP and
+        /// POST /reload).
+        #[arg(long, default_value_t = 2)]
+        policy_watch: u64,
         /// Base URL of the Gogs server, e.g. http://127.0.0.1:3000
         #[arg(long)]
         origin: String,
@@ -244,6 +251,7 @@ fn main() -> ExitCode {
             rate_store_timeout_ms,
             rate_store_failure,
             wasm,
+            policy_watch,
         } => load_policy(&policy).and_then(|(p, source)| {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(format!(
@@ -286,10 +294,16 @@ fn main() -> ExitCode {
                 admit_when_unavailable: rate_store_failure == "allow",
             });
             config.max_buffered_bodies = max_buffered_bodies.max(1);
+            config.policy_watch =
+                (policy_watch > 0).then(|| std::time::Duration::from_secs(policy_watch));
             config.wasm = wasm.map(|module| tollgate_serve::WasmConfig {
                 module: module_path(Path::new(&module)),
-                source,
+                source: source.clone(),
                 file: policy.display().to_string(),
+            });
+            config.policy_file = Some(tollgate_serve::PolicyFile {
+                path: policy,
+                text: source,
             });
             tollgate_serve::run(config)?;
             Ok(ExitCode::SUCCESS)

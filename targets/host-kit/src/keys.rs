@@ -45,6 +45,13 @@ impl KeyRing {
         Self::new(engine.jwks_urls(), timings)
     }
 
+    /// Takes over the keys `from` holds for issuers this ring fetches from the same URL
+    /// (see [`JwksSchedule::carry_over`]).
+    pub fn carry_over(&self, from: &KeyRing) {
+        let from = from.lock();
+        self.lock().carry_over(&from);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, JwksSchedule> {
         self.schedule.lock().unwrap_or_else(|p| p.into_inner())
     }

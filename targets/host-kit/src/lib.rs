@@ -7,7 +7,8 @@
 //! fetches come in as async closures, so the same code serves tokio (serve), a blocking
 //! thread (the Azure handler), a Workers isolate and a Fastly instance. The one exception
 //! is behind the `redis` feature: rate-limit state in Redis ([`redis_rates`]), for the
-//! native hosts that share limits between instances.
+//! native hosts that share limits between instances. Behind `reload`: vetting a policy
+//! (it compiles, its own test cases pass) before a host swaps it in ([`reload`]).
 
 #[cfg(feature = "aws-lc")]
 pub mod crypto;
@@ -17,6 +18,8 @@ pub mod keys;
 pub mod rates;
 #[cfg(feature = "redis")]
 pub mod redis_rates;
+#[cfg(feature = "reload")]
+pub mod reload;
 pub mod tokens;
 
 #[cfg(feature = "aws-lc")]
@@ -27,4 +30,6 @@ pub use keys::{complete_now, FetchReport, Fetched, KeyRing};
 pub use rates::{Namespaced, ShardedRates};
 #[cfg(feature = "redis")]
 pub use redis_rates::{RedisRates, Unavailable};
+#[cfg(feature = "reload")]
+pub use reload::{vet, Rejected, Vetted};
 pub use tokens::SharedTokenCache;

@@ -12,6 +12,13 @@ pub enum AuditTarget {
     File(PathBuf),
 }
 
+/// The file a policy was read from, and the text read.
+#[derive(Clone, Debug)]
+pub struct PolicyFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
 /// Decide inside the policy module instead of natively.
 #[derive(Clone, Debug)]
 pub struct WasmConfig {
@@ -25,6 +32,13 @@ pub struct WasmConfig {
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub engine: Engine,
+    /// The file the policy was read from. SIGHUP, `POST /reload` on the admin listener
+    /// and the watch read it again and put the new policy in place once it compiles and
+    /// its own test cases pass. `None`: the policy is fixed.
+    pub policy_file: Option<PolicyFile>,
+    /// How often the policy file is checked for changes; `None`: only on SIGHUP and
+    /// `POST /reload`.
+    pub policy_watch: Option<Duration>,
     /// Base URL of the Gogs origin, e.g. `http://127.0.0.1:3000` (no trailing slash).
     pub origin: String,
     pub listen: SocketAddr,
@@ -113,6 +127,8 @@ impl ServeConfig {
     pub fn new(engine: Engine, origin: String, listen: SocketAddr) -> Self {
         ServeConfig {
             engine,
+            policy_file: None,
+            policy_watch: None,
             origin: origin.trim_end_matches('/').to_owned(),
             listen,
             admin_listen: None,

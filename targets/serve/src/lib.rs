@@ -15,7 +15,8 @@ mod config;
 mod exchange;
 mod metrics;
 mod proxy;
+mod reload;
 mod server;
 
-pub use config::{AuditTarget, RateStoreConfig, ServeConfig, WasmConfig};
+pub use config::{AuditTarget, PolicyFile, RateStoreConfig, ServeConfig, WasmConfig};
 pub use server::{run, serve};

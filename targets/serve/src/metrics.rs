@@ -1,9 +1,11 @@
-//! Prometheus text exposition of serve's counters. Every counter is an atomic in a table
-//! fixed at start (decisions by reason and status, JWKS fetches by issuer), so counting
-//! never takes a lock on the request path.
+//! Prometheus text exposition of serve's counters. Every counter the request path touches
+//! is an atomic in a table fixed at start (decisions by reason and status), so counting
+//! never takes a lock there; JWKS fetches and policy reloads, which are rare, take one.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use policy_core::{Decision, Reason};
@@ -59,17 +61,20 @@ pub struct Metrics {
     connections: AtomicI64,
     rate_store_errors: AtomicU64,
     audit_refused: AtomicU64,
-    /// JWKS fetches by issuer: `(issuer, ok, failed)`.
-    jwks: Box<[(String, AtomicU64, AtomicU64)]>,
+    /// JWKS fetches by issuer: `[ok, failed]`.
+    jwks: Mutex<BTreeMap<String, [u64; 2]>>,
     in_flight: AtomicI64,
     /// The revision of the policy deciding ([`policy_core::Engine::revision`]).
-    policy_revision: String,
+    policy_revision: Mutex<String>,
+    /// Policy reloads: `[put in place, refused]`.
+    reloads: [AtomicU64; 2],
 }
 
 impl Metrics {
-    pub fn new<'a>(policy_revision: &str, issuers: impl IntoIterator<Item = &'a str>) -> Self {
+    pub fn new(policy_revision: &str) -> Self {
         Metrics {
-            policy_revision: policy_revision.to_owned(),
+            policy_revision: Mutex::new(policy_revision.to_owned()),
+            reloads: Default::default(),
             decisions: (0..Reason::COUNT * STATUSES)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -87,10 +92,7 @@ impl Metrics {
             connections: AtomicI64::new(0),
             rate_store_errors: AtomicU64::new(0),
             audit_refused: AtomicU64::new(0),
-            jwks: issuers
-                .into_iter()
-                .map(|i| (i.to_owned(), AtomicU64::new(0), AtomicU64::new(0)))
-                .collect(),
+            jwks: Mutex::default(),
             in_flight: AtomicI64::new(0),
         }
     }
@@ -153,9 +155,24 @@ impl Metrics {
     }
 
     pub fn jwks_fetch(&self, issuer: &str, ok: bool) {
-        if let Some((_, good, bad)) = self.jwks.iter().find(|(i, _, _)| i == issuer) {
-            (if ok { good } else { bad }).fetch_add(1, Ordering::Relaxed);
-        }
+        let mut jwks = self.jwks.lock().unwrap_or_else(|p| p.into_inner());
+        jwks.entry(issuer.to_owned()).or_default()[usize::from(!ok)] += 1;
+    }
+
+    /// A reload put the policy of `revision` in place.
+    pub fn policy_replaced(&self, revision: &str) {
+        revision.clone_into(
+            &mut self
+                .policy_revision
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        self.reloads[0].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A reload was refused: the policy deciding stays.
+    pub fn reload_refused(&self) {
+        self.reloads[1].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn in_flight(&self, delta: i64) {
@@ -170,7 +187,16 @@ impl Metrics {
             "# HELP tollgate_policy_info The policy deciding, by revision (sha256: and 16 hex digits of its text's SHA-256).\n\
              # TYPE tollgate_policy_info gauge\n\
              tollgate_policy_info{{revision=\"{}\"}} 1",
-            self.policy_revision
+            self.policy_revision.lock().unwrap_or_else(|p| p.into_inner())
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_policy_reloads_total Policy reloads (signal, file watch, POST /reload) by result: replaced, or refused because the new policy does not compile or its test cases fail.\n\
+             # TYPE tollgate_policy_reloads_total counter\n\
+             tollgate_policy_reloads_total{{result=\"replaced\"}} {}\n\
+             tollgate_policy_reloads_total{{result=\"refused\"}} {}",
+            self.reloads[0].load(Ordering::Relaxed),
+            self.reloads[1].load(Ordering::Relaxed)
         );
         for (name, help, table) in [
             (
@@ -289,9 +315,9 @@ impl Metrics {
             "# HELP tollgate_jwks_fetches_total JWKS fetches by issuer and result.\n\
              # TYPE tollgate_jwks_fetches_total counter"
         );
-        for (issuer, ok, failed) in self.jwks.iter() {
+        let jwks = self.jwks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (issuer, [ok, failed]) in jwks {
             for (result, n) in [("ok", ok), ("error", failed)] {
-                let n = n.load(Ordering::Relaxed);
                 if n > 0 {
                     let _ = writeln!(
                         out,

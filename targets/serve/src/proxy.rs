@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -16,11 +17,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use policy_core::forwarding::{client_address_headers, connection_tokens, may_forward, may_return};
 use policy_core::{Decision, RequestFacts, UnixTime, Verdict};
-use tollgate_host_kit::{Decided, Decider, FetchReport, Fetched, Gate, Ingested, ShardedRates};
+use tollgate_host_kit::{Decided, FetchReport, Fetched, Gate, Ingested, ShardedRates};
 
 use crate::audit::AuditLog;
 use crate::exchange::{next_id, Direction, Exchange, Failure, Metered};
 use crate::metrics::{Limit, Metrics};
+use crate::reload::{BoxedDecider, Reloader};
 use tollgate_host_kit::RedisRates;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -69,7 +71,10 @@ impl Origin {
 }
 
 pub struct Shared {
-    pub gate: Gate<Box<dyn Decider + Send + Sync>>,
+    /// The policy deciding and its keys; a reload swaps in a new one.
+    pub gate: ArcSwap<Gate<BoxedDecider>>,
+    /// Reloads of the policy file, when the policy came from one.
+    pub reloader: Option<Reloader>,
     pub rates: ShardedRates,
     pub origin: Origin,
     pub audit: AuditLog,
@@ -249,11 +254,13 @@ async fn decide(
         }
     }
     let fetch = |url| shared.fetch_jwks(url);
+    // One policy decides the whole request, even if a reload lands meanwhile.
+    let gate = shared.gate.load_full();
 
     if !ingested.wants_body() {
         let now = now();
         let facts = ingested.borrowed_facts();
-        let decided = shared.gate.decide(&facts, now, false, fetch).await;
+        let decided = gate.decide(&facts, now, false, fetch).await;
         return match conclude(shared, exchange, &facts, now, decided, started).await {
             Ok(decision) => Outcome::Forward(decision, body.map_err(BoxError::from).boxed()),
             Err(answer) => Outcome::Answer(*answer),
@@ -266,7 +273,7 @@ async fn decide(
     {
         let now = now();
         let facts = ingested.borrowed_facts();
-        if let Some(refusal) = shared.gate.refusal_before_body(&facts, now, fetch).await {
+        if let Some(refusal) = gate.refusal_before_body(&facts, now, fetch).await {
             let answer = conclude(shared, exchange, &facts, now, refusal, started).await;
             // A refusal is a denial, so `conclude` gives its answer.
             let refused = || {
@@ -310,7 +317,7 @@ async fn decide(
     let _ = ingested.set_body(Vec::from(bytes));
     let now = now();
     let facts = ingested.borrowed_facts();
-    let decided = shared.gate.decide(&facts, now, false, fetch).await;
+    let decided = gate.decide(&facts, now, false, fetch).await;
     match conclude(shared, exchange, &facts, now, decided, started).await {
         Ok(decision) => {
             let bytes = Bytes::from(ingested.take_body().unwrap_or_default());

@@ -1,10 +1,10 @@
 //! Listeners, background tasks and graceful shutdown.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -12,15 +12,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use policy_core::SecretStore;
 use tokio::net::TcpListener;
-use tollgate_host_kit::{Decider, Gate, KeyRing, NativeDecider, ShardedRates, SharedTokenCache};
-use tollgate_wasmtime::ModulePool;
+use tollgate_host_kit::{Gate, KeyRing, ShardedRates};
 
 use crate::audit::AuditLog;
 use crate::config::ServeConfig;
 use crate::metrics::{Limit, Metrics};
 use crate::proxy::{self, Body, Origin, OriginClient, Shared, Timeouts};
+use crate::reload::{DeciderMaker, Reloaded, Reloader, Trigger};
 use tollgate_host_kit::RedisRates;
 
 /// How often expired rate-limit entries are dropped.
@@ -60,46 +59,37 @@ async fn shutdown_signal() {
 
 /// Serves until `shutdown` completes, then drains requests in flight.
 pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let (decider, issuers): (Box<dyn Decider + Send + Sync>, Vec<(String, String)>) =
-        match &config.wasm {
-            None => {
-                let tokens = (config.token_cache_entries > 0).then(|| {
-                    SharedTokenCache::new(
-                        config.token_cache_entries,
-                        config.token_cache_max_age.as_secs(),
-                    )
-                });
-                let issuers = owned_pairs(config.engine.jwks_urls());
-                let secrets = SecretMap(config.secrets.clone());
-                // Native: aws-lc verifies signatures (same answers as RustCrypto, faster).
-                let engine = config
-                    .engine
-                    .clone()
-                    .with_crypto(&tollgate_host_kit::AWS_LC);
-                (
-                    Box::new(NativeDecider::new(engine, secrets, tokens)),
-                    issuers,
-                )
-            }
-            Some(wasm) => {
-                let module = tollgate_wasmtime::CompiledModule::from_file(&wasm.module)
-                    .map_err(|e| e.to_string())?;
-                let secrets = config.secrets.clone().into_iter().collect();
-                let pool = ModulePool::new(
-                    module,
-                    wasm.source.clone(),
-                    wasm.file.clone(),
-                    Some(secrets),
-                )
-                .map_err(|e| e.to_string())?;
-                let issuers = pool.jwks_urls().to_vec();
-                (Box::new(pool), issuers)
-            }
-        };
-    let keys = KeyRing::new(
-        issuers.iter().map(|(n, u)| (n.as_str(), u.as_str())),
-        config.jwks_timings(),
-    );
+    let maker = DeciderMaker {
+        secrets: config.secrets.clone(),
+        token_cache: (config.token_cache_entries > 0).then_some((
+            config.token_cache_entries,
+            config.token_cache_max_age.as_secs(),
+        )),
+        module: match &config.wasm {
+            Some(wasm) => Some(
+                tollgate_wasmtime::CompiledModule::from_file(&wasm.module)
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        },
+    };
+    let (source, file) = match (&config.wasm, &config.policy_file) {
+        (Some(wasm), _) => (wasm.source.clone(), wasm.file.clone()),
+        (None, Some(policy)) => (policy.text.clone(), policy.path.display().to_string()),
+        (None, None) => (String::new(), String::new()),
+    };
+    let decider = maker.make(config.engine.clone(), &source, &file)?;
+    let keys = KeyRing::for_engine(&config.engine, config.jwks_timings());
+    let revision = config.engine.revision().to_owned();
+    let reloader = config.policy_file.as_ref().map(|policy| {
+        Reloader::new(
+            policy.path.clone(),
+            policy.text.clone(),
+            revision.clone(),
+            maker,
+            config.jwks_timings(),
+        )
+    });
     let redis = match &config.rate_store {
         Some(store) => Some(
             RedisRates::connect(
@@ -113,16 +103,14 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         None => None,
     };
     let shared = Arc::new(Shared {
-        gate: Gate::new(decider, keys),
+        gate: ArcSwap::from_pointee(Gate::new(decider, keys)),
+        reloader,
         rates: ShardedRates::default(),
         origin: Origin::parse(&config.origin)?,
         audit: AuditLog::open(&config.audit, config.audit_queue)
             .map_err(|e| format!("audit log: {e}"))?,
         audit_required: config.audit_required,
-        metrics: Metrics::new(
-            config.engine.revision(),
-            issuers.iter().map(|(n, _)| n.as_str()),
-        ),
+        metrics: Metrics::new(&revision),
         jwks_client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
@@ -140,6 +128,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
     });
     let reports = shared
         .gate
+        .load()
         .keys
         .refresh_due(proxy::now(), |url| shared.fetch_jwks(url))
         .await;
@@ -174,7 +163,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
             .unwrap_or_default()
     );
 
-    let background = tokio::spawn(background(Arc::clone(&shared)));
+    let background = tokio::spawn(background(Arc::clone(&shared), config.policy_watch));
     let admin_task = admin.map(|l| tokio::spawn(admin_loop(l, Arc::clone(&shared))));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -311,23 +300,64 @@ impl Worker {
 }
 
 /// Follows the key ring's schedule (it says what is due; checking costs nothing when
-/// nothing is) and drops expired rate-limit state.
-async fn background(shared: Arc<Shared>) {
+/// nothing is), drops expired rate-limit state, and reloads the policy on SIGHUP and,
+/// every `policy_watch`, when its file changed.
+async fn background(shared: Arc<Shared>, policy_watch: Option<Duration>) {
     let mut keys = tokio::time::interval(KEY_SCHEDULE_EVERY);
     let mut prune = tokio::time::interval(RATE_PRUNE_EVERY);
+    let mut watch = tokio::time::interval(policy_watch.unwrap_or(Duration::MAX / 4));
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watching = policy_watch.is_some() && shared.reloader.is_some();
+    let mut hangups = hangup_signals(shared.reloader.is_some());
     loop {
         tokio::select! {
             _ = keys.tick() => {
-                let reports = shared
-                    .gate
+                let gate = shared.gate.load_full();
+                let reports = gate
                     .keys
                     .refresh_due(proxy::now(), |url| shared.fetch_jwks(url))
                     .await;
                 shared.report_fetches(&reports);
             }
             _ = prune.tick() => shared.rates.prune(proxy::now()),
+            _ = watch.tick(), if watching => {
+                let _ = shared.reload(Trigger::Watch, true).await;
+            }
+            Some(()) = next_hangup(&mut hangups) => {
+                let _ = shared.reload(Trigger::Signal, false).await;
+            }
         }
     }
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+/// SIGHUP, when there is a policy file to reload (otherwise SIGHUP keeps its default).
+fn hangup_signals(reloadable: bool) -> Hangups {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        reloadable
+            .then(|| signal(SignalKind::hangup()).ok())
+            .flatten()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = reloadable;
+        None
+    }
+}
+
+async fn next_hangup(hangups: &mut Hangups) -> Option<()> {
+    #[cfg(unix)]
+    if let Some(signals) = hangups {
+        return signals.recv().await;
+    }
+    let _ = hangups;
+    std::future::pending().await
 }
 
 /// Answers a connection over the limit with a 503 and closes it, giving the client at
@@ -374,21 +404,6 @@ fn origin_client(connect_timeout: Duration) -> Result<OriginClient, String> {
         .build(https))
 }
 
-fn owned_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<(String, String)> {
-    pairs.map(|(a, b)| (a.to_owned(), b.to_owned())).collect()
-}
-
-/// The origin secrets, as the engine reads them.
-struct SecretMap(HashMap<String, String>);
-
-impl SecretStore for SecretMap {
-    fn secret(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
-        self.0
-            .get(name)
-            .map(|v| std::borrow::Cow::Borrowed(v.as_str()))
-    }
-}
-
 async fn admin_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -398,7 +413,7 @@ async fn admin_loop(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, std::convert::Infallible>(admin(&shared, &req)) }
+                async move { Ok::<_, std::convert::Infallible>(admin(&shared, &req).await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -407,9 +422,31 @@ async fn admin_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn admin(shared: &Shared, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+async fn admin(shared: &Shared, req: &Request<hyper::body::Incoming>) -> Response<Body> {
     use http_body_util::{BodyExt, Full};
     let (status, content_type, body) = match req.uri().path() {
+        "/reload" if req.method() == hyper::Method::POST => {
+            let (status, answer) = match shared.reload(Trigger::Admin, false).await {
+                Ok(Reloaded::Replaced { revision }) => (
+                    StatusCode::OK,
+                    serde_json::json!({"result": "replaced", "revision": revision}),
+                ),
+                Ok(Reloaded::Unchanged { revision }) => (
+                    StatusCode::OK,
+                    serde_json::json!({"result": "unchanged", "revision": revision}),
+                ),
+                Err(error) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    serde_json::json!({"result": "refused", "error": error}),
+                ),
+            };
+            (status, "application/json", format!("{answer}\n"))
+        }
+        "/reload" => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "POST /reload reads the policy file again\n".to_owned(),
+        ),
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
