@@ -6,6 +6,8 @@
 //! Environment (Function App settings):
 //! - `FUNCTIONS_CUSTOMHANDLER_PORT`: set by the Functions host.
 //! - `TOLLGATE_POLICY` (the policy TOML) or `TOLLGATE_POLICY_FILE` (default `policy.toml`).
+//!   A policy file is reloaded on SIGHUP and when it changes, checked every
+//!   `TOLLGATE_POLICY_WATCH_SECS` (default 2; `0`: only on SIGHUP); see [`reload`].
 //! - `TOLLGATE_MODULE`: the policy module (default `tollgate_policy.wasm`).
 //! - `TOLLGATE_SECRETS`: JSON object of origin secret name -> Gogs token (use a Key Vault
 //!   reference).
@@ -17,6 +19,7 @@
 //! - `TOLLGATE_TEST_ENDPOINTS=true`: accept `now` in the input. Never in production.
 
 mod answer;
+mod reload;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -24,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use policy_core::{JwksTimings, OwnedRequest, UnixTime, Verdict};
 use tollgate_host_kit::{
     complete_now, Fetched, Gate, KeyRing, Namespaced, RedisRates, ShardedRates,
@@ -31,6 +35,7 @@ use tollgate_host_kit::{
 use tollgate_wasmtime::{CompiledModule, ModulePool};
 
 use crate::answer::{Answer, ApimLimit};
+use crate::reload::PolicyFile;
 
 /// Largest request description accepted from APIM.
 const MAX_INPUT: u64 = 2 << 20;
@@ -39,7 +44,10 @@ const MAX_INPUT: u64 = 2 << 20;
 const MAX_JWKS: u64 = 1 << 20;
 
 struct Handler {
-    gate: Gate<ModulePool>,
+    /// The policy deciding and its keys; a reload swaps in a new one.
+    gate: ArcSwap<Gate<ModulePool>>,
+    /// Where the policy came from, when it came from a file (reloads read it again).
+    policy_file: Option<PolicyFile>,
     rates: Rates,
     jwks_client: reqwest::blocking::Client,
     test_endpoints: bool,
@@ -127,11 +135,12 @@ fn now() -> UnixTime {
 
 impl Handler {
     fn from_env() -> Result<Handler, String> {
-        let policy = match (env("TOLLGATE_POLICY"), env("TOLLGATE_POLICY_FILE")) {
-            (Some(text), _) => text,
+        let (policy, path) = match (env("TOLLGATE_POLICY"), env("TOLLGATE_POLICY_FILE")) {
+            (Some(text), _) => (text, None),
             (None, file) => {
                 let file = file.unwrap_or_else(|| "policy.toml".into());
-                std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?
+                let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+                (text, Some(PathBuf::from(file)))
             }
         };
         let module_path =
@@ -145,8 +154,13 @@ impl Handler {
         };
         let rates = Rates::from_env()?;
         // Compiles the policy now: a bad policy stops the handler with its positioned error.
-        let pool = ModulePool::new(module, policy, "TOLLGATE_POLICY".into(), Some(secrets))
-            .map_err(|e| e.to_string())?;
+        let pool = ModulePool::new(
+            module.clone(),
+            policy.clone(),
+            "TOLLGATE_POLICY".into(),
+            Some(secrets.clone()),
+        )
+        .map_err(|e| e.to_string())?;
         answer::check_user_header(pool.user_header())?;
         let keys = KeyRing::new(
             pool.jwks_urls()
@@ -154,8 +168,18 @@ impl Handler {
                 .map(|(n, u)| (n.as_str(), u.as_str())),
             JwksTimings::default(),
         );
+        // The module computes the same revision as the engine linked here.
+        let revision = policy_core::Engine::from_toml(&policy, "TOLLGATE_POLICY")
+            .map(|engine| engine.revision().to_owned())
+            .map_err(|e| e.to_string())?;
         let handler = Handler {
-            gate: Gate::new(pool, keys),
+            gate: ArcSwap::from_pointee(Gate::new(pool, keys)),
+            policy_file: path.map(|path| PolicyFile {
+                path,
+                module,
+                secrets,
+                seen: std::sync::Mutex::new((policy, revision)),
+            }),
             rates,
             jwks_client: reqwest::blocking::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -167,6 +191,7 @@ impl Handler {
         let reports = complete_now(
             handler
                 .gate
+                .load()
                 .keys
                 .refresh_due(now(), |url| std::future::ready(handler.fetch_jwks(&url))),
         );
@@ -209,7 +234,8 @@ impl Handler {
         let facts = input.request.facts(&pairs);
         let fetch = |url: String| std::future::ready(self.fetch_jwks(&url));
         // Every fetch is blocking, so the future is complete when polled once.
-        let Some(decided) = complete_now(self.gate.decide(&facts, at, false, fetch)) else {
+        let gate = self.gate.load_full();
+        let Some(decided) = complete_now(gate.decide(&facts, at, false, fetch)) else {
             let refusal = policy_core::Decision::policy_module_failed();
             return Answer::from_decision(
                 &refusal,
@@ -324,6 +350,23 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if handler.policy_file.is_some() {
+        let watch_secs = match env("TOLLGATE_POLICY_WATCH_SECS").map(|s| s.parse::<u64>()) {
+            None => 2,
+            Some(Ok(secs)) => secs,
+            Some(Err(_)) => {
+                eprintln!("tollgate-azure-handler: TOLLGATE_POLICY_WATCH_SECS: expected seconds");
+                std::process::exit(1);
+            }
+        };
+        if watch_secs > 0 {
+            reload::watch(Arc::clone(&handler), Duration::from_secs(watch_secs));
+        }
+        if let Err(e) = reload::on_hangup(Arc::clone(&handler)) {
+            eprintln!("tollgate-azure-handler: {e}");
+            std::process::exit(1);
+        }
+    }
     let port = env("FUNCTIONS_CUSTOMHANDLER_PORT").unwrap_or_else(|| "8080".into());
     let server = match tiny_http::Server::http(format!("127.0.0.1:{port}")) {
         Ok(server) => Arc::new(server),

@@ -12,20 +12,28 @@ use tollgate_conformance::{build_wasm_module, corpus_secrets, run, Target, MIN_C
 
 struct Handler {
     port: u16,
-    _proc: Proc,
-    _dir: tempfile::TempDir,
+    proc: Proc,
+    dir: tempfile::TempDir,
 }
 
 impl Handler {
     fn start(policy: &str, rate: &str) -> Handler {
+        Self::start_with(policy, rate, &[])
+    }
+
+    /// [`Handler::start`] with more environment; its stderr goes to `stderr` in its
+    /// directory.
+    fn start_with(policy: &str, rate: &str, env: &[(&str, &str)]) -> Handler {
         let module = build_wasm_module();
         let dir = tempfile::tempdir().expect("tempdir");
         let policy_file = dir.path().join("policy.toml");
         std::fs::write(&policy_file, policy).expect("policy");
+        let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr");
         let port = free_port();
         let proc = Proc::start(
             "azure handler",
             Command::new(env!("CARGO_BIN_EXE_tollgate-azure-handler"))
+                .envs(env.iter().copied())
                 .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
                 .env("TOLLGATE_POLICY_FILE", &policy_file)
                 .env("TOLLGATE_MODULE", &module)
@@ -36,13 +44,38 @@ impl Handler {
                 .env("TOLLGATE_RATE", rate)
                 .env("TOLLGATE_TEST_ENDPOINTS", "true")
                 .stdout(Stdio::null())
-                .stderr(Stdio::null()),
+                .stderr(stderr),
             port,
         );
-        Handler {
-            port,
-            _proc: proc,
-            _dir: dir,
+        Handler { port, proc, dir }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// Replaces the policy file the way deployment tools do: written beside, renamed over.
+    fn write_policy(&self, policy: &str) {
+        let temp = self.dir.path().join("policy.toml.new");
+        std::fs::write(&temp, policy).expect("policy");
+        std::fs::rename(&temp, self.dir.path().join("policy.toml")).expect("rename");
+    }
+
+    /// The decision on an anonymous clone of acme/ok.
+    fn clone_decision(&self) -> Value {
+        let (status, answer) = self.ask(&json!({
+            "request": {"path": "/acme/ok.git/info/refs", "query": "service=git-upload-pack"},
+        }));
+        assert_eq!(status, 200, "{answer}");
+        answer["decision"].clone()
+    }
+
+    /// Waits up to 20 s for `done` to hold of the handler's stderr.
+    fn await_stderr(&self, what: &str, done: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(&self.stderr()) {
+            assert!(Instant::now() < deadline, "{what}:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -386,6 +419,93 @@ fn apim_mode_answers_what_the_policy_xml_reads() {
             "the policy XML ignores the handler's `{field}`"
         );
     }
+}
+
+const OPEN: &str = r#"
+[origin]
+git = "service-token"
+service_user = "tollgate-svc"
+service_token_secret = "gogs-service"
+
+[[grant]]
+who = "*"
+repos = "acme/*"
+access = "read"
+
+[[test]]
+name = "anyone clones acme/ok"
+request = { path = "/acme/ok.git/info/refs", query = "service=git-upload-pack" }
+expect = { allow = true }
+"#;
+
+/// OPEN, with acme/ok closed and a case saying so.
+const CLOSED: &str = r#"
+[[grant]]
+name = "close-ok"
+who = "*"
+repos = "acme/ok"
+access = "read"
+effect = "deny"
+"#;
+
+#[test]
+fn a_policy_file_is_reloaded_on_change_and_on_sighup_once_its_tests_pass() {
+    // The watch: an edit is put in place within seconds.
+    let watched = Handler::start_with(OPEN, "memory", &[("TOLLGATE_POLICY_WATCH_SECS", "1")]);
+    let open = watched.clone_decision();
+    assert_eq!(open["allow"], true, "{open}");
+    watched.write_policy(&format!(
+        "{}{CLOSED}",
+        OPEN.replace("expect = { allow = true }", "expect = { allow = false }")
+    ));
+    watched.await_stderr("no reload on change", |e| {
+        e.contains("policy reloaded (file change)")
+    });
+    let closed = watched.clone_decision();
+    assert_eq!(
+        (&closed["allow"], &closed["rule"]),
+        (&json!(false), &json!("grant:close-ok")),
+        "{closed}"
+    );
+    assert_ne!(closed["policy_revision"], open["policy_revision"]);
+
+    // SIGHUP only (no watch). A policy whose own case fails is refused, and the old one
+    // keeps deciding; one that passes is put in place.
+    let signalled = Handler::start_with(OPEN, "memory", &[("TOLLGATE_POLICY_WATCH_SECS", "0")]);
+    let hangup = |handler: &Handler| {
+        let status = Command::new("kill")
+            .args(["-HUP", &handler.proc.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    signalled.write_policy(&format!("{OPEN}{CLOSED}"));
+    hangup(&signalled);
+    signalled.await_stderr("no refusal", |e| {
+        e.contains("policy reload (SIGHUP) refused")
+    });
+    let stderr = signalled.stderr();
+    assert!(stderr.contains("1 of 1 test cases fail"), "{stderr}");
+    assert!(stderr.contains("anyone clones acme/ok"), "{stderr}");
+    assert_eq!(
+        signalled.clone_decision()["policy_revision"],
+        open["policy_revision"]
+    );
+    assert_eq!(signalled.clone_decision()["allow"], true);
+
+    signalled.write_policy(&format!(
+        "{}{CLOSED}",
+        OPEN.replace("expect = { allow = true }", "expect = { allow = false }")
+    ));
+    hangup(&signalled);
+    signalled.await_stderr("no reload on SIGHUP", |e| {
+        e.contains("policy reloaded (SIGHUP)")
+    });
+    assert_eq!(
+        signalled.clone_decision()["policy_revision"],
+        closed["policy_revision"]
+    );
+    assert_eq!(signalled.clone_decision()["allow"], false);
 }
 
 /// APIM sets header names only as literals, and the XML's reverse-proxy header is
