@@ -88,109 +88,128 @@ enum Command {
         wasm: Option<String>,
     },
     /// Run the edge proxy in front of a Gogs origin.
-    Serve {
-        /// The policy file. SIGHUP, POST /reload on the admin listener and the watch
-        /// (--policy-watch) read it again; a new policy decides once it compiles and its
-        /// own [[test]] cases pass, otherwise the old one keeps deciding.
-        #[arg(long)]
-        policy: PathBuf,
-        /// Seconds between checks of the policy file for changes (0: only on SIGHUP and
-        /// POST /reload).
-        #[arg(long, default_value_t = 2)]
-        policy_watch: u64,
-        /// Base URL of the Gogs server, e.g. http://127.0.0.1:3000
-        #[arg(long)]
-        origin: String,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
-        /// Address for /metrics and /healthz (off unless given).
-        #[arg(long)]
-        admin_listen: Option<std::net::SocketAddr>,
-        /// JSON object of origin secrets: secret name -> Gogs token.
-        #[arg(long)]
-        secrets: Option<PathBuf>,
-        /// Append audit records (JSON lines) to this file instead of stdout.
-        #[arg(long)]
-        audit_log: Option<PathBuf>,
-        /// Audit records waiting for the writer at most; beyond it records are dropped
-        /// and counted (tollgate_audit_dropped_total).
-        #[arg(long, default_value_t = 10_000)]
-        audit_queue: usize,
-        /// Refuse allowed requests (503, Retry-After) whose audit record cannot be
-        /// queued or whose audit sink is failing, instead of forwarding them unrecorded.
-        #[arg(long)]
-        audit_required: bool,
-        /// Seconds between JWKS refreshes.
-        #[arg(long, default_value_t = 300)]
-        jwks_refresh: u64,
-        /// Least seconds between two refreshes prompted by unknown key ids.
-        #[arg(long, default_value_t = 30)]
-        jwks_min_refresh_gap: u64,
-        /// Seconds the last good JWKS keeps serving while the issuer is unreachable.
-        #[arg(long, default_value_t = 3600)]
-        jwks_max_stale: u64,
-        /// Seconds shutdown waits for requests in flight.
-        #[arg(long, default_value_t = 30)]
-        shutdown_grace: u64,
-        /// Verified tokens remembered so a repeated token skips its signature check (0: off).
-        #[arg(long, default_value_t = 10_000)]
-        token_cache_entries: usize,
-        /// Seconds a token is served from the cache at most (its own `exp` still applies).
-        #[arg(long, default_value_t = 60)]
-        token_cache_max_age: u64,
-        /// Seconds a client may take to send a request head, counted from when the
-        /// connection starts waiting for one (new, or idle after a response).
-        #[arg(long, default_value_t = 20)]
-        header_timeout: u64,
-        /// LFS batch bodies (at most 1 MiB each) buffered at once; more get 503.
-        #[arg(long, default_value_t = 64)]
-        max_buffered_bodies: usize,
-        /// Threads serving requests, each with its own event loop and origin connections
-        /// (default: one per core).
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Seconds to open a connection to the origin (then 502).
-        #[arg(long, default_value_t = 5)]
-        origin_connect_timeout: u64,
-        /// Seconds the origin may take to answer once it has the whole request (then 504).
-        #[arg(long, default_value_t = 60)]
-        origin_header_timeout: u64,
-        /// Seconds a body streaming either way may pause: a clone or push that keeps
-        /// moving is never cut, one that stalls is.
-        #[arg(long, default_value_t = 60)]
-        stream_idle_timeout: u64,
-        /// Seconds to receive a whole LFS batch body (then 408).
-        #[arg(long, default_value_t = 30)]
-        lfs_body_timeout: u64,
-        /// Client connections held at once; more are answered 503 and closed (default: what
-        /// the file-descriptor limit leaves room for).
-        #[arg(long)]
-        max_connections: Option<usize>,
-        /// Requests handled at once; more are answered 503 with Retry-After.
-        #[arg(long, default_value_t = 4096)]
-        max_in_flight: usize,
-        /// Keep rate-limit state in Redis (`redis://HOST:PORT/DB`), shared by every
-        /// instance pointed at it, instead of in memory.
-        #[arg(long, value_name = "URL")]
-        rate_store: Option<String>,
-        /// Prefix of the rate-limit keys in Redis.
-        #[arg(long, default_value = "tollgate:")]
-        rate_store_prefix: String,
-        /// Milliseconds one Redis command may take.
-        #[arg(long, default_value_t = 250)]
-        rate_store_timeout_ms: u64,
-        /// When Redis cannot be reached: `deny` refuses rate-limited requests (503,
-        /// rate_store_unavailable); `allow` admits them unchecked.
-        #[arg(long, default_value = "deny", value_parser = ["deny", "allow"])]
-        rate_store_failure: String,
-        /// Decide every request inside the policy module under wasmtime (`--wasm` or
-        /// `--wasm=MODULE`; default as for `eval`).
-        #[arg(long, value_name = "MODULE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
-        wasm: Option<String>,
-    },
+    Serve(Box<ServeArgs>),
     /// Print the SHA-256 to put in an `[[api_key]]` for a key read from stdin.
     HashKey,
+}
+
+/// `tollgate serve`'s flags.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The policy file. SIGHUP, POST /reload on the admin listener and the watch
+    /// (--policy-watch) read it again; a new policy decides once it compiles and its
+    /// own [[test]] cases pass, otherwise the old one keeps deciding.
+    #[arg(long)]
+    policy: PathBuf,
+    /// Seconds between checks of the policy file for changes (0: only on SIGHUP and
+    /// POST /reload).
+    #[arg(long, default_value_t = 2)]
+    policy_watch: u64,
+    /// Also pull the policy from this URL (e.g. Gogs' API raw file,
+    /// https://gogs/api/v1/repos/OWNER/REPO/raw/master/policy.toml), polled with
+    /// If-None-Match; --policy keeps the last good copy (fetched here first if missing).
+    #[arg(long)]
+    policy_url: Option<String>,
+    /// The secret (in --secrets) sent to --policy-url as `Authorization: token VALUE`.
+    #[arg(long, requires = "policy_url")]
+    policy_token_secret: Option<String>,
+    /// A minisign public key (a .pub file, or its base64 line): a pulled policy is
+    /// accepted only with a valid signature at --policy-url plus `.minisig`.
+    #[arg(long, requires = "policy_url")]
+    policy_pubkey: Option<String>,
+    /// Seconds between polls of --policy-url.
+    #[arg(long, default_value_t = 30, requires = "policy_url")]
+    policy_poll: u64,
+    /// Base URL of the Gogs server, e.g. http://127.0.0.1:3000
+    #[arg(long)]
+    origin: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Address for /metrics and /healthz (off unless given).
+    #[arg(long)]
+    admin_listen: Option<std::net::SocketAddr>,
+    /// JSON object of origin secrets: secret name -> Gogs token.
+    #[arg(long)]
+    secrets: Option<PathBuf>,
+    /// Append audit records (JSON lines) to this file instead of stdout.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
+    /// Audit records waiting for the writer at most; beyond it records are dropped
+    /// and counted (tollgate_audit_dropped_total).
+    #[arg(long, default_value_t = 10_000)]
+    audit_queue: usize,
+    /// Refuse allowed requests (503, Retry-After) whose audit record cannot be
+    /// queued or whose audit sink is failing, instead of forwarding them unrecorded.
+    #[arg(long)]
+    audit_required: bool,
+    /// Seconds between JWKS refreshes.
+    #[arg(long, default_value_t = 300)]
+    jwks_refresh: u64,
+    /// Least seconds between two refreshes prompted by unknown key ids.
+    #[arg(long, default_value_t = 30)]
+    jwks_min_refresh_gap: u64,
+    /// Seconds the last good JWKS keeps serving while the issuer is unreachable.
+    #[arg(long, default_value_t = 3600)]
+    jwks_max_stale: u64,
+    /// Seconds shutdown waits for requests in flight.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace: u64,
+    /// Verified tokens remembered so a repeated token skips its signature check (0: off).
+    #[arg(long, default_value_t = 10_000)]
+    token_cache_entries: usize,
+    /// Seconds a token is served from the cache at most (its own `exp` still applies).
+    #[arg(long, default_value_t = 60)]
+    token_cache_max_age: u64,
+    /// Seconds a client may take to send a request head, counted from when the
+    /// connection starts waiting for one (new, or idle after a response).
+    #[arg(long, default_value_t = 20)]
+    header_timeout: u64,
+    /// LFS batch bodies (at most 1 MiB each) buffered at once; more get 503.
+    #[arg(long, default_value_t = 64)]
+    max_buffered_bodies: usize,
+    /// Threads serving requests, each with its own event loop and origin connections
+    /// (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Seconds to open a connection to the origin (then 502).
+    #[arg(long, default_value_t = 5)]
+    origin_connect_timeout: u64,
+    /// Seconds the origin may take to answer once it has the whole request (then 504).
+    #[arg(long, default_value_t = 60)]
+    origin_header_timeout: u64,
+    /// Seconds a body streaming either way may pause: a clone or push that keeps
+    /// moving is never cut, one that stalls is.
+    #[arg(long, default_value_t = 60)]
+    stream_idle_timeout: u64,
+    /// Seconds to receive a whole LFS batch body (then 408).
+    #[arg(long, default_value_t = 30)]
+    lfs_body_timeout: u64,
+    /// Client connections held at once; more are answered 503 and closed (default: what
+    /// the file-descriptor limit leaves room for).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Requests handled at once; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 4096)]
+    max_in_flight: usize,
+    /// Keep rate-limit state in Redis (`redis://HOST:PORT/DB`), shared by every
+    /// instance pointed at it, instead of in memory.
+    #[arg(long, value_name = "URL")]
+    rate_store: Option<String>,
+    /// Prefix of the rate-limit keys in Redis.
+    #[arg(long, default_value = "tollgate:")]
+    rate_store_prefix: String,
+    /// Milliseconds one Redis command may take.
+    #[arg(long, default_value_t = 250)]
+    rate_store_timeout_ms: u64,
+    /// When Redis cannot be reached: `deny` refuses rate-limited requests (503,
+    /// rate_store_unavailable); `allow` admits them unchecked.
+    #[arg(long, default_value = "deny", value_parser = ["deny", "allow"])]
+    rate_store_failure: String,
+    /// Decide every request inside the policy module under wasmtime (`--wasm` or
+    /// `--wasm=MODULE`; default as for `eval`).
+    #[arg(long, value_name = "MODULE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    wasm: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -222,92 +241,7 @@ fn main() -> ExitCode {
             verbose,
             wasm,
         } => test(&policy, &jwks, verbose, wasm.as_deref().map(Path::new)),
-        Command::Serve {
-            policy,
-            origin,
-            listen,
-            admin_listen,
-            secrets,
-            audit_log,
-            audit_queue,
-            audit_required,
-            jwks_refresh,
-            jwks_min_refresh_gap,
-            jwks_max_stale,
-            shutdown_grace,
-            token_cache_entries,
-            token_cache_max_age,
-            header_timeout,
-            max_buffered_bodies,
-            workers,
-            origin_connect_timeout,
-            origin_header_timeout,
-            stream_idle_timeout,
-            lfs_body_timeout,
-            max_connections,
-            max_in_flight,
-            rate_store,
-            rate_store_prefix,
-            rate_store_timeout_ms,
-            rate_store_failure,
-            wasm,
-            policy_watch,
-        } => load_policy(&policy).and_then(|(p, source)| {
-            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                return Err(format!(
-                    "--origin `{origin}` must be an http:// or https:// URL"
-                ));
-            }
-            let mut config = tollgate_serve::ServeConfig::new(p.engine, origin, listen);
-            config.admin_listen = admin_listen;
-            config.secrets = match host::Secrets::load(secrets.as_deref())?.map() {
-                Some(map) => map.into_iter().collect(),
-                None => Default::default(),
-            };
-            config.audit = audit_log.map_or(
-                tollgate_serve::AuditTarget::Stdout,
-                tollgate_serve::AuditTarget::File,
-            );
-            config.audit_queue = audit_queue.max(1);
-            config.audit_required = audit_required;
-            config.jwks_refresh = std::time::Duration::from_secs(jwks_refresh.max(1));
-            config.jwks_min_refresh_gap = std::time::Duration::from_secs(jwks_min_refresh_gap);
-            config.jwks_max_stale = std::time::Duration::from_secs(jwks_max_stale);
-            config.shutdown_grace = std::time::Duration::from_secs(shutdown_grace);
-            config.token_cache_entries = token_cache_entries;
-            config.token_cache_max_age = std::time::Duration::from_secs(token_cache_max_age);
-            config.header_timeout = std::time::Duration::from_secs(header_timeout.max(1));
-            if let Some(workers) = workers {
-                config.workers = workers.max(1);
-            }
-            let seconds = |n: u64| std::time::Duration::from_secs(n.max(1));
-            config.origin_connect_timeout = seconds(origin_connect_timeout);
-            config.origin_header_timeout = seconds(origin_header_timeout);
-            config.stream_idle_timeout = seconds(stream_idle_timeout);
-            config.lfs_body_timeout = seconds(lfs_body_timeout);
-            config.max_connections = max_connections;
-            config.max_in_flight = max_in_flight.max(1);
-            config.rate_store = rate_store.map(|url| tollgate_serve::RateStoreConfig {
-                url,
-                prefix: rate_store_prefix,
-                timeout: std::time::Duration::from_millis(rate_store_timeout_ms.max(1)),
-                admit_when_unavailable: rate_store_failure == "allow",
-            });
-            config.max_buffered_bodies = max_buffered_bodies.max(1);
-            config.policy_watch =
-                (policy_watch > 0).then(|| std::time::Duration::from_secs(policy_watch));
-            config.wasm = wasm.map(|module| tollgate_serve::WasmConfig {
-                module: module_path(Path::new(&module)),
-                source: source.clone(),
-                file: policy.display().to_string(),
-            });
-            config.policy_file = Some(tollgate_serve::PolicyFile {
-                path: policy,
-                text: source,
-            });
-            tollgate_serve::run(config)?;
-            Ok(ExitCode::SUCCESS)
-        }),
+        Command::Serve(args) => serve(*args),
         Command::HashKey => hash_key(),
     };
     match result {
@@ -321,6 +255,151 @@ fn main() -> ExitCode {
 
 /// Reads and compiles a policy; the error text carries file:line:column and an excerpt
 /// wherever the problem has a place in the file.
+/// `tollgate serve`: builds the configuration from the flags and runs until stopped.
+fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+    let ServeArgs {
+        policy,
+        policy_watch,
+        policy_url,
+        policy_token_secret,
+        policy_pubkey,
+        policy_poll,
+        origin,
+        listen,
+        admin_listen,
+        secrets,
+        audit_log,
+        audit_queue,
+        audit_required,
+        jwks_refresh,
+        jwks_min_refresh_gap,
+        jwks_max_stale,
+        shutdown_grace,
+        token_cache_entries,
+        token_cache_max_age,
+        header_timeout,
+        max_buffered_bodies,
+        workers,
+        origin_connect_timeout,
+        origin_header_timeout,
+        stream_idle_timeout,
+        lfs_body_timeout,
+        max_connections,
+        max_in_flight,
+        rate_store,
+        rate_store_prefix,
+        rate_store_timeout_ms,
+        rate_store_failure,
+        wasm,
+    } = args;
+    let secrets = host::Secrets::load(secrets.as_deref())?.map();
+    let policy_url = policy_url
+        .map(|url| {
+            pulled_policy(
+                url,
+                policy_token_secret.as_deref(),
+                policy_pubkey.as_deref(),
+                policy_poll,
+                secrets.as_ref(),
+            )
+        })
+        .transpose()?;
+    if let Some(source) = &policy_url {
+        if !policy.exists() {
+            // No last good copy yet: the first one comes from the URL.
+            let text = tollgate_serve::fetch_policy_once(&tollgate_serve::PolicyUrl::new(source)?)?;
+            std::fs::write(&policy, text).map_err(|e| format!("{}: {e}", policy.display()))?;
+        }
+    }
+    let (p, source) = load_policy(&policy)?;
+    if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+        return Err(format!(
+            "--origin `{origin}` must be an http:// or https:// URL"
+        ));
+    }
+    let mut config = tollgate_serve::ServeConfig::new(p.engine, origin, listen);
+    config.admin_listen = admin_listen;
+    config.secrets = secrets.unwrap_or_default().into_iter().collect();
+    config.policy_url = policy_url;
+    config.audit = audit_log.map_or(
+        tollgate_serve::AuditTarget::Stdout,
+        tollgate_serve::AuditTarget::File,
+    );
+    config.audit_queue = audit_queue.max(1);
+    config.audit_required = audit_required;
+    config.jwks_refresh = std::time::Duration::from_secs(jwks_refresh.max(1));
+    config.jwks_min_refresh_gap = std::time::Duration::from_secs(jwks_min_refresh_gap);
+    config.jwks_max_stale = std::time::Duration::from_secs(jwks_max_stale);
+    config.shutdown_grace = std::time::Duration::from_secs(shutdown_grace);
+    config.token_cache_entries = token_cache_entries;
+    config.token_cache_max_age = std::time::Duration::from_secs(token_cache_max_age);
+    config.header_timeout = std::time::Duration::from_secs(header_timeout.max(1));
+    if let Some(workers) = workers {
+        config.workers = workers.max(1);
+    }
+    let seconds = |n: u64| std::time::Duration::from_secs(n.max(1));
+    config.origin_connect_timeout = seconds(origin_connect_timeout);
+    config.origin_header_timeout = seconds(origin_header_timeout);
+    config.stream_idle_timeout = seconds(stream_idle_timeout);
+    config.lfs_body_timeout = seconds(lfs_body_timeout);
+    config.max_connections = max_connections;
+    config.max_in_flight = max_in_flight.max(1);
+    config.rate_store = rate_store.map(|url| tollgate_serve::RateStoreConfig {
+        url,
+        prefix: rate_store_prefix,
+        timeout: std::time::Duration::from_millis(rate_store_timeout_ms.max(1)),
+        admit_when_unavailable: rate_store_failure == "allow",
+    });
+    config.max_buffered_bodies = max_buffered_bodies.max(1);
+    config.policy_watch = (policy_watch > 0).then(|| std::time::Duration::from_secs(policy_watch));
+    config.wasm = wasm.map(|module| tollgate_serve::WasmConfig {
+        module: module_path(Path::new(&module)),
+        source: source.clone(),
+        file: policy.display().to_string(),
+    });
+    config.policy_file = Some(tollgate_serve::PolicyFile {
+        path: policy,
+        text: source,
+    });
+    tollgate_serve::run(config)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--policy-url` and its flags, the token looked up in the secrets file.
+fn pulled_policy(
+    url: String,
+    token_secret: Option<&str>,
+    pubkey: Option<&str>,
+    poll: u64,
+    secrets: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<tollgate_serve::PolicyUrlConfig, String> {
+    let token = match token_secret {
+        Some(name) => Some(
+            secrets
+                .and_then(|s| s.get(name))
+                .cloned()
+                .ok_or_else(|| format!("--policy-token-secret `{name}` is not in --secrets"))?,
+        ),
+        None => None,
+    };
+    let pubkey = match pubkey {
+        // A file (minisign's .pub), or the key's base64 line itself.
+        Some(key) if Path::new(key).is_file() => {
+            Some(std::fs::read_to_string(key).map_err(|e| format!("--policy-pubkey {key}: {e}"))?)
+        }
+        other => other.map(str::to_owned),
+    };
+    let config = tollgate_serve::PolicyUrlConfig {
+        url,
+        token,
+        pubkey,
+        poll: std::time::Duration::from_secs(poll.max(1)),
+    };
+    // Refuse a bad URL or key now, before anything is fetched or served.
+    tollgate_serve::PolicyUrl::new(&config)?;
+    Ok(config)
+}
+
 fn load_policy(path: &Path) -> Result<(Policy, String), String> {
     let bytes = std::fs::read(path)
         .map_err(|e| format!("{}: cannot read the policy: {e}", path.display()))?;

@@ -5,6 +5,7 @@
 //! the audit records and metrics of the policy that has them.
 
 use std::fs::File;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -394,4 +395,250 @@ fn sighup_and_the_file_watch_reload_and_a_moved_issuer_is_fetched_again() {
     assert!(decision.get("shadow").is_none(), "{decision}");
     // SIGHUP did not stop it.
     assert!(setup.gateway.terminate().success());
+}
+
+/// Signs `file` with the minisign secret key in `dir` (made without a password).
+fn sign(dir: &Path, file: &Path) {
+    let out = Command::new("minisign")
+        .args(["-S", "-s"])
+        .arg(dir.join("minisign.key"))
+        .arg("-m")
+        .arg(file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run minisign");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn policy_url_pulls_signed_policies_and_keeps_the_last_good_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let published = dir.join("published");
+    std::fs::create_dir(&published).expect("published dir");
+    let keygen = Command::new("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(dir.join("minisign.pub"))
+        .arg("-s")
+        .arg(dir.join("minisign.key"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run minisign -G");
+    assert!(
+        keygen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keygen.stderr)
+    );
+    let publish = |text: &str, signed: bool| {
+        let file = published.join("policy.toml");
+        std::fs::write(&file, text).expect("publish");
+        if signed {
+            sign(dir, &file);
+        }
+    };
+    // V1 without its issuer: this test is about where the policy comes from.
+    let open = V1.replace(
+        &V1[V1.find("[[issuer]]").expect("issuer")..V1.find("[[grant]]").expect("grant")],
+        "",
+    );
+    publish(&open, true);
+
+    let policy_port = free_port();
+    let policy_log = dir.join("policy-origin.log");
+    let policy_origin = || {
+        Proc::start(
+            "policy origin",
+            Command::new("python3")
+                .arg(repo().join("tests/e2e/policy_origin.py"))
+                .arg(policy_port.to_string())
+                .arg(&published)
+                .arg("policy-read-token")
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&policy_log)
+                        .expect("log"),
+                ),
+            policy_port,
+        )
+    };
+    let mut origin_of_policies = policy_origin();
+    let origin_port = free_port();
+    let _origin = Proc::start(
+        "origin",
+        Command::new("python3")
+            .arg(repo().join("tests/e2e/faulty_origin.py"))
+            .arg(origin_port.to_string())
+            .stdout(Stdio::null()),
+        origin_port,
+    );
+    std::fs::write(
+        dir.join("secrets.json"),
+        r#"{"svc-token": "t", "policy-read": "policy-read-token"}"#,
+    )
+    .expect("secrets");
+    let url = format!("http://127.0.0.1:{policy_port}/policy.toml");
+    let serve_args = |port: u16, admin_port: u16| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        command
+            .args(["serve", "--policy"])
+            .arg(dir.join("last-good.toml"))
+            .args(["--policy-url", &url, "--policy-token-secret", "policy-read"])
+            .arg("--policy-pubkey")
+            .arg(dir.join("minisign.pub"))
+            .args(["--policy-poll", "1", "--policy-watch", "0"])
+            .arg("--secrets")
+            .arg(dir.join("secrets.json"))
+            .arg("--audit-log")
+            .arg(dir.join("audit.log"))
+            .args(["--origin", &format!("http://127.0.0.1:{origin_port}")])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .stdout(Stdio::null());
+        command
+    };
+
+    // No last good copy yet: serve fetches the policy (with the token), verifies it and
+    // keeps it before it starts.
+    let (port, admin_port) = (free_port(), free_port());
+    let _gateway = Proc::start(
+        "tollgate serve",
+        serve_args(port, admin_port)
+            .stderr(File::create(dir.join("serve.stderr")).expect("stderr")),
+        port,
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("last-good.toml")).expect("last good copy"),
+        open
+    );
+    let metrics = || {
+        reqwest::blocking::get(format!("http://127.0.0.1:{admin_port}/metrics"))
+            .and_then(|r| r.text())
+            .expect("metrics")
+    };
+    let revision = || {
+        let m = metrics();
+        let line = metric_line(&m, "tollgate_policy_info{")
+            .expect("policy info")
+            .to_owned();
+        line.split('"').nth(1).expect("revision").to_owned()
+    };
+    let clone_status = || {
+        reqwest::blocking::get(format!("http://127.0.0.1:{port}{GIT_PATH}"))
+            .expect("answer")
+            .status()
+            .as_u16()
+    };
+    let wait_for = |what: &str, done: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let m = metrics();
+            if done(&m) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}:\n{m}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let v1 = revision();
+    assert_eq!(clone_status(), 200);
+
+    // While nothing changes, polls are answered 304 (If-None-Match with the ETag).
+    let log = || std::fs::read_to_string(&policy_log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log().contains("GET /policy.toml 304") {
+        assert!(Instant::now() < deadline, "no 304:\n{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !log().contains(" 401"),
+        "every request carried the token:\n{}",
+        log()
+    );
+
+    // A signed edit that closes acme/ok is pulled, vetted and kept as the last good copy.
+    let closed = format!(
+        "{}\n[[grant]]\nname = \"close-ok\"\nwho = \"*\"\nrepos = \"acme/ok\"\naccess = \"read\"\neffect = \"deny\"\n",
+        open.replace("expect = { allow = true }", "expect = { allow = false }")
+    );
+    publish(&closed, true);
+    wait_for("the signed policy was not put in place", &|m| {
+        !m.contains(&v1)
+    });
+    assert_eq!(clone_status(), 401);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("last-good.toml")).expect("last good copy"),
+        closed
+    );
+    let v2 = revision();
+
+    // Tampered after signing: refused, counted, and the closed policy keeps deciding.
+    publish(
+        &closed.replace("effect = \"deny\"", "effect = \"allow\""),
+        false,
+    );
+    wait_for("no bad signature counted", &|m| {
+        !m.contains("tollgate_policy_pulls_total{result=\"bad_signature\"} 0\n")
+    });
+    assert_eq!(revision(), v2);
+    assert_eq!(clone_status(), 401);
+
+    // Signed but failing its own test case: refused by the vetting.
+    publish(&format!("{open}{FAILING_TEST}"), true);
+    wait_for("no refused reload counted", &|m| {
+        !m.contains("tollgate_policy_reloads_total{result=\"refused\"} 0\n")
+    });
+    assert_eq!(revision(), v2);
+
+    // The policy's origin going away keeps the last good policy deciding.
+    origin_of_policies.terminate();
+    wait_for("no failed fetch counted", &|m| {
+        !m.contains("tollgate_policy_pulls_total{result=\"fetch_failed\"} 0\n")
+    });
+    assert_eq!(revision(), v2);
+    assert_eq!(clone_status(), 401);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("last-good.toml")).expect("last good copy"),
+        closed
+    );
+
+    // And a new instance starts from that copy while the URL is down.
+    let (port2, admin2) = (free_port(), free_port());
+    let _second = Proc::start(
+        "second tollgate serve",
+        serve_args(port2, admin2).stderr(Stdio::null()),
+        port2,
+    );
+    let status = reqwest::blocking::get(format!("http://127.0.0.1:{port2}{GIT_PATH}"))
+        .expect("answer")
+        .status();
+    assert_eq!(status.as_u16(), 401);
+}
+
+#[test]
+fn policy_url_with_no_last_good_copy_and_no_answer_stops_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--policy"])
+        .arg(dir.path().join("missing.toml"))
+        .args([
+            "--policy-url",
+            &format!("http://127.0.0.1:{}/policy.toml", free_port()),
+        ])
+        .args(["--origin", "http://127.0.0.1:9"])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("policy from http://127.0.0.1:"), "{stderr}");
+    assert!(stderr.contains("fetch failed"), "{stderr}");
+    assert!(!dir.path().join("missing.toml").exists());
 }

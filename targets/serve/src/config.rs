@@ -12,6 +12,19 @@ pub enum AuditTarget {
     File(PathBuf),
 }
 
+/// `--policy-url` and its settings.
+#[derive(Clone, Debug)]
+pub struct PolicyUrlConfig {
+    pub url: String,
+    /// Sent as `Authorization: token VALUE`.
+    pub token: Option<String>,
+    /// A minisign public key (its base64 line, or its `.pub` file's text): the policy is
+    /// accepted only with a valid signature at the URL plus `.minisig`.
+    pub pubkey: Option<String>,
+    /// How often the URL is asked.
+    pub poll: Duration,
+}
+
 /// The file a policy was read from, and the text read.
 #[derive(Clone, Debug)]
 pub struct PolicyFile {
@@ -39,6 +52,8 @@ pub struct ServeConfig {
     /// How often the policy file is checked for changes; `None`: only on SIGHUP and
     /// `POST /reload`.
     pub policy_watch: Option<Duration>,
+    /// Pull the policy from a URL too; the policy file keeps the last good one.
+    pub policy_url: Option<PolicyUrlConfig>,
     /// Base URL of the Gogs origin, e.g. `http://127.0.0.1:3000` (no trailing slash).
     pub origin: String,
     pub listen: SocketAddr,
@@ -129,6 +144,7 @@ impl ServeConfig {
             engine,
             policy_file: None,
             policy_watch: None,
+            policy_url: None,
             origin: origin.trim_end_matches('/').to_owned(),
             listen,
             admin_listen: None,

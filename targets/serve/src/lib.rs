@@ -14,9 +14,13 @@ mod audit;
 mod config;
 mod exchange;
 mod metrics;
+mod policy_url;
 mod proxy;
 mod reload;
 mod server;
 
-pub use config::{AuditTarget, PolicyFile, RateStoreConfig, ServeConfig, WasmConfig};
+pub use config::{
+    AuditTarget, PolicyFile, PolicyUrlConfig, RateStoreConfig, ServeConfig, WasmConfig,
+};
+pub use policy_url::{fetch_once as fetch_policy_once, PolicyUrl};
 pub use server::{run, serve};

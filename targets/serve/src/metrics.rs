@@ -11,6 +11,7 @@ use std::time::Duration;
 use policy_core::{Decision, Reason};
 
 use crate::exchange::Failure;
+use crate::policy_url::PullError;
 
 /// HTTP statuses a decision can have: 100..=599.
 const STATUSES: usize = 500;
@@ -68,6 +69,8 @@ pub struct Metrics {
     policy_revision: Mutex<String>,
     /// Policy reloads: `[put in place, refused]`.
     reloads: [AtomicU64; 2],
+    /// `--policy-url` polls: `[answered, fetch failed, signature refused]`.
+    pulls: [AtomicU64; 3],
 }
 
 impl Metrics {
@@ -75,6 +78,7 @@ impl Metrics {
         Metrics {
             policy_revision: Mutex::new(policy_revision.to_owned()),
             reloads: Default::default(),
+            pulls: Default::default(),
             decisions: (0..Reason::COUNT * STATUSES)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -170,6 +174,16 @@ impl Metrics {
         self.reloads[0].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A poll of `--policy-url`, and what kept it from bringing a policy, if anything.
+    pub fn policy_pull(&self, error: Option<&PullError>) {
+        let index = match error {
+            None => 0,
+            Some(PullError::Fetch(_)) => 1,
+            Some(PullError::Signature(_)) => 2,
+        };
+        self.pulls[index].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A reload was refused: the policy deciding stays.
     pub fn reload_refused(&self) {
         self.reloads[1].fetch_add(1, Ordering::Relaxed);
@@ -198,6 +212,17 @@ impl Metrics {
             self.reloads[0].load(Ordering::Relaxed),
             self.reloads[1].load(Ordering::Relaxed)
         );
+        let _ = writeln!(out, "# HELP tollgate_policy_pulls_total Polls of --policy-url by result: answered (a new policy, then vetted like any reload, or 304), fetch_failed, bad_signature.\n# TYPE tollgate_policy_pulls_total counter");
+        for (result, n) in ["answered", "fetch_failed", "bad_signature"]
+            .iter()
+            .zip(&self.pulls)
+        {
+            let _ = writeln!(
+                out,
+                "tollgate_policy_pulls_total{{result=\"{result}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         for (name, help, table) in [
             (
                 "tollgate_decisions_total",

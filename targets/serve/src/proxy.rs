@@ -22,6 +22,7 @@ use tollgate_host_kit::{Decided, FetchReport, Fetched, Gate, Ingested, ShardedRa
 use crate::audit::AuditLog;
 use crate::exchange::{next_id, Direction, Exchange, Failure, Metered};
 use crate::metrics::{Limit, Metrics};
+use crate::policy_url::PolicyUrl;
 use crate::reload::{BoxedDecider, Reloader};
 use tollgate_host_kit::RedisRates;
 
@@ -75,6 +76,8 @@ pub struct Shared {
     pub gate: ArcSwap<Gate<BoxedDecider>>,
     /// Reloads of the policy file, when the policy came from one.
     pub reloader: Option<Reloader>,
+    /// Where new policies are pulled from (`--policy-url`).
+    pub policy_url: Option<PolicyUrl>,
     pub rates: ShardedRates,
     pub origin: Origin,
     pub audit: AuditLog,

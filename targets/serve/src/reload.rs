@@ -91,6 +91,8 @@ pub enum Trigger {
     Signal,
     Watch,
     Admin,
+    /// A new policy at `--policy-url`.
+    Pull,
 }
 
 impl Trigger {
@@ -99,8 +101,18 @@ impl Trigger {
             Trigger::Signal => "SIGHUP",
             Trigger::Watch => "file change",
             Trigger::Admin => "POST /reload",
+            Trigger::Pull => "--policy-url",
         }
     }
+}
+
+/// Where a reload's policy text comes from.
+enum Offered {
+    /// The policy file; `only_if_changed`: skip a text already read.
+    File { only_if_changed: bool },
+    /// A text fetched elsewhere, labelled `origin` in errors; once in place it is written
+    /// over the policy file, which keeps the last good policy for the next start.
+    Text { text: String, origin: String },
 }
 
 /// A reload that did not fail.
@@ -139,13 +151,25 @@ impl Shared {
         trigger: Trigger,
         only_if_changed: bool,
     ) -> Result<Reloaded, String> {
+        self.replace(trigger, Offered::File { only_if_changed })
+            .await
+    }
+
+    /// Puts `text` (fetched from `origin`) in place if it passes, and keeps it in the
+    /// policy file. Errors are logged and counted as for [`Shared::reload`].
+    pub async fn offer(&self, text: String, origin: String) -> Result<Reloaded, String> {
+        self.replace(Trigger::Pull, Offered::Text { text, origin })
+            .await
+    }
+
+    async fn replace(&self, trigger: Trigger, offered: Offered) -> Result<Reloaded, String> {
         let Some(reloader) = &self.reloader else {
             return Err(
                 "the policy was not read from a file, so there is nothing to reload".into(),
             );
         };
         let mut seen = reloader.state.lock().await;
-        let result = self.try_reload(reloader, &mut seen, only_if_changed).await;
+        let result = self.try_reload(reloader, &mut seen, offered).await;
         match &result {
             Ok(Reloaded::Replaced { revision }) => {
                 self.metrics.policy_replaced(revision);
@@ -172,16 +196,23 @@ impl Shared {
         &self,
         reloader: &Reloader,
         seen: &mut Seen,
-        only_if_changed: bool,
+        offered: Offered,
     ) -> Result<Reloaded, String> {
-        let file = reloader.path.display().to_string();
-        // A policy file is small: reading it on the runtime thread is a moment's work.
-        let text = std::fs::read_to_string(&reloader.path).map_err(|e| format!("{file}: {e}"))?;
-        if only_if_changed && text == seen.text {
-            return Ok(Reloaded::Unchanged {
-                revision: seen.revision.clone(),
-            });
-        }
+        let (text, file, fetched) = match offered {
+            Offered::File { only_if_changed } => {
+                let file = reloader.path.display().to_string();
+                // A policy file is small: reading it on the runtime thread is a moment's work.
+                let text =
+                    std::fs::read_to_string(&reloader.path).map_err(|e| format!("{file}: {e}"))?;
+                if only_if_changed && text == seen.text {
+                    return Ok(Reloaded::Unchanged {
+                        revision: seen.revision.clone(),
+                    });
+                }
+                (text, file, false)
+            }
+            Offered::Text { text, origin } => (text, origin, true),
+        };
         seen.text.clone_from(&text);
         let live = self.gate.load_full();
         let vetted = vet(
@@ -205,6 +236,23 @@ impl Shared {
         let decider = reloader.maker.make(vetted.policy.engine, &text, &file)?;
         self.gate.store(Arc::new(Gate::new(decider, vetted.keys)));
         seen.revision.clone_from(&revision);
+        if fetched {
+            // The watch compares the file with `seen.text`, so this write is no change.
+            if let Err(e) = write_over(&reloader.path, &text) {
+                eprintln!(
+                    "tollgate: cannot keep the fetched policy in {}: {e}",
+                    reloader.path.display()
+                );
+            }
+        }
         Ok(Reloaded::Replaced { revision })
     }
+}
+
+/// Writes `text` beside `path` and renames it over, so no reader sees half a file.
+pub fn write_over(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".new");
+    std::fs::write(&temp, text)?;
+    std::fs::rename(&temp, path)
 }

@@ -18,6 +18,7 @@ use tollgate_host_kit::{Gate, KeyRing, ShardedRates};
 use crate::audit::AuditLog;
 use crate::config::ServeConfig;
 use crate::metrics::{Limit, Metrics};
+use crate::policy_url::PolicyUrl;
 use crate::proxy::{self, Body, Origin, OriginClient, Shared, Timeouts};
 use crate::reload::{DeciderMaker, Reloaded, Reloader, Trigger};
 use tollgate_host_kit::RedisRates;
@@ -105,6 +106,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
     let shared = Arc::new(Shared {
         gate: ArcSwap::from_pointee(Gate::new(decider, keys)),
         reloader,
+        policy_url: config.policy_url.as_ref().map(PolicyUrl::new).transpose()?,
         rates: ShardedRates::default(),
         origin: Origin::parse(&config.origin)?,
         audit: AuditLog::open(&config.audit, config.audit_queue)
@@ -164,6 +166,10 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
     );
 
     let background = tokio::spawn(background(Arc::clone(&shared), config.policy_watch));
+    let puller = shared
+        .policy_url
+        .as_ref()
+        .map(|source| tokio::spawn(pull_policies(Arc::clone(&shared), source.poll)));
     let admin_task = admin.map(|l| tokio::spawn(admin_loop(l, Arc::clone(&shared))));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -209,6 +215,9 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         }
     }
     background.abort();
+    if let Some(task) = puller {
+        task.abort();
+    }
     if let Some(task) = admin_task {
         task.abort();
     }
@@ -327,6 +336,17 @@ async fn background(shared: Arc<Shared>, policy_watch: Option<Duration>) {
                 let _ = shared.reload(Trigger::Signal, false).await;
             }
         }
+    }
+}
+
+/// Polls `--policy-url` every `every`, the first time at once; a poll waits for the one
+/// before it.
+async fn pull_policies(shared: Arc<Shared>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        shared.pull_policy().await;
     }
 }
 
