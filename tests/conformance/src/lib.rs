@@ -8,6 +8,7 @@
 
 pub mod cloudflare;
 pub mod fastly;
+pub mod node;
 pub mod process;
 pub mod world;
 
@@ -222,17 +223,23 @@ impl Target for Native {
     }
 
     fn decide(&mut self, case: &TestCase) -> Result<Value, String> {
+        serde_json::to_value(self.decision(case)?).map_err(|e| e.to_string())
+    }
+}
+
+impl Native {
+    /// The typed decision on the case's request, rate state kept as for [`Target::decide`].
+    pub fn decision(&mut self, case: &TestCase) -> Result<policy_core::Decision, String> {
         let policy = self.policy.as_ref().ok_or("no policy loaded")?;
         let pairs = case.request.header_pairs();
         let facts = case.request.facts(&pairs);
-        let decision = policy.engine.decide_with_state(
+        Ok(policy.engine.decide_with_state(
             &facts,
             case.now,
             &NoKeys,
             &self.secrets,
             &mut map_rate_state(&mut self.state),
-        );
-        serde_json::to_value(&decision).map_err(|e| e.to_string())
+        ))
     }
 }
 

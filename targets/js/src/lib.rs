@@ -1,0 +1,315 @@
+//! Tollgate's engine for JavaScript and TypeScript: the same `policy-core` every other host
+//! runs, compiled with wasm-bindgen and packaged by wasm-pack (`scripts/js-package`). It
+//! only translates: requests, options and decisions cross as the JSON every other host
+//! reads and writes (`tollgate eval`'s schema), so a decision here is byte for byte the
+//! one `tollgate eval` prints.
+//!
+//! ```js
+//! import { Policy } from "@tollgate/policy";
+//! const policy = Policy.parse(toml, "policy.toml");   // throws {file, line, column, message}
+//! const verdict = policy.decide({ path: "/acme/app.git/info/refs" }, { now: 1767225600 });
+//! const decision = verdict.decision ?? verdict.resolve(priorStates).decision;
+//! ```
+
+use std::collections::BTreeMap;
+
+use policy_core::policy::Policy as CompiledPolicy;
+use policy_core::{
+    KeySet, KeyStore, OwnedRequest, PlaceholderSecrets, RateState, SecretStore, UnixTime,
+};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+
+/// A compiled policy and its `[[test]]` cases.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct Policy {
+    policy: CompiledPolicy,
+}
+
+/// `decide`'s options: `{now, keys, secrets, explain}`, every one optional.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    /// Unix seconds (default: the JavaScript clock).
+    now: Option<f64>,
+    /// JWKS documents by issuer name, for issuers with a `jwks_url`.
+    #[serde(default)]
+    keys: BTreeMap<String, String>,
+    /// Origin secrets by name; without them, placeholders (decisions show names only).
+    secrets: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    explain: bool,
+}
+
+/// Parsed JWKS documents by issuer name.
+struct Keys(BTreeMap<String, KeySet>);
+
+impl KeyStore for Keys {
+    fn key_set(&self, issuer_name: &str) -> Option<&KeySet> {
+        self.0.get(issuer_name)
+    }
+}
+
+struct Secrets(Option<BTreeMap<String, String>>);
+
+impl SecretStore for Secrets {
+    fn secret(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        match &self.0 {
+            Some(map) => map
+                .get(name)
+                .map(|v| std::borrow::Cow::Borrowed(v.as_str())),
+            None => PlaceholderSecrets.secret(name),
+        }
+    }
+}
+
+/// `{file, line, column, message}`, what a bad policy throws.
+#[derive(Serialize)]
+struct PositionedError<'e> {
+    file: &'e str,
+    line: Option<usize>,
+    column: Option<usize>,
+    message: &'e str,
+}
+
+/// A value as the JavaScript object its JSON describes.
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    let json = serde_json::to_string(value).map_err(|e| JsValue::from_str(&e.to_string()))?;
+    js_sys::JSON::parse(&json)
+}
+
+/// A JavaScript value read through its JSON form, refused with a message naming `what`.
+fn from_js<T: for<'de> Deserialize<'de>>(value: &JsValue, what: &str) -> Result<T, JsValue> {
+    let json: String = js_sys::JSON::stringify(value)
+        .map_err(|_| JsValue::from_str(&format!("{what}: not JSON-serialisable")))?
+        .into();
+    serde_json::from_str(&json).map_err(|e| JsValue::from_str(&format!("{what}: {e}")))
+}
+
+#[wasm_bindgen]
+impl Policy {
+    /// Compiles `source`; `file` labels error positions. Throws
+    /// `{file, line, column, message}` for a bad policy.
+    pub fn parse(source: &str, file: &str) -> Result<Policy, JsValue> {
+        CompiledPolicy::parse(source, file)
+            .map(|policy| Policy { policy })
+            .map_err(|e| {
+                let position = e.position;
+                to_js(&PositionedError {
+                    file: &e.file,
+                    line: position.map(|p| p.line),
+                    column: position.map(|p| p.column),
+                    message: &e.message,
+                })
+                .unwrap_or_else(|error| error)
+            })
+    }
+
+    /// `sha256:` and 16 hex digits: what every decision's `policy_revision` says.
+    #[wasm_bindgen(getter)]
+    pub fn revision(&self) -> String {
+        self.policy.engine.revision().to_owned()
+    }
+
+    /// `[[issuer name, JWKS URL], ...]`: the documents `decide` wants in `keys`.
+    #[wasm_bindgen(js_name = jwksUrls)]
+    pub fn jwks_urls(&self) -> Result<JsValue, JsValue> {
+        let urls: Vec<(&str, &str)> = self.policy.engine.jwks_urls().collect();
+        to_js(&urls)
+    }
+
+    /// Decides `request` (`{method, path, query, headers, body, client_ip}`) under
+    /// `options` (`{now, keys, secrets, explain}`).
+    pub fn decide(&self, request: JsValue, options: JsValue) -> Result<Verdict, JsValue> {
+        let request: OwnedRequest = from_js(&request, "request")?;
+        let options: Options = if options.is_undefined() || options.is_null() {
+            Options::default()
+        } else {
+            from_js(&options, "options")?
+        };
+        let keys = options
+            .keys
+            .iter()
+            .map(|(issuer, jwks)| {
+                KeySet::from_fetched_json(jwks)
+                    .map(|set| (issuer.clone(), set))
+                    .map_err(|e| JsValue::from_str(&format!("keys.{issuer}: {e}")))
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
+        let now = unix_time(options.now.unwrap_or_else(|| js_sys::Date::now() / 1000.0));
+        let pairs = request.header_pairs();
+        let facts = request.facts(&pairs);
+        let (keys, secrets) = (Keys(keys), Secrets(options.secrets));
+        let engine = &self.policy.engine;
+        let verdict = if options.explain {
+            engine.decide_explained(&facts, now, &keys, &secrets, &policy_core::NoTokenCache)
+        } else {
+            engine.decide(&facts, now, &keys, &secrets)
+        };
+        Ok(Verdict { verdict })
+    }
+
+    /// Runs the policy's own `[[test]]` cases, as `tollgate test` does:
+    /// `[{name, line, passed, mismatches}]`. `options.keys` and `options.secrets` as for
+    /// `decide`.
+    #[wasm_bindgen(js_name = runTests)]
+    pub fn run_tests(&self, options: JsValue) -> Result<JsValue, JsValue> {
+        #[derive(Serialize)]
+        struct Outcome<'c> {
+            name: &'c str,
+            line: usize,
+            passed: bool,
+            mismatches: &'c [String],
+        }
+        let options: Options = if options.is_undefined() || options.is_null() {
+            Options::default()
+        } else {
+            from_js(&options, "options")?
+        };
+        let keys = options
+            .keys
+            .iter()
+            .filter_map(|(issuer, jwks)| {
+                KeySet::from_fetched_json(jwks)
+                    .ok()
+                    .map(|set| (issuer.clone(), set))
+            })
+            .collect();
+        let results = self
+            .policy
+            .run_tests(&Keys(keys), &Secrets(options.secrets));
+        let outcomes: Vec<Outcome<'_>> = results
+            .iter()
+            .map(|r| Outcome {
+                name: &r.case.name,
+                line: r.case.position.line,
+                passed: r.passed(),
+                mismatches: &r.mismatches,
+            })
+            .collect();
+        to_js(&outcomes)
+    }
+
+    /// The number of `[[test]]` cases.
+    #[wasm_bindgen(getter, js_name = testCount)]
+    pub fn test_count(&self) -> usize {
+        self.policy.tests.len()
+    }
+}
+
+/// Unix seconds (fractions kept to the nanosecond where a double holds them).
+fn unix_time(secs: f64) -> UnixTime {
+    let secs = secs.max(0.0);
+    let whole = secs.trunc();
+    let nanos = ((secs - whole) * 1e9).round();
+    // `as` saturates for out-of-range doubles, which is what a time far off should do.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let (whole, nanos) = (whole as u64, nanos as u64);
+    UnixTime::from_nanos(whole.saturating_mul(1_000_000_000).saturating_add(nanos))
+}
+
+/// What `decide` answers: a final decision, or an allow that must still pass rate limits
+/// whose state the caller keeps.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct Verdict {
+    verdict: policy_core::Verdict,
+}
+
+/// A rate-limit state to store: `state` is the GCRA theoretical arrival time in Unix
+/// nanoseconds, as a decimal string (a JavaScript number cannot hold every u64);
+/// `expires` is when it stops mattering, in Unix seconds.
+#[derive(Serialize)]
+struct Update<'u> {
+    key: &'u str,
+    state: String,
+    expires: u64,
+}
+
+#[wasm_bindgen]
+impl Verdict {
+    /// The decision, when no rate limit is left to check; `undefined` otherwise.
+    #[wasm_bindgen(getter)]
+    pub fn decision(&self) -> Result<JsValue, JsValue> {
+        match &self.verdict {
+            policy_core::Verdict::Decided(decision) => to_js(decision),
+            policy_core::Verdict::Pending(_) => Ok(JsValue::UNDEFINED),
+        }
+    }
+
+    /// The rate limits still to pass, `[{key, limit, shadow}]` (empty when decided): load
+    /// each key's state and call `resolve`.
+    #[wasm_bindgen(getter)]
+    pub fn checks(&self) -> Result<JsValue, JsValue> {
+        #[derive(Serialize)]
+        struct Check<'c> {
+            key: &'c str,
+            limit: &'c str,
+            shadow: bool,
+        }
+        let checks: Vec<Check<'_>> = match &self.verdict {
+            policy_core::Verdict::Decided(_) => Vec::new(),
+            policy_core::Verdict::Pending(pending) => pending
+                .checks()
+                .iter()
+                .map(|c| Check {
+                    key: c.key(),
+                    limit: c.limit_name(),
+                    shadow: c.is_shadow(),
+                })
+                .collect(),
+        };
+        to_js(&checks)
+    }
+
+    /// The final decision given each check's stored state (`priorStates[i]` for
+    /// `checks[i]`: the decimal string an earlier `resolve` returned, or null), and the
+    /// states to store: `{decision, updates: [{key, state, expires}]}`.
+    pub fn resolve(&self, prior_states: JsValue) -> Result<JsValue, JsValue> {
+        #[derive(Serialize)]
+        struct Resolved<'d> {
+            decision: &'d policy_core::Decision,
+            updates: Vec<Update<'d>>,
+        }
+        let pending = match &self.verdict {
+            policy_core::Verdict::Decided(decision) => {
+                return to_js(&Resolved {
+                    decision,
+                    updates: Vec::new(),
+                })
+            }
+            policy_core::Verdict::Pending(pending) => pending,
+        };
+        let priors: Vec<Option<String>> = if prior_states.is_undefined() {
+            Vec::new()
+        } else {
+            from_js(&prior_states, "priorStates")?
+        };
+        let priors = priors
+            .iter()
+            .map(|state| {
+                state
+                    .as_deref()
+                    .map(|s| {
+                        s.parse::<u64>().map(RateState).map_err(|_| {
+                            JsValue::from_str(&format!("priorStates: `{s}` is not a state"))
+                        })
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (decision, updates) = pending.resolve(&priors);
+        to_js(&Resolved {
+            decision: &decision,
+            updates: updates
+                .iter()
+                .map(|u| Update {
+                    key: &u.key,
+                    state: u.state.0.to_string(),
+                    expires: u.expires,
+                })
+                .collect(),
+        })
+    }
+}

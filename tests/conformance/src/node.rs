@@ -1,0 +1,113 @@
+//! The npm package (`targets/js`, built with wasm-pack) under Node as a conformance host:
+//! `targets/js/tests/conformance-host.cjs` drives the package's public API over stdin and
+//! stdout, and every decision must be the native engine's, byte for byte.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use policy_core::cases::TestCase;
+use serde_json::{json, Value};
+
+use crate::{corpus_secrets, Native, Target};
+
+/// Builds the Node flavour of the package (`scripts/js-package node`) and returns its
+/// folder. wasm-pack and cargo skip what is up to date.
+pub fn build_js_package() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let status = Command::new(root.join("scripts/js-package"))
+        .arg("node")
+        .current_dir(&root)
+        .status()
+        .expect("run scripts/js-package");
+    assert!(status.success(), "scripts/js-package node failed");
+    root.join("targets/js/pkg/node")
+}
+
+/// The package in a Node process, checked against the native engine case by case.
+#[derive(Debug)]
+pub struct NodePackage {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    native: Native,
+    secrets: Value,
+}
+
+impl NodePackage {
+    pub fn start(package: &Path) -> NodePackage {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut child = Command::new("node")
+            .arg(root.join("targets/js/tests/conformance-host.cjs"))
+            .arg(package)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start node");
+        let stdin = child.stdin.take().expect("node stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("node stdout"));
+        NodePackage {
+            child,
+            stdin,
+            stdout,
+            native: Native::default(),
+            secrets: serde_json::to_value(corpus_secrets()).unwrap_or_default(),
+        }
+    }
+
+    fn ask(&mut self, op: &Value) -> Result<Value, String> {
+        writeln!(self.stdin, "{op}").map_err(|e| format!("write to node: {e}"))?;
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .map_err(|e| format!("read from node: {e}"))?;
+        let reply: Value =
+            serde_json::from_str(&line).map_err(|e| format!("node answered `{line}`: {e}"))?;
+        match reply.get("error") {
+            Some(error) => Err(format!("node: {error}")),
+            None => Ok(reply),
+        }
+    }
+}
+
+impl Drop for NodePackage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Target for NodePackage {
+    fn name(&self) -> &'static str {
+        "npm package under Node"
+    }
+
+    fn load(&mut self, source: &str, file: &str) -> Result<(), String> {
+        self.native.load(source, file)?;
+        self.ask(&json!({"op": "load", "source": source, "file": file}))
+            .map(|_| ())
+    }
+
+    fn reset(&mut self) {
+        self.native.reset();
+        let _ = self.ask(&json!({"op": "reset"}));
+    }
+
+    fn decide(&mut self, case: &TestCase) -> Result<Value, String> {
+        let reply = self.ask(&json!({
+            "op": "decide",
+            "request": case.request,
+            "now": case.now.as_secs(),
+            "secrets": self.secrets,
+        }))?;
+        let text = reply["decision"].as_str().ok_or("no decision")?.to_owned();
+        // Byte for byte: the package's JSON text against the native decision's.
+        let native_text = self.native.decision(case)?.to_json();
+        if text != native_text {
+            return Err(format!(
+                "differs from native:\n      node:   {text}\n      native: {native_text}"
+            ));
+        }
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    }
+}
