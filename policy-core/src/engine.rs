@@ -113,6 +113,8 @@ pub struct Engine {
     /// what the policy would decide with them enforced.
     pub(crate) shadow_grants: Option<Vec<Grant>>,
     pub(crate) rate_limits: Vec<RateLimit>,
+    /// Gogs webhooks received at the edge (`[[webhook]]`).
+    pub(crate) webhooks: Vec<crate::webhook::Webhook>,
     /// The Gogs versions whose routes requests are classified against (`origin.gogs`).
     pub(crate) gogs: Vec<&'static route::Version>,
     /// Where RS256, PS256 and ES256 signatures are verified.

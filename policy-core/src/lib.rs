@@ -68,6 +68,7 @@ mod scope;
 mod serde_util;
 mod time;
 mod token_cache;
+mod webhook;
 
 pub use access::Access;
 pub use apikey::api_key_hash_hex;
@@ -89,3 +90,4 @@ pub use route::{RepoName, RouteClass};
 pub use serde_util::OneOrMany;
 pub use time::UnixTime;
 pub use token_cache::{NoTokenCache, TokenCache, TokenCacheStore};
+pub use webhook::{Delivery, SeenDeliveries, WebhookRejection, WebhookRequest, WebhookRoute};

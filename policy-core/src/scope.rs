@@ -98,7 +98,7 @@ impl RepoPattern {
         }
     }
 
-    fn matches(&self, repo: &RepoName) -> bool {
+    pub(crate) fn matches(&self, repo: &RepoName) -> bool {
         self.owner.matches(repo.owner()) && self.name.matches(repo.name())
     }
 }

@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::identities::{issuer_identities, IssuerIdentities, Names};
 use super::schema::{
-    RawApiKey, RawEffect, RawGrant, RawIssuer, RawOrigin, RawPolicy, RawRateLimit,
+    RawApiKey, RawEffect, RawGrant, RawIssuer, RawOrigin, RawPolicy, RawRateLimit, RawWebhook,
 };
 #[cfg(feature = "testing")]
 use super::schema::{RawShadowExpect, RawTestCase};
@@ -26,6 +26,7 @@ use crate::route::RouteClass;
 use crate::scope::{Effect, Grant, Principal, RepoPattern};
 #[cfg(feature = "testing")]
 use crate::time::UnixTime;
+use crate::webhook::Webhook;
 
 type At<'a> = &'a Source<'a>;
 
@@ -68,9 +69,23 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
     let issuers = issuers(raw.issuers, identities, at)?;
     let (grants, shadow_grants) = grants(raw.grants, &names, at)?;
     let rate_limits = rate_limits(raw.rate_limits, &names, at)?;
+    let webhook_secrets: Vec<SecretUse> = raw
+        .webhooks
+        .iter()
+        .map(|w| {
+            let w = w.get_ref();
+            SecretUse {
+                name: w.secret.get_ref().clone(),
+                position: Some(at.position(w.secret.span().start)),
+                purpose: format!("the secret of webhook `{}`", w.name.get_ref()),
+            }
+        })
+        .collect();
+    let webhooks = webhooks(raw.webhooks, at)?;
     #[cfg(feature = "testing")]
     let tests = tests(raw.tests, at)?;
-    let origin_secrets = origin_secrets(&origin, service_secret_span, &user_spans, at);
+    let mut origin_secrets = origin_secrets(&origin, service_secret_span, &user_spans, at);
+    origin_secrets.extend(webhook_secrets);
     Ok(Policy {
         origin_secrets,
         engine: Engine {
@@ -81,6 +96,7 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
             grants,
             shadow_grants,
             rate_limits,
+            webhooks,
             gogs,
             crypto: &crate::RustCrypto,
             revision: revision_of(at.text),
@@ -820,6 +836,88 @@ fn rate_limits(
             gcra,
             per: rate_per(r.per.as_ref(), r.shared.as_ref(), at)?,
             shadow: is_shadow(r.mode.as_ref(), at)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The largest `max_body_bytes` a webhook may set (and its default, 1 MiB).
+const MAX_WEBHOOK_BODY: u64 = 16 << 20;
+const DEFAULT_WEBHOOK_BODY: usize = 1 << 20;
+
+/// Gogs' webhook events, as `X-Gogs-Event` names them.
+const GOGS_EVENTS: [&str; 11] = [
+    "create",
+    "delete",
+    "fork",
+    "push",
+    "issues",
+    "pull_request",
+    "issue_comment",
+    "release",
+    "pull_request_review",
+    "pull_request_review_comment",
+    "ping",
+];
+
+fn webhooks(raw: Vec<Spanned<RawWebhook>>, at: At<'_>) -> Result<Vec<Webhook>, PolicyError> {
+    let mut names = BTreeSet::new();
+    let mut paths = BTreeSet::new();
+    let mut out = Vec::new();
+    for spanned in raw {
+        let r = spanned.into_inner();
+        let name = unique_name(&mut names, &r.name, "webhook", at)?;
+        let path = r.path.get_ref();
+        let plain = path.starts_with('/')
+            && path.len() > 1
+            && !path.ends_with('/')
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+            && !path.split('/').any(|s| s == "." || s == "..")
+            && !path.contains("//");
+        if !plain {
+            return err(at, r.path.span(), format!("webhook path `{path}` must be an absolute path of letters, digits, `-`, `_`, `.` and `/` (no `..`, no trailing `/`)"));
+        }
+        if !paths.insert(path.clone()) {
+            return err(at, r.path.span(), format!("two webhooks at `{path}`"));
+        }
+        let events = match &r.events {
+            None => Vec::new(),
+            Some(events) => {
+                for event in &events.get_ref().0 {
+                    if !GOGS_EVENTS.contains(&event.as_str()) {
+                        return err(
+                            at,
+                            events.span(),
+                            format!(
+                                "unknown event `{event}`; Gogs sends `{}`",
+                                GOGS_EVENTS.join("`, `")
+                            ),
+                        );
+                    }
+                }
+                events.get_ref().0.clone()
+            }
+        };
+        let max_body_bytes = match &r.max_body_bytes {
+            Some(n) if !(1..=MAX_WEBHOOK_BODY).contains(n.get_ref()) => {
+                return err(
+                    at,
+                    n.span(),
+                    format!("max_body_bytes must be between 1 and {MAX_WEBHOOK_BODY}"),
+                );
+            }
+            Some(n) => usize::try_from(*n.get_ref()).unwrap_or(DEFAULT_WEBHOOK_BODY),
+            None => DEFAULT_WEBHOOK_BODY,
+        };
+        out.push(Webhook {
+            name,
+            path: path.clone(),
+            secret: r.secret.get_ref().clone(),
+            events,
+            repos: repo_patterns(&r.repos, at)?,
+            max_body_bytes,
         });
     }
     Ok(out)

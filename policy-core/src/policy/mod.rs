@@ -61,9 +61,9 @@ pub struct Policy {
     /// The `[[test]]` cases written beside the policy (with the `testing` feature).
     #[cfg(feature = "testing")]
     pub tests: Vec<TestCase>,
-    /// Origin secrets the policy itself names (the service token, the Gogs tokens of the
-    /// users its API keys and grants name), for hosts to check they hold them. Users
-    /// known only from tokens at request time are not here.
+    /// Secrets the policy itself names (the service token, the Gogs tokens of the users
+    /// its API keys and grants name, each webhook's secret), for hosts to check they hold
+    /// them. Users known only from tokens at request time are not here.
     pub origin_secrets: Vec<SecretUse>,
 }
 

@@ -30,6 +30,8 @@ pub(crate) struct RawPolicy {
     pub(crate) grants: Vec<Spanned<RawGrant>>,
     #[serde(default, rename = "rate_limit")]
     pub(crate) rate_limits: Vec<Spanned<RawRateLimit>>,
+    #[serde(default, rename = "webhook")]
+    pub(crate) webhooks: Vec<Spanned<RawWebhook>>,
     #[cfg(feature = "testing")]
     #[serde(default, rename = "test")]
     pub(crate) tests: Vec<Spanned<RawTestCase>>,
@@ -149,6 +151,17 @@ pub(crate) struct RawRateLimit {
     /// The older spelling of `per = "shared"`.
     pub(crate) shared: Option<Spanned<bool>>,
     pub(crate) mode: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    pub(crate) name: Spanned<String>,
+    pub(crate) path: Spanned<String>,
+    pub(crate) secret: Spanned<String>,
+    pub(crate) events: Option<Spanned<OneOrMany>>,
+    pub(crate) repos: Spanned<OneOrMany>,
+    pub(crate) max_body_bytes: Option<Spanned<u64>>,
 }
 
 #[cfg(feature = "testing")]

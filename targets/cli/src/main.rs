@@ -120,6 +120,10 @@ struct ServeArgs {
     /// Seconds between polls of --policy-url.
     #[arg(long, default_value_t = 30, requires = "policy_url")]
     policy_poll: u64,
+    /// Where accepted Gogs webhook deliveries ([[webhook]]) are written, one JSON
+    /// envelope per line: `stdout`, or a file (appended, synced before Gogs is answered).
+    #[arg(long, default_value = "stdout")]
+    webhook_sink: String,
     /// Base URL of the Gogs server, e.g. http://127.0.0.1:3000
     #[arg(long)]
     origin: String,
@@ -264,6 +268,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         policy_token_secret,
         policy_pubkey,
         policy_poll,
+        webhook_sink,
         origin,
         listen,
         admin_listen,
@@ -321,6 +326,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     config.admin_listen = admin_listen;
     config.secrets = secrets.unwrap_or_default().into_iter().collect();
     config.policy_url = policy_url;
+    config.webhook_sink = match webhook_sink.as_str() {
+        "stdout" | "-" => tollgate_serve::WebhookSink::Stdout,
+        path => tollgate_serve::WebhookSink::File(PathBuf::from(path)),
+    };
     config.audit = audit_log.map_or(
         tollgate_serve::AuditTarget::Stdout,
         tollgate_serve::AuditTarget::File,

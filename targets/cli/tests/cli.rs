@@ -196,6 +196,8 @@ fn check_reports_file_line_and_column() {
         ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 1\nperiod_seconds = 1\naccess = []\n", "6:10: access must name at least one value"),
         ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 1\nperiod_seconds = 1\nper = \"repo\"\n", "6:7: unknown per `repo`; expected `identity`, `identity+repo` or `shared`"),
         ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 1\nperiod_seconds = 1\nper = \"shared\"\nshared = true\n", "7:10: `shared` is the older spelling of `per = \"shared\"`"),
+        ("[[webhook]]\nname = \"w\"\npath = \"/hooks/../x\"\nsecret = \"s\"\nrepos = \"acme/*\"\n", "3:8: webhook path `/hooks/../x` must be an absolute path"),
+        ("[[webhook]]\nname = \"w\"\npath = \"/hooks/gogs\"\nsecret = \"s\"\nevents = [\"push\", \"deploy\"]\nrepos = \"acme/*\"\n", "5:10: unknown event `deploy`; Gogs sends `create`"),
         ("[[grant]]\nwho = \"*\"\nrepos = \"acme/*\"\naccess = \"read\"\nmode = \"dry-run\"\n", "5:8: unknown mode `dry-run`; expected `enforce` or `shadow`"),
         ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 1\nperiod_seconds = 1\nmode = \"Shadow\"\n", "6:8: unknown mode `Shadow`; expected `enforce` or `shadow`"),
         ("[[grant]]\nwho = \"*\"\nrepos = \"acme/*\"\naccess = \"read\"\n[[test]]\nname = \"t\"\nrequest = { path = \"/acme/a.git/info/refs\" }\nexpect = { shadow = true }\n", "8:10: test `t`: `shadow = true` says too little"),

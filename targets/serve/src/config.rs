@@ -54,6 +54,8 @@ pub struct ServeConfig {
     pub policy_watch: Option<Duration>,
     /// Pull the policy from a URL too; the policy file keeps the last good one.
     pub policy_url: Option<PolicyUrlConfig>,
+    /// Where envelopes of accepted webhook deliveries go.
+    pub webhook_sink: crate::WebhookSink,
     /// Base URL of the Gogs origin, e.g. `http://127.0.0.1:3000` (no trailing slash).
     pub origin: String,
     pub listen: SocketAddr,
@@ -145,6 +147,7 @@ impl ServeConfig {
             policy_file: None,
             policy_watch: None,
             policy_url: None,
+            webhook_sink: crate::WebhookSink::Stdout,
             origin: origin.trim_end_matches('/').to_owned(),
             listen,
             admin_listen: None,

@@ -18,9 +18,11 @@ mod policy_url;
 mod proxy;
 mod reload;
 mod server;
+mod webhooks;
 
 pub use config::{
     AuditTarget, PolicyFile, PolicyUrlConfig, RateStoreConfig, ServeConfig, WasmConfig,
 };
 pub use policy_url::{fetch_once as fetch_policy_once, PolicyUrl};
 pub use server::{run, serve};
+pub use webhooks::WebhookSink;

@@ -71,6 +71,8 @@ pub struct Metrics {
     reloads: [AtomicU64; 2],
     /// `--policy-url` polls: `[answered, fetch failed, signature refused]`.
     pulls: [AtomicU64; 3],
+    /// Webhook deliveries by the status they were answered with.
+    webhooks: Mutex<BTreeMap<u16, u64>>,
 }
 
 impl Metrics {
@@ -79,6 +81,7 @@ impl Metrics {
             policy_revision: Mutex::new(policy_revision.to_owned()),
             reloads: Default::default(),
             pulls: Default::default(),
+            webhooks: Mutex::default(),
             decisions: (0..Reason::COUNT * STATUSES)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -182,6 +185,16 @@ impl Metrics {
             Some(PullError::Signature(_)) => 2,
         };
         self.pulls[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A webhook delivery answered with `status`.
+    pub fn webhook(&self, status: u16) {
+        *self
+            .webhooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(status)
+            .or_default() += 1;
     }
 
     /// A reload was refused: the policy deciding stays.
@@ -340,6 +353,18 @@ impl Metrics {
             "# HELP tollgate_jwks_fetches_total JWKS fetches by issuer and result.\n\
              # TYPE tollgate_jwks_fetches_total counter"
         );
+        let _ = writeln!(out, "# HELP tollgate_webhook_deliveries_total Gogs webhook deliveries by the status answered: 202 relayed, 4xx refused, 503 sink unavailable.\n# TYPE tollgate_webhook_deliveries_total counter");
+        let webhooks = self
+            .webhooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (status, n) in webhooks {
+            let _ = writeln!(
+                out,
+                "tollgate_webhook_deliveries_total{{status=\"{status}\"}} {n}"
+            );
+        }
         let jwks = self.jwks.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for (issuer, [ok, failed]) in jwks {
             for (result, n) in [("ok", ok), ("error", failed)] {

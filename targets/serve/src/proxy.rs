@@ -24,6 +24,7 @@ use crate::exchange::{next_id, Direction, Exchange, Failure, Metered};
 use crate::metrics::{Limit, Metrics};
 use crate::policy_url::PolicyUrl;
 use crate::reload::{BoxedDecider, Reloader};
+use crate::webhooks::Webhooks;
 use tollgate_host_kit::RedisRates;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -78,6 +79,8 @@ pub struct Shared {
     pub reloader: Option<Reloader>,
     /// Where new policies are pulled from (`--policy-url`).
     pub policy_url: Option<PolicyUrl>,
+    /// Gogs webhooks the policy receives.
+    pub webhooks: Arc<Webhooks>,
     pub rates: ShardedRates,
     pub origin: Origin,
     pub audit: AuditLog,
@@ -215,6 +218,10 @@ async fn handle_inner(
 ) -> Response<Body> {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
+    let body = match shared.webhook(&exchange.id, &parts, body).await {
+        Ok(response) => return response,
+        Err(body) => body,
+    };
     let client_ip = peer.ip().to_string();
     match decide(shared, &exchange, &parts, &client_ip, body, started).await {
         Outcome::Answer(response) => response,

@@ -57,7 +57,7 @@ impl DeciderMaker {
 }
 
 /// The origin secrets, as the engine reads them.
-struct SecretMap(HashMap<String, String>);
+pub struct SecretMap(pub HashMap<String, String>);
 
 impl SecretStore for SecretMap {
     fn secret(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
@@ -233,8 +233,10 @@ impl Shared {
         if revision == seen.revision {
             return Ok(Reloaded::Unchanged { revision });
         }
-        let decider = reloader.maker.make(vetted.policy.engine, &text, &file)?;
+        let engine = vetted.policy.engine;
+        let decider = reloader.maker.make(engine.clone(), &text, &file)?;
         self.gate.store(Arc::new(Gate::new(decider, vetted.keys)));
+        self.webhooks.engine.store(Arc::new(engine));
         seen.revision.clone_from(&revision);
         if fetched {
             // The watch compares the file with `seen.text`, so this write is no change.

@@ -20,7 +20,8 @@ use crate::config::ServeConfig;
 use crate::metrics::{Limit, Metrics};
 use crate::policy_url::PolicyUrl;
 use crate::proxy::{self, Body, Origin, OriginClient, Shared, Timeouts};
-use crate::reload::{DeciderMaker, Reloaded, Reloader, Trigger};
+use crate::reload::{DeciderMaker, Reloaded, Reloader, SecretMap, Trigger};
+use crate::webhooks::Webhooks;
 use tollgate_host_kit::RedisRates;
 
 /// How often expired rate-limit entries are dropped.
@@ -107,6 +108,14 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         gate: ArcSwap::from_pointee(Gate::new(decider, keys)),
         reloader,
         policy_url: config.policy_url.as_ref().map(PolicyUrl::new).transpose()?,
+        webhooks: Arc::new(
+            Webhooks::new(
+                config.engine.clone(),
+                Box::new(SecretMap(config.secrets.clone())),
+                &config.webhook_sink,
+            )
+            .map_err(|e| format!("webhook sink: {e}"))?,
+        ),
         rates: ShardedRates::default(),
         origin: Origin::parse(&config.origin)?,
         audit: AuditLog::open(&config.audit, config.audit_queue)

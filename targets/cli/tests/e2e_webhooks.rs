@@ -1,0 +1,350 @@
+//! Gogs webhooks through `tollgate serve`, with deliveries made byte for byte as Gogs makes
+//! them (headers, lowercase hex HMAC-SHA256 over the JSON payload, `json.MarshalIndent`
+//! layout, form deliveries signed over the `payload` field): a signed push is relayed to
+//! the sink exactly once; forged, replayed, oversize, wrong-repository and wrong-event
+//! deliveries are refused and never reach it; a sink that cannot write answers 503.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use tollgate_conformance::process::{free_port, repo, Proc};
+
+const POLICY: &str = r#"
+[origin]
+git = "service-token"
+service_user = "svc"
+service_token_secret = "svc-token"
+
+[[grant]]
+who = "*"
+repos = "acme/*"
+access = "read"
+
+[[webhook]]
+name = "gogs-events"
+path = "/_tollgate/hooks/gogs"
+secret = "hook-secret"
+events = ["push", "release"]
+repos = "acme/*"
+max_body_bytes = 8192
+"#;
+
+const SECRET: &str = "a-webhook-secret";
+
+/// A push payload laid out as Gogs' `json.MarshalIndent(p, "", "  ")` lays it out.
+fn push_payload(repository: &str) -> String {
+    format!(
+        "{{\n  \"ref\": \"refs/heads/main\",\n  \"before\": \"0000000000000000000000000000000000000000\",\n  \"after\": \"9f3c1d2e4b5a69788796a5b4c3d2e1f0a9b8c7d6\",\n  \"compare_url\": \"http://gogs.internal/{repository}/compare/000000...9f3c1d\",\n  \"commits\": [],\n  \"repository\": {{\n    \"id\": 7,\n    \"full_name\": \"{repository}\"\n  }},\n  \"pusher\": {{\n    \"id\": 1,\n    \"username\": \"alice\"\n  }}\n}}"
+    )
+}
+
+fn sign(json: &str, secret: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(json.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+struct Gateway {
+    port: u16,
+    admin_port: u16,
+    dir: tempfile::TempDir,
+    _serve: Proc,
+    _origin: Proc,
+}
+
+impl Gateway {
+    fn start(sink: Option<&Path>) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("policy.toml"), POLICY).expect("policy");
+        std::fs::write(
+            dir.path().join("secrets.json"),
+            format!(r#"{{"svc-token": "t", "hook-secret": "{SECRET}"}}"#),
+        )
+        .expect("secrets");
+        let origin_port = free_port();
+        let origin = Proc::start(
+            "origin",
+            Command::new("python3")
+                .arg(repo().join("tests/e2e/faulty_origin.py"))
+                .arg(origin_port.to_string())
+                .stdout(Stdio::null()),
+            origin_port,
+        );
+        let (port, admin_port) = (free_port(), free_port());
+        let sink = sink.map_or_else(|| dir.path().join("events.jsonl"), Path::to_path_buf);
+        let serve = Proc::start(
+            "tollgate serve",
+            Command::new(env!("CARGO_BIN_EXE_tollgate"))
+                .args(["serve", "--policy"])
+                .arg(dir.path().join("policy.toml"))
+                .arg("--secrets")
+                .arg(dir.path().join("secrets.json"))
+                .arg("--audit-log")
+                .arg(dir.path().join("audit.log"))
+                .arg("--webhook-sink")
+                .arg(&sink)
+                .args(["--origin", &format!("http://127.0.0.1:{origin_port}")])
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+                .stdout(Stdio::null())
+                .stderr(File::create(dir.path().join("serve.stderr")).expect("stderr")),
+            port,
+        );
+        Gateway {
+            port,
+            admin_port,
+            dir,
+            _serve: serve,
+            _origin: origin,
+        }
+    }
+
+    /// Delivers `body` as Gogs does: POST with its delivery, event and signature headers.
+    fn deliver(
+        &self,
+        event: &str,
+        delivery: &str,
+        content_type: &str,
+        body: &str,
+        signature: &str,
+    ) -> (u16, Value) {
+        let response = reqwest::blocking::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/_tollgate/hooks/gogs",
+                self.port
+            ))
+            .header("X-Github-Delivery", delivery)
+            .header("X-Github-Event", event)
+            .header("X-Gogs-Delivery", delivery)
+            .header("X-Gogs-Signature", signature)
+            .header("X-Gogs-Event", event)
+            .header("Content-Type", content_type)
+            .body(body.to_owned())
+            .timeout(Duration::from_secs(10))
+            .send()
+            .expect("answer");
+        let status = response.status().as_u16();
+        let text = response.text().expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    fn sunk(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("envelope JSON"))
+            .collect()
+    }
+
+    fn metrics(&self) -> String {
+        reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", self.admin_port))
+            .and_then(|r| r.text())
+            .expect("metrics")
+    }
+}
+
+const JSON: &str = "application/json";
+const DELIVERY: &str = "5f0e8a52-2c4b-4f61-9d0c-2f5d7f6a1b01";
+
+#[test]
+fn a_signed_push_is_relayed_once_and_nothing_else_reaches_the_sink() {
+    let gateway = Gateway::start(None);
+    let payload = push_payload("acme/app");
+    let signature = sign(&payload, SECRET);
+
+    let (status, answer) = gateway.deliver("push", DELIVERY, JSON, &payload, &signature);
+    assert_eq!(
+        (status, &answer["result"]),
+        (202, &Value::from("accepted")),
+        "{answer}"
+    );
+    let sunk = gateway.sunk();
+    assert_eq!(sunk.len(), 1, "{sunk:?}");
+    let envelope = &sunk[0];
+    assert_eq!(envelope["delivery"], DELIVERY);
+    assert_eq!(envelope["event"], "push");
+    assert_eq!(envelope["repository"], "acme/app");
+    assert_eq!(envelope["ref"], "refs/heads/main");
+    assert_eq!(
+        envelope["after"],
+        "9f3c1d2e4b5a69788796a5b4c3d2e1f0a9b8c7d6"
+    );
+    assert_eq!(envelope["pusher"], "alice");
+    assert_eq!(envelope["webhook"], "gogs-events");
+    assert_eq!(
+        envelope["payload"],
+        serde_json::from_str::<Value>(&payload).expect("payload")
+    );
+
+    // Each of these is refused and never reaches the sink.
+    let other = push_payload("other/app");
+    let big = push_payload(&format!("acme/{}", "x".repeat(9000)));
+    let refusals = [
+        (
+            "replayed",
+            gateway.deliver("push", DELIVERY, JSON, &payload, &signature),
+            409,
+            "duplicate",
+        ),
+        (
+            "forged",
+            gateway.deliver(
+                "push",
+                "5f0e8a52-0000-4000-8000-000000000002",
+                JSON,
+                &payload.replace("alice", "mallory"),
+                &signature,
+            ),
+            401,
+            "bad_signature",
+        ),
+        (
+            "signed with another secret",
+            gateway.deliver(
+                "push",
+                "5f0e8a52-0000-4000-8000-000000000003",
+                JSON,
+                &payload,
+                &sign(&payload, "guess"),
+            ),
+            401,
+            "bad_signature",
+        ),
+        (
+            "another repository",
+            gateway.deliver(
+                "push",
+                "5f0e8a52-0000-4000-8000-000000000004",
+                JSON,
+                &other,
+                &sign(&other, SECRET),
+            ),
+            403,
+            "repository_not_accepted",
+        ),
+        (
+            "an event not accepted",
+            gateway.deliver(
+                "issues",
+                "5f0e8a52-0000-4000-8000-000000000005",
+                JSON,
+                &payload,
+                &signature,
+            ),
+            403,
+            "event_not_accepted",
+        ),
+        (
+            "oversize",
+            gateway.deliver(
+                "push",
+                "5f0e8a52-0000-4000-8000-000000000006",
+                JSON,
+                &big,
+                &sign(&big, SECRET),
+            ),
+            413,
+            "too_large",
+        ),
+        (
+            "unsigned",
+            gateway.deliver(
+                "push",
+                "5f0e8a52-0000-4000-8000-000000000007",
+                JSON,
+                &payload,
+                "",
+            ),
+            401,
+            "bad_signature",
+        ),
+    ];
+    for (what, (status, answer), expected_status, expected) in &refusals {
+        assert_eq!(
+            (status, answer["result"].as_str()),
+            (expected_status, Some(*expected)),
+            "{what}: {answer}"
+        );
+    }
+    assert_eq!(
+        gateway.sunk().len(),
+        1,
+        "a refused delivery reached the sink"
+    );
+
+    // A form delivery, signed over its `payload` field as Gogs signs it.
+    let form = format!("payload={}", form_encode(&payload));
+    let (status, answer) = gateway.deliver(
+        "push",
+        "5f0e8a52-0000-4000-8000-000000000008",
+        "application/x-www-form-urlencoded",
+        &form,
+        &signature,
+    );
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(gateway.sunk().len(), 2);
+
+    let metrics = gateway.metrics();
+    for line in [
+        "tollgate_webhook_deliveries_total{status=\"202\"} 2\n",
+        "tollgate_webhook_deliveries_total{status=\"401\"} 3\n",
+        "tollgate_webhook_deliveries_total{status=\"409\"} 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line}in:\n{metrics}");
+    }
+    // Every delivery is audited, with its delivery id and what came of it (the log's
+    // writer takes a moment).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let audit =
+            std::fs::read_to_string(gateway.dir.path().join("audit.log")).unwrap_or_default();
+        let records: Vec<Value> = audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r.get("webhook").is_some())
+            .collect();
+        if records.len() >= 9 || std::time::Instant::now() > deadline {
+            break records;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(records.len(), 9, "{records:?}");
+    assert!(records
+        .iter()
+        .any(|r| r["delivery"] == DELIVERY && r["reason"] == "duplicate" && r["status"] == 409));
+}
+
+#[test]
+fn a_sink_that_cannot_write_answers_503_and_forgets_the_delivery() {
+    let gateway = Gateway::start(Some(Path::new("/dev/full")));
+    let payload = push_payload("acme/app");
+    let signature = sign(&payload, SECRET);
+    for _ in 0..2 {
+        // Not a duplicate the second time: a delivery the sink did not take is not "seen".
+        let (status, answer) = gateway.deliver("push", DELIVERY, JSON, &payload, &signature);
+        assert_eq!(
+            (status, answer["result"].as_str()),
+            (503, Some("sink_unavailable")),
+            "{answer}"
+        );
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding, as Go's `url.Values.Encode` writes it.
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_owned(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,186 @@
+//! Gogs webhooks received by serve (`[[webhook]]` in the policy): the core checks each
+//! delivery (signature, event, repository, size), serve drops repeats of a delivery id,
+//! writes the envelope to the sink (`--webhook-sink`: stdout, or a file it syncs), and
+//! answers 202 only once the sink has it, since Gogs never retries. Every delivery,
+//! accepted or refused, gets an audit record.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::http::request::Parts;
+use hyper::{Response, StatusCode};
+use policy_core::{Engine, SecretStore, SeenDeliveries, WebhookRejection, WebhookRequest};
+use serde::Serialize;
+
+use crate::proxy::{self, Body, Shared};
+
+/// How long a delivery id is remembered, and how many at most.
+const SEEN_WINDOW_SECS: u64 = 24 * 3600;
+const SEEN_CAPACITY: usize = 100_000;
+
+/// Where accepted deliveries go: one JSON envelope per line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebhookSink {
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+/// The webhooks of the policy deciding, and what receiving them needs.
+pub struct Webhooks {
+    /// The policy whose `[[webhook]]`s apply; a reload replaces it.
+    pub engine: ArcSwap<Engine>,
+    secrets: Box<dyn SecretStore + Send + Sync>,
+    seen: Mutex<SeenDeliveries>,
+    sink: Sink,
+}
+
+enum Sink {
+    Stdout,
+    File(Mutex<std::fs::File>),
+}
+
+impl Webhooks {
+    pub fn new(
+        engine: Engine,
+        secrets: Box<dyn SecretStore + Send + Sync>,
+        sink: &WebhookSink,
+    ) -> std::io::Result<Self> {
+        let sink = match sink {
+            WebhookSink::Stdout => Sink::Stdout,
+            WebhookSink::File(path) => Sink::File(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+        };
+        Ok(Webhooks {
+            engine: ArcSwap::from_pointee(engine),
+            secrets,
+            seen: Mutex::new(SeenDeliveries::new(SEEN_WINDOW_SECS, SEEN_CAPACITY)),
+            sink,
+        })
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, SeenDeliveries> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes one envelope line and makes it durable before returning.
+    fn write(&self, envelope: &str) -> std::io::Result<()> {
+        match &self.sink {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{envelope}")?;
+                out.flush()
+            }
+            Sink::File(file) => {
+                let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+                writeln!(file, "{envelope}")?;
+                file.sync_data()
+            }
+        }
+    }
+}
+
+/// The audit record of one delivery.
+#[derive(Serialize)]
+struct Record<'a> {
+    id: &'a str,
+    time_ms: u64,
+    webhook: &'a str,
+    delivery: Option<&'a str>,
+    event: Option<&'a str>,
+    repository: Option<&'a str>,
+    status: u16,
+    reason: &'a str,
+}
+
+impl Shared {
+    /// Receives a webhook delivery when `parts` names a webhook's path; otherwise hands
+    /// the body back (the request is decided as usual).
+    pub async fn webhook(
+        &self,
+        exchange_id: &str,
+        parts: &Parts,
+        body: Incoming,
+    ) -> Result<Response<Body>, Incoming> {
+        let engine = self.webhooks.engine.load_full();
+        let Some(route) = engine.webhook_at(parts.uri.path()) else {
+            return Err(body);
+        };
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let answer = |status: u16, reason: &str, repository: Option<&str>| {
+            let record = Record {
+                id: exchange_id,
+                time_ms: proxy::now().as_nanos() / 1_000_000,
+                webhook: route.name(),
+                delivery: header("x-gogs-delivery"),
+                event: header("x-gogs-event"),
+                repository,
+                status,
+                reason,
+            };
+            self.audit
+                .record(serde_json::to_string(&record).unwrap_or_default());
+            self.metrics.webhook(status);
+            let body = serde_json::json!({ "result": reason }).to_string() + "\n";
+            proxy::full(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                "application/json",
+                body,
+            )
+        };
+        let refuse = |rejection: WebhookRejection, repository: Option<&str>| {
+            answer(rejection.status(), rejection.code(), repository)
+        };
+        let read = tokio::time::timeout(
+            self.timeouts.lfs_body,
+            Limited::new(body, route.max_body_bytes()).collect(),
+        )
+        .await;
+        let bytes: Bytes = match read {
+            Err(_) => return Ok(answer(408, "body_timeout", None)),
+            Ok(Err(_)) => return Ok(refuse(WebhookRejection::TooLarge, None)),
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+        let headers: Vec<(&str, &str)> = parts
+            .headers
+            .iter()
+            .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
+            .collect();
+        let request = WebhookRequest {
+            method: parts.method.as_str(),
+            headers: &headers,
+            body: &bytes,
+        };
+        let now = proxy::now();
+        let delivery = match route.receive(&request, self.webhooks.secrets.as_ref(), now) {
+            Ok(delivery) => delivery,
+            Err(rejection) => return Ok(refuse(rejection, None)),
+        };
+        let repository = Some(delivery.repository.as_str());
+        if !self.webhooks.seen().first_time(&delivery.id, now) {
+            return Ok(refuse(WebhookRejection::Duplicate, repository));
+        }
+        let webhooks = Arc::clone(&self.webhooks);
+        let envelope = delivery.envelope.clone();
+        let written = tokio::task::spawn_blocking(move || webhooks.write(&envelope))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|written| written);
+        match written {
+            Ok(()) => Ok(answer(202, "accepted", repository)),
+            Err(e) => {
+                eprintln!("tollgate: webhook sink: {e}");
+                // Not relayed, so not seen: a redelivery from Gogs' UI must go through.
+                self.webhooks.seen().forget(&delivery.id);
+                Ok(answer(503, "sink_unavailable", repository))
+            }
+        }
+    }
+}
