@@ -19,6 +19,10 @@ pub struct AuditRecord<'d> {
     /// repeats it on the request's outcome record).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The request's id across systems (`X-Request-Id`, the client's or the host's own),
+    /// when the host gives one; serve forwards it to Gogs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// Unix time in milliseconds.
     pub time_ms: u64,
     pub allow: bool,
@@ -53,6 +57,7 @@ impl Decision {
         });
         AuditRecord {
             id: None,
+            request_id: None,
             time_ms: now.as_nanos() / 1_000_000,
             allow: self.allow,
             status: self.status,

@@ -11,7 +11,8 @@ use base64ct::Encoding;
 use serde_json::Value;
 use tollgate_conformance::process::{free_port, git, git_ok, Proc};
 use tollgate_conformance::world::{
-    gateway_git_scenarios, git_with, incompressible, read_jsonl, text, World, SCENARIO_REASONS,
+    gateway_git_scenarios, git_with, header, incompressible, read_jsonl, text, World,
+    SCENARIO_REASONS,
 };
 
 /// A World with `tollgate serve` in front of it.
@@ -172,8 +173,49 @@ fn git_scenarios(env: Env) {
             "no `{expected}` audit record in {reasons:?}"
         );
     }
-    // Unknown key ids prompt at most one JWKS refresh per gap, however many arrive.
+    // X-Request-Id: the client's usable one is kept, audited and forwarded; otherwise
+    // serve's own id (the decision's `id`) stands in.
     let client = reqwest::blocking::Client::new();
+    for (sent, kept) in [
+        (Some("req-7f3a9c"), true),
+        (Some("bad id with spaces"), false),
+        (None, false),
+    ] {
+        let mut request = client
+            .get(format!(
+                "{}/info/refs?service=git-upload-pack",
+                env.url("acme/app")
+            ))
+            .header("Authorization", &alice);
+        if let Some(id) = sent {
+            request = request.header("X-Request-Id", id);
+        }
+        assert_eq!(request.send().expect("request").status(), 200);
+        let forwarded = env.origin_requests().pop().expect("an origin request");
+        let at_origin = header(&forwarded, "x-request-id").expect("X-Request-Id at the origin");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let record = loop {
+            let found = env
+                .audit()
+                .into_iter()
+                .find(|r| r["request_id"] == at_origin);
+            if let Some(record) = found {
+                break record;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no audit record with request_id `{at_origin}`"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if kept {
+            assert_eq!(Some(at_origin), sent);
+        } else {
+            assert_eq!(record["id"], at_origin, "{record}");
+        }
+    }
+
+    // Unknown key ids prompt at most one JWKS refresh per gap, however many arrive.
     std::thread::sleep(Duration::from_millis(2100));
     let (head, rest) = alice
         .trim_start_matches("Bearer ")

@@ -72,6 +72,9 @@ pub fn next_id() -> String {
 
 pub struct Exchange {
     pub id: String,
+    /// `X-Request-Id`: the client's when it sent a usable one, else `id`; audited and
+    /// forwarded to the origin.
+    pub request_id: String,
     shared: Arc<Shared>,
     started: Instant,
     from_client: AtomicU64,
@@ -90,8 +93,14 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub fn new(id: String, shared: Arc<Shared>, in_flight: OwnedSemaphorePermit) -> Arc<Self> {
+    pub fn new(
+        id: String,
+        request_id: Option<String>,
+        shared: Arc<Shared>,
+        in_flight: OwnedSemaphorePermit,
+    ) -> Arc<Self> {
         Arc::new(Exchange {
+            request_id: request_id.unwrap_or_else(|| id.clone()),
             id,
             shared,
             started: Instant::now(),

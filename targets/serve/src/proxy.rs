@@ -194,10 +194,29 @@ pub async fn handle(
         ));
     };
     shared.metrics.in_flight(1);
-    let exchange = Exchange::new(next_id(), Arc::clone(&shared), permit);
+    let exchange = Exchange::new(
+        next_id(),
+        client_request_id(request.headers()),
+        Arc::clone(&shared),
+        permit,
+    );
     let response = handle_inner(&shared, &client, exchange, peer, request).await;
     shared.metrics.in_flight(-1);
     Ok(response)
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The client's `X-Request-Id`, when it sent exactly one that is 1-128 visible ASCII
+/// characters; otherwise serve uses the exchange's own id.
+fn client_request_id(headers: &hyper::HeaderMap) -> Option<String> {
+    let mut values = headers.get_all(X_REQUEST_ID).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    let value = value.to_str().ok()?;
+    let usable = (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic());
+    usable.then(|| value.to_owned())
 }
 
 /// What came of deciding one request.
@@ -227,6 +246,9 @@ async fn handle_inner(
         Outcome::Answer(response) => response,
         Outcome::Forward(decision, body) => {
             prepare_for_origin(&shared.origin, &mut parts, &client_ip, &decision);
+            if let Ok(value) = HeaderValue::from_str(&exchange.request_id) {
+                parts.headers.insert(X_REQUEST_ID, value);
+            }
             send(shared, client, exchange, Request::from_parts(parts, body)).await
         }
     }
@@ -369,6 +391,7 @@ async fn conclude(
     shared.metrics.decision(&decision, started.elapsed());
     let mut record = decision.audit(facts, now);
     record.id = Some(exchange.id.clone());
+    record.request_id = Some(exchange.request_id.clone());
     let recorded = shared.audit.record(record.to_json());
     if !decision.allow {
         return Err(Box::new(deny(&decision)));
