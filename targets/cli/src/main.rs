@@ -156,6 +156,10 @@ struct ServeArgs {
     /// Seconds the last good JWKS keeps serving while the issuer is unreachable.
     #[arg(long, default_value_t = 3600)]
     jwks_max_stale: u64,
+    /// Seconds a request (or the start) waits at most on a JWKS fetch it prompted; a
+    /// hanging issuer holds nothing longer (the background refresh allows 10).
+    #[arg(long, default_value_t = 2)]
+    jwks_request_timeout: u64,
     /// Seconds shutdown waits for requests in flight.
     #[arg(long, default_value_t = 30)]
     shutdown_grace: u64,
@@ -279,6 +283,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         jwks_refresh,
         jwks_min_refresh_gap,
         jwks_max_stale,
+        jwks_request_timeout,
         shutdown_grace,
         token_cache_entries,
         token_cache_max_age,
@@ -339,6 +344,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     config.jwks_refresh = std::time::Duration::from_secs(jwks_refresh.max(1));
     config.jwks_min_refresh_gap = std::time::Duration::from_secs(jwks_min_refresh_gap);
     config.jwks_max_stale = std::time::Duration::from_secs(jwks_max_stale);
+    config.jwks_request_timeout = std::time::Duration::from_secs(jwks_request_timeout.max(1));
     config.shutdown_grace = std::time::Duration::from_secs(shutdown_grace);
     config.token_cache_entries = token_cache_entries;
     config.token_cache_max_age = std::time::Duration::from_secs(token_cache_max_age);

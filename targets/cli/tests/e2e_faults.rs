@@ -5,6 +5,8 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+
+use base64ct::Encoding;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -40,6 +42,12 @@ struct Faults {
 impl Faults {
     /// serve in front of the faulty origin (or of a port nothing listens on).
     fn start(origin_up: bool, extra: &[&str]) -> Faults {
+        Self::start_with(origin_up, extra, "")
+    }
+
+    /// [`Faults::start`] with `more_policy` appended, `{origin}` in it standing for the
+    /// faulty origin's port.
+    fn start_with(origin_up: bool, extra: &[&str], more_policy: &str) -> Faults {
         let dir = tempfile::tempdir().expect("tempdir");
         let origin_port = free_port();
         let origin = origin_up.then(|| {
@@ -52,7 +60,11 @@ impl Faults {
                 origin_port,
             )
         });
-        std::fs::write(dir.path().join("policy.toml"), POLICY).expect("policy");
+        let policy = format!(
+            "{POLICY}{}",
+            more_policy.replace("{origin}", &origin_port.to_string())
+        );
+        std::fs::write(dir.path().join("policy.toml"), policy).expect("policy");
         // A one-second origin header timeout unless the case sets its own.
         let header_timeout: &[&str] = if extra.contains(&"--origin-header-timeout") {
             &[]
@@ -319,4 +331,82 @@ fn half_open_connections_are_capped_and_released_at_the_header_timeout() {
     let answer = client().get(faults.url("ok")).send().expect("answer");
     assert_eq!(answer.status(), 200);
     drop(held);
+}
+
+/// An issuer whose JWKS endpoint accepts and never answers (the faulty origin's `hang`).
+const STUCK_ISSUER: &str = r#"
+[[issuer]]
+name = "stuck"
+issuer = "https://stuck.example"
+audiences = ["gogs"]
+algorithms = ["EdDSA"]
+jwks_url = "http://127.0.0.1:{origin}/acme/hang.git/jwks"
+
+[[api_key]]
+name = "ops"
+sha256 = "SHA256_OF_K_OPS"
+user = "ops"
+"#;
+
+#[test]
+fn a_hanging_jwks_endpoint_holds_neither_the_start_nor_a_request_for_long() {
+    use sha2::Digest;
+    let policy = STUCK_ISSUER.replace(
+        "SHA256_OF_K_OPS",
+        &hex::encode(sha2::Sha256::digest(b"k-ops")),
+    );
+    // serve is listening (Proc::start waits for it) although the issuer never answered.
+    let started = Instant::now();
+    // No gap between fetches: the token below prompts one of its own.
+    let faults = Faults::start_with(
+        true,
+        &["--jwks-request-timeout", "1", "--jwks-min-refresh-gap", "0"],
+        &policy,
+    );
+    let start_took = started.elapsed();
+    // A request with an API key does not wait on the issuer at all.
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let ok = client
+        .get(faults.url("ok"))
+        .header("Authorization", "token k-ops")
+        .send()
+        .expect("an API-key request is answered while the issuer hangs");
+    assert_eq!(ok.status(), 200);
+    // A token from the stuck issuer prompts a fetch; the request waits for it at most the
+    // request bound, then is refused for want of keys, never admitted.
+    let header =
+        base64ct::Base64UrlUnpadded::encode_string(br#"{"alg":"EdDSA","typ":"JWT","kid":"k1"}"#);
+    let claims = base64ct::Base64UrlUnpadded::encode_string(
+        br#"{"iss":"https://stuck.example","aud":"gogs","sub":"eve","exp":4102444800}"#,
+    );
+    let token = format!("{header}.{claims}.c2lnbmF0dXJl");
+    let asked = Instant::now();
+    let refused = client
+        .get(faults.url("ok"))
+        .bearer_auth(&token)
+        .send()
+        .expect("a token request is answered while the issuer hangs");
+    assert_eq!(refused.status(), 401);
+    let waited = asked.elapsed();
+    assert!(
+        waited < Duration::from_secs(4),
+        "the request waited {waited:?}"
+    );
+    assert_eq!(
+        faults.metric(
+            "tollgate_decisions_total{status=\"401\",reason=\"token_issuer_keys_unavailable\"}"
+        ),
+        1
+    );
+    assert!(faults.metric("tollgate_jwks_fetches_total{issuer=\"stuck\",result=\"error\"}") >= 2);
+    let stderr = std::fs::read_to_string(faults.dir.path().join("stderr")).unwrap_or_default();
+    assert!(stderr.contains("no answer within 1s"), "{stderr}");
+    // The start waited one bound for the issuer, not the background refresh's 10 s.
+    assert!(
+        start_took < Duration::from_secs(8),
+        "start took {start_took:?}"
+    );
 }

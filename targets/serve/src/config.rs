@@ -72,6 +72,9 @@ pub struct ServeConfig {
     /// How long the last good keys keep serving while the issuer cannot be reached; after
     /// that, tokens from that issuer are refused (fail closed).
     pub jwks_max_stale: Duration,
+    /// Longest a request (or the start) waits on a JWKS fetch it prompted (a key miss, or
+    /// keys due); the background refresh allows 10 s.
+    pub jwks_request_timeout: Duration,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
     /// `Some`: every decision is made by the policy module under wasmtime.
@@ -156,6 +159,7 @@ impl ServeConfig {
             jwks_refresh: Duration::from_secs(300),
             jwks_min_refresh_gap: Duration::from_secs(30),
             jwks_max_stale: Duration::from_secs(3600),
+            jwks_request_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
             wasm: None,
             token_cache_entries: 10_000,

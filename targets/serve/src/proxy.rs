@@ -99,6 +99,9 @@ pub struct Shared {
 /// How long serve waits on each side (see [`crate::ServeConfig`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
+    /// Longest a request (or the start) waits on a JWKS fetch it prompted; the background
+    /// refresh waits longer, so a hanging issuer holds no request for more than this.
+    pub jwks_request: Duration,
     pub origin_header: Duration,
     pub stream_idle: Duration,
     pub lfs_body: Duration,
@@ -129,6 +132,20 @@ impl Shared {
                 return Err("document over 1 MiB".into());
             }
             String::from_utf8(bytes.into()).map_err(|_| "document is not UTF-8".into())
+        }
+    }
+
+    /// [`Shared::fetch_jwks`], given up after `timeouts.jwks_request`: for fetches a
+    /// request waits on.
+    pub fn fetch_jwks_promptly(
+        &self,
+        url: String,
+    ) -> impl std::future::Future<Output = Fetched> + '_ {
+        let limit = self.timeouts.jwks_request;
+        async move {
+            tokio::time::timeout(limit, self.fetch_jwks(url))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
         }
     }
 
@@ -285,7 +302,7 @@ async fn decide(
             ));
         }
     }
-    let fetch = |url| shared.fetch_jwks(url);
+    let fetch = |url| shared.fetch_jwks_promptly(url);
     // One policy decides the whole request, even if a reload lands meanwhile.
     let gate = shared.gate.load_full();
 

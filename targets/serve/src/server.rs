@@ -131,17 +131,19 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         body_slots: tokio::sync::Semaphore::new(config.max_buffered_bodies),
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
         timeouts: Timeouts {
+            jwks_request: config.jwks_request_timeout,
             origin_header: config.origin_header_timeout,
             stream_idle: config.stream_idle_timeout,
             lfs_body: config.lfs_body_timeout,
         },
         redis,
     });
+    // Keys before the first request, but a hanging issuer delays the start only so long.
     let reports = shared
         .gate
         .load()
         .keys
-        .refresh_due(proxy::now(), |url| shared.fetch_jwks(url))
+        .refresh_due(proxy::now(), |url| shared.fetch_jwks_promptly(url))
         .await;
     shared.report_fetches(&reports);
 
