@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tollgate_conformance::process::{free_port, repo, Proc};
+use tollgate_conformance::process::{faulty_origin, free_port, Proc};
 use tollgate_conformance::world::read_jsonl;
 
 const POLICY: &str = r#"
@@ -50,16 +50,7 @@ impl Faults {
     fn start_with(origin_up: bool, extra: &[&str], more_policy: &str) -> Faults {
         let dir = tempfile::tempdir().expect("tempdir");
         let origin_port = free_port();
-        let origin = origin_up.then(|| {
-            Proc::start(
-                "faulty origin",
-                Command::new("python3")
-                    .arg(repo().join("tests/e2e/faulty_origin.py"))
-                    .arg(origin_port.to_string())
-                    .stdout(Stdio::null()),
-                origin_port,
-            )
-        });
+        let origin = origin_up.then(|| faulty_origin(origin_port));
         let policy = format!(
             "{POLICY}{}",
             more_policy.replace("{origin}", &origin_port.to_string())

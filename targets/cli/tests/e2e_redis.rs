@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tollgate_conformance::process::{free_port, redis_server, repo, Proc};
+use tollgate_conformance::process::{faulty_origin, free_port, redis_server, Proc};
 
 const POLICY: &str = r#"
 [gateway]
@@ -165,14 +165,7 @@ fn setup_with(policy: &str) -> Setup {
     std::fs::write(dir.path().join("policy.toml"), policy).expect("policy");
     std::fs::write(dir.path().join("secrets.json"), r#"{"svc-token": "t"}"#).expect("secrets");
     let origin_port = free_port();
-    let origin = Proc::start(
-        "origin",
-        Command::new("python3")
-            .arg(repo().join("tests/e2e/faulty_origin.py"))
-            .arg(origin_port.to_string())
-            .stdout(Stdio::null()),
-        origin_port,
-    );
+    let origin = faulty_origin(origin_port);
     Setup {
         dir,
         origin_port,

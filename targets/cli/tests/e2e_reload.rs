@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tollgate_conformance::process::{free_port, repo, Proc};
+use tollgate_conformance::process::{faulty_origin, free_port, repo, Proc};
 
 /// Anonymous clones of acme/*, five an hour per address, and a JWKS issuer whose keys the
 /// gateway fetches (`JWKS_URL` is filled in).
@@ -108,14 +108,7 @@ impl Setup {
         )
         .expect("policy");
         let origin_port = free_port();
-        let origin = Proc::start(
-            "origin",
-            Command::new("python3")
-                .arg(repo().join("tests/e2e/faulty_origin.py"))
-                .arg(origin_port.to_string())
-                .stdout(Stdio::null()),
-            origin_port,
-        );
+        let origin = faulty_origin(origin_port);
         let (port, admin_port) = (free_port(), free_port());
         let stderr = File::create(dir.path().join("serve.stderr")).expect("stderr");
         let gateway = Proc::start(
@@ -470,14 +463,7 @@ fn policy_url_pulls_signed_policies_and_keeps_the_last_good_one() {
     };
     let mut origin_of_policies = policy_origin();
     let origin_port = free_port();
-    let _origin = Proc::start(
-        "origin",
-        Command::new("python3")
-            .arg(repo().join("tests/e2e/faulty_origin.py"))
-            .arg(origin_port.to_string())
-            .stdout(Stdio::null()),
-        origin_port,
-    );
+    let _origin = faulty_origin(origin_port);
     std::fs::write(
         dir.join("secrets.json"),
         r#"{"svc-token": "t", "policy-read": "policy-read-token"}"#,

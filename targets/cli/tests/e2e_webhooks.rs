@@ -12,7 +12,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use tollgate_conformance::process::{free_port, repo, Proc};
+use tollgate_conformance::process::{faulty_origin, free_port, Proc};
 
 const POLICY: &str = r#"
 [origin]
@@ -67,14 +67,7 @@ impl Gateway {
         )
         .expect("secrets");
         let origin_port = free_port();
-        let origin = Proc::start(
-            "origin",
-            Command::new("python3")
-                .arg(repo().join("tests/e2e/faulty_origin.py"))
-                .arg(origin_port.to_string())
-                .stdout(Stdio::null()),
-            origin_port,
-        );
+        let origin = faulty_origin(origin_port);
         let (port, admin_port) = (free_port(), free_port());
         let sink = sink.map_or_else(|| dir.path().join("events.jsonl"), Path::to_path_buf);
         let serve = Proc::start(

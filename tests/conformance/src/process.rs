@@ -119,6 +119,19 @@ impl Drop for Proc {
     }
 }
 
+/// `tests/e2e/faulty_origin.py` on 127.0.0.1:`port`: a stand-in origin whose request
+/// paths pick how it behaves (`/acme/ok.git/...` answers; see the script for the rest).
+pub fn faulty_origin(port: u16) -> Proc {
+    Proc::start(
+        "faulty origin",
+        Command::new("python3")
+            .arg(repo().join("tests/e2e/faulty_origin.py"))
+            .arg(port.to_string())
+            .stdout(Stdio::null()),
+        port,
+    )
+}
+
 /// Debian's `redis-server` on 127.0.0.1:`port`, keeping nothing on disk.
 pub fn redis_server(port: u16) -> Proc {
     Proc::start(
