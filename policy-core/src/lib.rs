@@ -3,7 +3,8 @@
 //! Everything that decides whether a request may reach the Gogs origin lives here, and
 //! nothing else does. The crate is `#![no_std]` + `alloc` and sans-IO: it never reads a
 //! clock, draws randomness, opens a socket or touches a platform API. Hosts (the CLI, the
-//! wasmtime module, the Cloudflare and Fastly workers, the Azure handler) hand it:
+//! wasmtime module, the Cloudflare and Fastly workers, the Azure handler, the npm package)
+//! hand it:
 //!
 //! - the request, as [`RequestFacts`];
 //! - the time, as a [`UnixTime`] argument;
@@ -15,6 +16,11 @@
 //! Policy TOML --parse/validate--> Engine --decide(facts, now, keys, secrets)--> Verdict
 //!                                                     Verdict::Pending --resolve(states)--> Decision + RateUpdates
 //! ```
+//!
+//! Gogs webhook deliveries to a `[[webhook]]` path are checked by
+//! [`Engine::webhook_at`] and [`WebhookRoute::receive`] instead (signature, event,
+//! repository), and a policy's own `[[test]]` cases run through [`cases::run`] (the
+//! `testing` feature), the same way for `tollgate test` and for a host vetting a reload.
 #![no_std]
 #![forbid(unsafe_code)]
 #![cfg_attr(

@@ -109,6 +109,10 @@ impl Shared {
         parts: &Parts,
         body: Incoming,
     ) -> Result<Response<Body>, Incoming> {
+        // Most requests are not deliveries: a look at the paths takes no reference.
+        if self.webhooks.engine.load().webhook_at(parts.uri.path()).is_none() {
+            return Err(body);
+        }
         let engine = self.webhooks.engine.load_full();
         let Some(route) = engine.webhook_at(parts.uri.path()) else {
             return Err(body);
