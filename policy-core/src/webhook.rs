@@ -368,9 +368,9 @@ impl SeenDeliveries {
 }
 
 impl crate::Engine {
-    /// The `[[webhook]]` served at `path`, if any: hosts route such requests to
-    /// [`crate::Engine::receive_webhook`] instead of deciding them, reading at most
-    /// [`WebhookRoute::max_body_bytes`] of the body (one byte more tells it is over).
+    /// The `[[webhook]]` served at `path`, if any: hosts hand such requests to
+    /// [`WebhookRoute::receive`] instead of deciding them, reading at most
+    /// [`WebhookRoute::max_body_bytes`] of the body.
     pub fn webhook_at(&self, path: &str) -> Option<WebhookRoute<'_>> {
         self.webhooks
             .iter()
