@@ -120,8 +120,10 @@ struct ServeArgs {
     /// Seconds between polls of --policy-url.
     #[arg(long, default_value_t = 30, requires = "policy_url")]
     policy_poll: u64,
-    /// Where accepted Gogs webhook deliveries ([[webhook]]) are written, one JSON
-    /// envelope per line: `stdout`, or a file (appended, synced before Gogs is answered).
+    /// Where accepted Gogs webhook deliveries ([[webhook]]) go: `stdout` or a file (one
+    /// JSON envelope per line, synced before Gogs is answered), or
+    /// `kafka://HOST:PORT/TOPIC` (one record each, keyed by repository, acknowledged
+    /// before Gogs is answered).
     #[arg(long, default_value = "stdout")]
     webhook_sink: String,
     /// Base URL of the Gogs server, e.g. http://127.0.0.1:3000
@@ -331,10 +333,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     config.admin_listen = admin_listen;
     config.secrets = secrets.unwrap_or_default().into_iter().collect();
     config.policy_url = policy_url;
-    config.webhook_sink = match webhook_sink.as_str() {
-        "stdout" | "-" => tollgate_serve::WebhookSink::Stdout,
-        path => tollgate_serve::WebhookSink::File(PathBuf::from(path)),
-    };
+    config.webhook_sink = tollgate_serve::WebhookSink::parse(&webhook_sink)?;
     config.audit = audit_log.map_or(
         tollgate_serve::AuditTarget::Stdout,
         tollgate_serve::AuditTarget::File,

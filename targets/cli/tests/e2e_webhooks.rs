@@ -59,6 +59,12 @@ struct Gateway {
 
 impl Gateway {
     fn start(sink: Option<&Path>) -> Gateway {
+        let sink = sink.map(|p| p.display().to_string());
+        Self::start_to(sink.as_deref())
+    }
+
+    /// A gateway whose `--webhook-sink` is `sink` (default: `events.jsonl` in its folder).
+    fn start_to(sink: Option<&str>) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("policy.toml"), POLICY).expect("policy");
         std::fs::write(
@@ -69,7 +75,10 @@ impl Gateway {
         let origin_port = free_port();
         let origin = faulty_origin(origin_port);
         let (port, admin_port) = (free_port(), free_port());
-        let sink = sink.map_or_else(|| dir.path().join("events.jsonl"), Path::to_path_buf);
+        let sink = sink.map_or_else(
+            || dir.path().join("events.jsonl").display().to_string(),
+            str::to_owned,
+        );
         let serve = Proc::start(
             "tollgate serve",
             Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -340,4 +349,110 @@ fn form_encode(value: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+/// tansu, a Kafka-compatible broker, on 127.0.0.1 with its in-memory engine.
+fn kafka_broker(port: u16) -> Proc {
+    let url = format!("tcp://127.0.0.1:{port}");
+    Proc::start(
+        "tansu",
+        Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        port,
+    )
+}
+
+#[test]
+fn deliveries_reach_a_kafka_topic_once_keyed_by_repository_and_a_stopped_broker_is_a_503() {
+    let port = free_port();
+    let mut broker = kafka_broker(port);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let bootstrap = format!("127.0.0.1:{port}");
+    let topic = "gogs-events";
+    let client = runtime.block_on(async {
+        let client = rskafka::client::ClientBuilder::new(vec![bootstrap.clone()])
+            .build()
+            .await
+            .expect("kafka client");
+        client
+            .controller_client()
+            .expect("controller")
+            .create_topic(topic, 1, 1, 5_000)
+            .await
+            .expect("create topic");
+        client
+    });
+
+    let gateway = Gateway::start_to(Some(&format!("kafka://{bootstrap}/{topic}")));
+    let payload = push_payload("acme/app");
+    let signature = sign(&payload, SECRET);
+    let (status, answer) = gateway.deliver("push", DELIVERY, JSON, &payload, &signature);
+    assert_eq!(status, 202, "{answer}");
+    let (status, _) = gateway.deliver("push", DELIVERY, JSON, &payload, &signature);
+    assert_eq!(status, 409, "a replay");
+    let forged = payload.replace("alice", "mallory");
+    let (status, _) = gateway.deliver(
+        "push",
+        "5f0e8a52-0000-4000-8000-00000000000a",
+        JSON,
+        &forged,
+        &signature,
+    );
+    assert_eq!(status, 401, "a forgery");
+
+    // Exactly the one delivery is in the topic, keyed by its repository.
+    let records = runtime.block_on(async {
+        let partition = client
+            .partition_client(
+                topic,
+                0,
+                rskafka::client::partition::UnknownTopicHandling::Retry,
+            )
+            .await
+            .expect("partition");
+        let (records, _high_watermark) = partition
+            .fetch_records(0, 1..1_000_000, 1_000)
+            .await
+            .expect("fetch");
+        records
+    });
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0].record;
+    assert_eq!(record.key.as_deref(), Some(b"acme/app".as_slice()));
+    assert_eq!(
+        record.headers.get("delivery").map(Vec::as_slice),
+        Some(DELIVERY.as_bytes())
+    );
+    let envelope: Value =
+        serde_json::from_slice(record.value.as_deref().expect("value")).expect("envelope");
+    assert_eq!(envelope["delivery"], DELIVERY);
+    assert_eq!(envelope["pusher"], "alice");
+    assert_eq!(envelope["payload"]["repository"]["full_name"], "acme/app");
+
+    // The broker gone: the delivery cannot be relayed, so Gogs hears 503, not 202.
+    broker.terminate();
+    let (status, answer) = gateway.deliver(
+        "push",
+        "5f0e8a52-0000-4000-8000-00000000000b",
+        JSON,
+        &payload,
+        &signature,
+    );
+    assert_eq!(
+        (status, answer["result"].as_str()),
+        (503, Some("sink_unavailable")),
+        "{answer}"
+    );
 }

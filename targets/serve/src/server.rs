@@ -114,6 +114,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
                 Box::new(SecretMap(config.secrets.clone())),
                 &config.webhook_sink,
             )
+            .await
             .map_err(|e| format!("webhook sink: {e}"))?,
         ),
         rates: ShardedRates::default(),

@@ -1,11 +1,12 @@
 //! Gogs webhooks received by serve (`[[webhook]]` in the policy): the core checks each
 //! delivery (signature, event, repository, size), serve drops repeats of a delivery id,
-//! writes the envelope to the sink (`--webhook-sink`: stdout, or a file it syncs), and
-//! answers 202 only once the sink has it, since Gogs never retries. Every delivery,
-//! accepted or refused, gets an audit record.
+//! relays the envelope to the sink (`--webhook-sink`: stdout or a file it syncs, or a
+//! Kafka topic that acknowledges it), and answers 202 only once the sink has it, since
+//! Gogs never retries. Every delivery, accepted or refused, gets an audit record.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -13,7 +14,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
-use policy_core::{Engine, SecretStore, SeenDeliveries, WebhookRejection, WebhookRequest};
+use policy_core::{
+    Delivery, Engine, SecretStore, SeenDeliveries, WebhookRejection, WebhookRequest,
+};
 use serde::Serialize;
 
 use crate::proxy::{self, Body, Shared};
@@ -22,12 +25,45 @@ use crate::proxy::{self, Body, Shared};
 const SEEN_WINDOW_SECS: u64 = 24 * 3600;
 const SEEN_CAPACITY: usize = 100_000;
 
-/// Where accepted deliveries go: one JSON envelope per line.
+/// Where accepted deliveries go: one JSON envelope per line, or one Kafka record each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WebhookSink {
     Stdout,
     File(std::path::PathBuf),
+    /// `kafka://HOST:PORT/TOPIC`: partition 0 of an existing topic, keyed by repository.
+    Kafka {
+        broker: String,
+        topic: String,
+    },
 }
+
+impl WebhookSink {
+    /// `stdout`, `kafka://HOST:PORT/TOPIC`, or a file path.
+    pub fn parse(text: &str) -> Result<WebhookSink, String> {
+        if text == "stdout" || text == "-" {
+            return Ok(WebhookSink::Stdout);
+        }
+        let Some(rest) = text.strip_prefix("kafka://") else {
+            return Ok(WebhookSink::File(text.into()));
+        };
+        match rest.split_once('/') {
+            Some((broker, topic))
+                if !broker.is_empty() && !topic.is_empty() && !topic.contains('/') =>
+            {
+                Ok(WebhookSink::Kafka {
+                    broker: broker.to_owned(),
+                    topic: topic.to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "--webhook-sink `{text}`: expected kafka://HOST:PORT/TOPIC"
+            )),
+        }
+    }
+}
+
+/// How long a Kafka broker has to take a delivery before Gogs is answered 503.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The webhooks of the policy deciding, and what receiving them needs.
 pub struct Webhooks {
@@ -41,22 +77,44 @@ pub struct Webhooks {
 enum Sink {
     Stdout,
     File(Mutex<std::fs::File>),
+    Kafka(rskafka::client::partition::PartitionClient),
 }
 
 impl Webhooks {
-    pub fn new(
+    /// Opens the sink: a Kafka topic must exist and its broker answer now.
+    pub async fn new(
         engine: Engine,
         secrets: Box<dyn SecretStore + Send + Sync>,
         sink: &WebhookSink,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self, String> {
         let sink = match sink {
             WebhookSink::Stdout => Sink::Stdout,
             WebhookSink::File(path) => Sink::File(Mutex::new(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(path)?,
+                    .open(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
             )),
+            WebhookSink::Kafka { broker, topic } => {
+                let connect = async {
+                    let client = rskafka::client::ClientBuilder::new(vec![broker.clone()])
+                        .build()
+                        .await?;
+                    client
+                        .partition_client(
+                            topic.clone(),
+                            0,
+                            rskafka::client::partition::UnknownTopicHandling::Error,
+                        )
+                        .await
+                };
+                let partition = tokio::time::timeout(KAFKA_TIMEOUT, connect)
+                    .await
+                    .map_err(|_| format!("Kafka broker {broker}: no answer"))?
+                    .map_err(|e| format!("Kafka topic `{topic}` at {broker}: {e}"))?;
+                Sink::Kafka(partition)
+            }
         };
         Ok(Webhooks {
             engine: ArcSwap::from_pointee(engine),
@@ -70,9 +128,52 @@ impl Webhooks {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Relays one delivery; `Ok` once the sink has it (written and synced, or
+    /// acknowledged by the broker).
+    async fn relay(self: Arc<Self>, delivery: &Delivery) -> std::io::Result<()> {
+        if let Sink::Kafka(partition) = &self.sink {
+            let record = rskafka::record::Record {
+                key: Some(delivery.repository.clone().into_bytes()),
+                value: Some(delivery.envelope.clone().into_bytes()),
+                headers: [
+                    ("delivery".to_owned(), delivery.id.clone().into_bytes()),
+                    ("event".to_owned(), delivery.event.clone().into_bytes()),
+                ]
+                .into(),
+                timestamp: chrono::TimeZone::timestamp_millis_opt(
+                    &chrono::Utc,
+                    i64::try_from(proxy::now().as_nanos() / 1_000_000).unwrap_or(i64::MAX),
+                )
+                .single()
+                .unwrap_or_default(),
+            };
+            let produced = tokio::time::timeout(
+                KAFKA_TIMEOUT,
+                partition.produce(
+                    vec![record],
+                    rskafka::client::partition::Compression::NoCompression,
+                ),
+            )
+            .await;
+            return match produced {
+                Ok(Ok(_offsets)) => Ok(()),
+                Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
+                Err(_) => Err(std::io::Error::other(
+                    "the Kafka broker did not acknowledge in time",
+                )),
+            };
+        }
+        let envelope = delivery.envelope.clone();
+        tokio::task::spawn_blocking(move || self.write(&envelope))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|written| written)
+    }
+
     /// Writes one envelope line and makes it durable before returning.
     fn write(&self, envelope: &str) -> std::io::Result<()> {
         match &self.sink {
+            Sink::Kafka(_) => Err(std::io::Error::other("a Kafka sink is not written to")),
             Sink::Stdout => {
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "{envelope}")?;
@@ -110,7 +211,13 @@ impl Shared {
         body: Incoming,
     ) -> Result<Response<Body>, Incoming> {
         // Most requests are not deliveries: a look at the paths takes no reference.
-        if self.webhooks.engine.load().webhook_at(parts.uri.path()).is_none() {
+        if self
+            .webhooks
+            .engine
+            .load()
+            .webhook_at(parts.uri.path())
+            .is_none()
+        {
             return Err(body);
         }
         let engine = self.webhooks.engine.load_full();
@@ -171,13 +278,7 @@ impl Shared {
         if !self.webhooks.seen().first_time(&delivery.id, now) {
             return Ok(refuse(WebhookRejection::Duplicate, repository));
         }
-        let webhooks = Arc::clone(&self.webhooks);
-        let envelope = delivery.envelope.clone();
-        let written = tokio::task::spawn_blocking(move || webhooks.write(&envelope))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|written| written);
-        match written {
+        match Arc::clone(&self.webhooks).relay(&delivery).await {
             Ok(()) => Ok(answer(202, "accepted", repository)),
             Err(e) => {
                 eprintln!("tollgate: webhook sink: {e}");
