@@ -138,7 +138,9 @@ struct ServeArgs {
     /// JSON object of origin secrets: secret name -> Gogs token.
     #[arg(long)]
     secrets: Option<PathBuf>,
-    /// Append audit records (JSON lines) to this file instead of stdout.
+    /// Append audit records (JSON lines) to this file instead of stdout, or send them to
+    /// a Kafka topic, one record each: `kafka://HOST:PORT/TOPIC` (partition 0 of an
+    /// existing topic; with --audit-required, requests are refused while it fails).
     #[arg(long)]
     audit_log: Option<PathBuf>,
     /// Audit records waiting for the writer at most; beyond it records are dropped
@@ -334,10 +336,26 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     config.secrets = secrets.unwrap_or_default().into_iter().collect();
     config.policy_url = policy_url;
     config.webhook_sink = tollgate_serve::WebhookSink::parse(&webhook_sink)?;
-    config.audit = audit_log.map_or(
-        tollgate_serve::AuditTarget::Stdout,
-        tollgate_serve::AuditTarget::File,
-    );
+    config.audit = match audit_log {
+        None => tollgate_serve::AuditTarget::Stdout,
+        Some(path) => match path.to_str().and_then(|p| p.strip_prefix("kafka://")) {
+            Some(rest) => match rest.split_once('/') {
+                Some((broker, topic)) if !broker.is_empty() && !topic.is_empty() => {
+                    tollgate_serve::AuditTarget::Kafka {
+                        broker: broker.to_owned(),
+                        topic: topic.to_owned(),
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "--audit-log `{}`: expected kafka://HOST:PORT/TOPIC",
+                        path.display()
+                    ))
+                }
+            },
+            None => tollgate_serve::AuditTarget::File(path),
+        },
+    };
     config.audit_queue = audit_queue.max(1);
     config.audit_required = audit_required;
     config.jwks_refresh = std::time::Duration::from_secs(jwks_refresh.max(1));

@@ -1,8 +1,10 @@
 //! Gogs webhooks through `tollgate serve`, with deliveries made byte for byte as Gogs makes
 //! them (headers, lowercase hex HMAC-SHA256 over the JSON payload, `json.MarshalIndent`
 //! layout, form deliveries signed over the `payload` field): a signed push is relayed to
-//! the sink exactly once; forged, replayed, oversize, wrong-repository and wrong-event
-//! deliveries are refused and never reach it; a sink that cannot write answers 503.
+//! the sink (a file, a Kafka topic) exactly once; forged, replayed, oversize,
+//! wrong-repository and wrong-event deliveries are refused and never reach it; a sink that
+//! cannot take it answers 503. And audit records shipped to a Kafka topic, failing closed
+//! with `--audit-required` when the broker goes away.
 
 use std::fs::File;
 use std::path::Path;
@@ -65,6 +67,12 @@ impl Gateway {
 
     /// A gateway whose `--webhook-sink` is `sink` (default: `events.jsonl` in its folder).
     fn start_to(sink: Option<&str>) -> Gateway {
+        Self::start_with(sink, None, &[])
+    }
+
+    /// [`Gateway::start_to`], auditing to `audit` (default: `audit.log` in its folder),
+    /// with `extra` flags.
+    fn start_with(sink: Option<&str>, audit: Option<&str>, extra: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("policy.toml"), POLICY).expect("policy");
         std::fs::write(
@@ -87,7 +95,11 @@ impl Gateway {
                 .arg("--secrets")
                 .arg(dir.path().join("secrets.json"))
                 .arg("--audit-log")
-                .arg(dir.path().join("audit.log"))
+                .arg(audit.map_or_else(
+                    || dir.path().join("audit.log").display().to_string(),
+                    str::to_owned,
+                ))
+                .args(extra)
                 .arg("--webhook-sink")
                 .arg(&sink)
                 .args(["--origin", &format!("http://127.0.0.1:{origin_port}")])
@@ -454,5 +466,107 @@ fn deliveries_reach_a_kafka_topic_once_keyed_by_repository_and_a_stopped_broker_
         (status, answer["result"].as_str()),
         (503, Some("sink_unavailable")),
         "{answer}"
+    );
+}
+
+#[test]
+fn audit_records_reach_a_kafka_topic_and_audit_required_refuses_without_it() {
+    let port = free_port();
+    let mut broker = kafka_broker(port);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let bootstrap = format!("127.0.0.1:{port}");
+    let topic = "tollgate-audit";
+    let client = runtime.block_on(async {
+        let client = rskafka::client::ClientBuilder::new(vec![bootstrap.clone()])
+            .build()
+            .await
+            .expect("kafka client");
+        client
+            .controller_client()
+            .expect("controller")
+            .create_topic(topic, 1, 1, 5_000)
+            .await
+            .expect("create topic");
+        client
+    });
+    let gateway = Gateway::start_with(
+        None,
+        Some(&format!("kafka://{bootstrap}/{topic}")),
+        &["--audit-required"],
+    );
+    let get = |path: &str| {
+        reqwest::blocking::Client::new()
+            .get(format!("http://127.0.0.1:{}{path}", gateway.port))
+            .header("X-Request-Id", "audit-via-kafka-1")
+            .timeout(Duration::from_secs(20))
+            .send()
+            .expect("answer")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(get("/acme/ok.git/info/refs?service=git-upload-pack"), 200);
+    assert_eq!(get("/other/x.git/info/refs?service=git-upload-pack"), 401);
+
+    // Both decisions (and the forwarded one's outcome) are in the topic.
+    let partition = runtime.block_on(async {
+        client
+            .partition_client(
+                topic,
+                0,
+                rskafka::client::partition::UnknownTopicHandling::Retry,
+            )
+            .await
+            .expect("partition")
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let records: Vec<Value> = loop {
+        let (records, _) = runtime
+            .block_on(partition.fetch_records(0, 1..1_000_000, 500))
+            .expect("fetch");
+        let records: Vec<Value> = records
+            .iter()
+            .filter_map(|r| serde_json::from_slice(r.record.value.as_deref()?).ok())
+            .collect();
+        if records.len() >= 3 || std::time::Instant::now() > deadline {
+            break records;
+        }
+    };
+    let reasons: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["allowed", "missing_credential"], "{records:?}");
+    assert!(records
+        .iter()
+        .all(|r| r["request_id"] == "audit-via-kafka-1" || r.get("outcome").is_some()));
+    assert!(
+        records.iter().any(|r| r.get("outcome").is_some()),
+        "{records:?}"
+    );
+
+    // The broker gone, audit records cannot be kept: with --audit-required an allowed
+    // request is refused (once the writer has seen a batch fail), never forwarded unrecorded.
+    broker.terminate();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = get("/acme/ok.git/info/refs?service=git-upload-pack");
+        if status == 503 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "allowed requests were never refused"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let metrics = gateway.metrics();
+    assert!(
+        metrics.contains("tollgate_audit_refused_total ")
+            && !metrics.contains("tollgate_audit_refused_total 0\n"),
+        "{metrics}"
     );
 }

@@ -1,7 +1,8 @@
 //! Audit records go through a bounded queue to one writer thread, so a request never waits
 //! on the sink: the thread takes what is queued every few milliseconds, writes it through
-//! a buffer and flushes once per batch. A full queue drops the record and counts it; with
-//! `--audit-required` the caller refuses the request instead.
+//! a buffer and flushes once per batch (to a Kafka topic, one produce per batch). A full
+//! queue drops the record and counts it; with `--audit-required` the caller refuses the
+//! request instead, as it does while the sink's last write failed.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +31,7 @@ impl AuditLog {
                     .append(true)
                     .open(path)?,
             ),
+            AuditTarget::Kafka { broker, topic } => Box::new(KafkaLines::connect(broker, topic)?),
         };
         let (sender, receiver) = sync_channel(queue.max(1));
         let failing = Arc::new(AtomicBool::new(false));
@@ -70,6 +72,105 @@ impl AuditLog {
         let _ = self.queue.send(None);
         if let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = writer.join();
+        }
+    }
+}
+
+/// A Kafka topic as a line sink: `write` collects lines, `flush` produces them as one
+/// batch of records (one per line) and returns once the broker acknowledged it.
+struct KafkaLines {
+    /// Drives the client; only ever inside `flush`, on the writer thread.
+    runtime: tokio::runtime::Runtime,
+    partition: rskafka::client::partition::PartitionClient,
+    pending: Vec<u8>,
+}
+
+/// How long the broker has to acknowledge a batch.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl KafkaLines {
+    /// Connects to partition 0 of `topic` at `broker`, which must exist. Runs on a thread
+    /// of its own: the caller may be inside another runtime.
+    fn connect(broker: &str, topic: &str) -> std::io::Result<Self> {
+        let (broker, topic) = (broker.to_owned(), topic.to_owned());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let connect = async {
+                let client = rskafka::client::ClientBuilder::new(vec![broker.clone()])
+                    .build()
+                    .await?;
+                client
+                    .partition_client(
+                        topic.clone(),
+                        0,
+                        rskafka::client::partition::UnknownTopicHandling::Error,
+                    )
+                    .await
+            };
+            let partition = runtime
+                .block_on(async { tokio::time::timeout(KAFKA_TIMEOUT, connect).await })
+                .map_err(|_| std::io::Error::other(format!("Kafka broker {broker}: no answer")))?
+                .map_err(|e| {
+                    std::io::Error::other(format!("Kafka topic `{topic}` at {broker}: {e}"))
+                })?;
+            Ok(KafkaLines {
+                runtime,
+                partition,
+                pending: Vec::new(),
+            })
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("Kafka connection thread panicked"))?
+    }
+}
+
+impl Write for KafkaLines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        // What does not reach the broker is lost either way: the failure is reported (and
+        // refuses requests under --audit-required), not retried into an ever larger batch.
+        let pending = std::mem::take(&mut self.pending);
+        let records = pending
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| rskafka::record::Record {
+                key: None,
+                value: Some(line.to_vec()),
+                headers: Default::default(),
+                timestamp: chrono::TimeZone::timestamp_millis_opt(
+                    &chrono::Utc,
+                    i64::try_from(crate::proxy::now().as_nanos() / 1_000_000).unwrap_or(i64::MAX),
+                )
+                .single()
+                .unwrap_or_default(),
+            })
+            .collect();
+        let partition = &self.partition;
+        let produced = self.runtime.block_on(async {
+            tokio::time::timeout(
+                KAFKA_TIMEOUT,
+                partition.produce(
+                    records,
+                    rskafka::client::partition::Compression::NoCompression,
+                ),
+            )
+            .await
+        });
+        match produced {
+            Ok(Ok(_offsets)) => Ok(()),
+            Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
+            Err(_) => Err(std::io::Error::other(
+                "the Kafka broker did not acknowledge in time",
+            )),
         }
     }
 }

@@ -5,11 +5,16 @@ use std::time::Duration;
 
 use policy_core::Engine;
 
-/// Where audit records go: one JSON object per line.
+/// Where audit records go: one JSON object per line, or one Kafka record each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuditTarget {
     Stdout,
     File(PathBuf),
+    /// `kafka://HOST:PORT/TOPIC`: partition 0 of an existing topic.
+    Kafka {
+        broker: String,
+        topic: String,
+    },
 }
 
 /// `--policy-url` and its settings.
