@@ -65,6 +65,7 @@ function request() {
 /// Decides the request; rate limits are checked against empty state (a first request).
 function decide(event) {
   event?.preventDefault();
+  showToken();
   if (!policy) return;
   try {
     const verdict = policy.decide(request(), { now: Number($("now").value), explain: true });
