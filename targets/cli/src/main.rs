@@ -338,22 +338,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     config.webhook_sink = tollgate_serve::WebhookSink::parse(&webhook_sink)?;
     config.audit = match audit_log {
         None => tollgate_serve::AuditTarget::Stdout,
-        Some(path) => match path.to_str().and_then(|p| p.strip_prefix("kafka://")) {
-            Some(rest) => match rest.split_once('/') {
-                Some((broker, topic)) if !broker.is_empty() && !topic.is_empty() => {
-                    tollgate_serve::AuditTarget::Kafka {
-                        broker: broker.to_owned(),
-                        topic: topic.to_owned(),
-                    }
-                }
-                _ => {
-                    return Err(format!(
-                        "--audit-log `{}`: expected kafka://HOST:PORT/TOPIC",
-                        path.display()
-                    ))
-                }
-            },
+        Some(path) => match path.to_str().and_then(tollgate_serve::parse_kafka_address) {
             None => tollgate_serve::AuditTarget::File(path),
+            Some(Ok((broker, topic))) => tollgate_serve::AuditTarget::Kafka { broker, topic },
+            Some(Err(e)) => return Err(format!("--audit-log {e}")),
         },
     };
     config.audit_queue = audit_queue.max(1);

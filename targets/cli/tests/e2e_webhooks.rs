@@ -363,51 +363,83 @@ fn form_encode(value: &str) -> String {
         .collect()
 }
 
-/// tansu, a Kafka-compatible broker, on 127.0.0.1 with its in-memory engine.
-fn kafka_broker(port: u16) -> Proc {
-    let url = format!("tcp://127.0.0.1:{port}");
-    Proc::start(
-        "tansu",
-        Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-        port,
-    )
+/// tansu, a Kafka-compatible broker, on 127.0.0.1 with its in-memory engine, holding one
+/// topic of one partition, and a client reading it back.
+struct KafkaTopic {
+    broker: Proc,
+    /// `kafka://HOST:PORT/TOPIC`, as serve takes it.
+    address: String,
+    runtime: tokio::runtime::Runtime,
+    partition: rskafka::client::partition::PartitionClient,
+}
+
+impl KafkaTopic {
+    fn start(topic: &str) -> KafkaTopic {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let broker = Proc::start(
+            "tansu",
+            Command::new("tansu")
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            port,
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let bootstrap = format!("127.0.0.1:{port}");
+        let partition = runtime.block_on(async {
+            let client = rskafka::client::ClientBuilder::new(vec![bootstrap.clone()])
+                .build()
+                .await
+                .expect("kafka client");
+            client
+                .controller_client()
+                .expect("controller")
+                .create_topic(topic, 1, 1, 5_000)
+                .await
+                .expect("create topic");
+            client
+                .partition_client(
+                    topic,
+                    0,
+                    rskafka::client::partition::UnknownTopicHandling::Retry,
+                )
+                .await
+                .expect("partition")
+        });
+        KafkaTopic {
+            broker,
+            address: format!("kafka://{bootstrap}/{topic}"),
+            runtime,
+            partition,
+        }
+    }
+
+    /// Every record in the topic, waiting up to `max_wait_ms` for the first.
+    fn records(&self, max_wait_ms: i32) -> Vec<rskafka::record::RecordAndOffset> {
+        let (records, _high_watermark) = self
+            .runtime
+            .block_on(self.partition.fetch_records(0, 1..1_000_000, max_wait_ms))
+            .expect("fetch");
+        records
+    }
 }
 
 #[test]
 fn deliveries_reach_a_kafka_topic_once_keyed_by_repository_and_a_stopped_broker_is_a_503() {
-    let port = free_port();
-    let mut broker = kafka_broker(port);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let bootstrap = format!("127.0.0.1:{port}");
-    let topic = "gogs-events";
-    let client = runtime.block_on(async {
-        let client = rskafka::client::ClientBuilder::new(vec![bootstrap.clone()])
-            .build()
-            .await
-            .expect("kafka client");
-        client
-            .controller_client()
-            .expect("controller")
-            .create_topic(topic, 1, 1, 5_000)
-            .await
-            .expect("create topic");
-        client
-    });
+    let mut kafka = KafkaTopic::start("gogs-events");
 
-    let gateway = Gateway::start_to(Some(&format!("kafka://{bootstrap}/{topic}")));
+    let gateway = Gateway::start_to(Some(&kafka.address));
     let payload = push_payload("acme/app");
     let signature = sign(&payload, SECRET);
     let (status, answer) = gateway.deliver("push", DELIVERY, JSON, &payload, &signature);
@@ -425,21 +457,7 @@ fn deliveries_reach_a_kafka_topic_once_keyed_by_repository_and_a_stopped_broker_
     assert_eq!(status, 401, "a forgery");
 
     // Exactly the one delivery is in the topic, keyed by its repository.
-    let records = runtime.block_on(async {
-        let partition = client
-            .partition_client(
-                topic,
-                0,
-                rskafka::client::partition::UnknownTopicHandling::Retry,
-            )
-            .await
-            .expect("partition");
-        let (records, _high_watermark) = partition
-            .fetch_records(0, 1..1_000_000, 1_000)
-            .await
-            .expect("fetch");
-        records
-    });
+    let records = kafka.records(1_000);
     assert_eq!(records.len(), 1, "{records:?}");
     let record = &records[0].record;
     assert_eq!(record.key.as_deref(), Some(b"acme/app".as_slice()));
@@ -454,7 +472,7 @@ fn deliveries_reach_a_kafka_topic_once_keyed_by_repository_and_a_stopped_broker_
     assert_eq!(envelope["payload"]["repository"]["full_name"], "acme/app");
 
     // The broker gone: the delivery cannot be relayed, so Gogs hears 503, not 202.
-    broker.terminate();
+    kafka.broker.terminate();
     let (status, answer) = gateway.deliver(
         "push",
         "5f0e8a52-0000-4000-8000-00000000000b",
@@ -471,32 +489,8 @@ fn deliveries_reach_a_kafka_topic_once_keyed_by_repository_and_a_stopped_broker_
 
 #[test]
 fn audit_records_reach_a_kafka_topic_and_audit_required_refuses_without_it() {
-    let port = free_port();
-    let mut broker = kafka_broker(port);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let bootstrap = format!("127.0.0.1:{port}");
-    let topic = "tollgate-audit";
-    let client = runtime.block_on(async {
-        let client = rskafka::client::ClientBuilder::new(vec![bootstrap.clone()])
-            .build()
-            .await
-            .expect("kafka client");
-        client
-            .controller_client()
-            .expect("controller")
-            .create_topic(topic, 1, 1, 5_000)
-            .await
-            .expect("create topic");
-        client
-    });
-    let gateway = Gateway::start_with(
-        None,
-        Some(&format!("kafka://{bootstrap}/{topic}")),
-        &["--audit-required"],
-    );
+    let mut kafka = KafkaTopic::start("tollgate-audit");
+    let gateway = Gateway::start_with(None, Some(&kafka.address), &["--audit-required"]);
     let get = |path: &str| {
         reqwest::blocking::Client::new()
             .get(format!("http://127.0.0.1:{}{path}", gateway.port))
@@ -511,22 +505,10 @@ fn audit_records_reach_a_kafka_topic_and_audit_required_refuses_without_it() {
     assert_eq!(get("/other/x.git/info/refs?service=git-upload-pack"), 401);
 
     // Both decisions (and the forwarded one's outcome) are in the topic.
-    let partition = runtime.block_on(async {
-        client
-            .partition_client(
-                topic,
-                0,
-                rskafka::client::partition::UnknownTopicHandling::Retry,
-            )
-            .await
-            .expect("partition")
-    });
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let records: Vec<Value> = loop {
-        let (records, _) = runtime
-            .block_on(partition.fetch_records(0, 1..1_000_000, 500))
-            .expect("fetch");
-        let records: Vec<Value> = records
+        let records: Vec<Value> = kafka
+            .records(500)
             .iter()
             .filter_map(|r| serde_json::from_slice(r.record.value.as_deref()?).ok())
             .collect();
@@ -549,7 +531,7 @@ fn audit_records_reach_a_kafka_topic_and_audit_required_refuses_without_it() {
 
     // The broker gone, audit records cannot be kept: with --audit-required an allowed
     // request is refused (once the writer has seen a batch fail), never forwarded unrecorded.
-    broker.terminate();
+    kafka.broker.terminate();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let status = get("/acme/ok.git/info/refs?service=git-upload-pack");

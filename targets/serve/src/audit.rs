@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::AuditTarget;
+use crate::kafka;
 
 pub struct AuditLog {
     /// `None` asks the writer to stop.
@@ -85,9 +86,6 @@ struct KafkaLines {
     pending: Vec<u8>,
 }
 
-/// How long the broker has to acknowledge a batch.
-const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
-
 impl KafkaLines {
     /// Connects to partition 0 of `topic` at `broker`, which must exist. Runs on a thread
     /// of its own: the caller may be inside another runtime.
@@ -97,24 +95,9 @@ impl KafkaLines {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let connect = async {
-                let client = rskafka::client::ClientBuilder::new(vec![broker.clone()])
-                    .build()
-                    .await?;
-                client
-                    .partition_client(
-                        topic.clone(),
-                        0,
-                        rskafka::client::partition::UnknownTopicHandling::Error,
-                    )
-                    .await
-            };
             let partition = runtime
-                .block_on(async { tokio::time::timeout(KAFKA_TIMEOUT, connect).await })
-                .map_err(|_| std::io::Error::other(format!("Kafka broker {broker}: no answer")))?
-                .map_err(|e| {
-                    std::io::Error::other(format!("Kafka topic `{topic}` at {broker}: {e}"))
-                })?;
+                .block_on(kafka::connect(&broker, &topic))
+                .map_err(std::io::Error::other)?;
             Ok(KafkaLines {
                 runtime,
                 partition,
@@ -142,36 +125,10 @@ impl Write for KafkaLines {
         let records = pending
             .split(|b| *b == b'\n')
             .filter(|line| !line.is_empty())
-            .map(|line| rskafka::record::Record {
-                key: None,
-                value: Some(line.to_vec()),
-                headers: Default::default(),
-                timestamp: chrono::TimeZone::timestamp_millis_opt(
-                    &chrono::Utc,
-                    i64::try_from(crate::proxy::now().as_nanos() / 1_000_000).unwrap_or(i64::MAX),
-                )
-                .single()
-                .unwrap_or_default(),
-            })
+            .map(|line| kafka::record(None, line.to_vec(), Default::default()))
             .collect();
-        let partition = &self.partition;
-        let produced = self.runtime.block_on(async {
-            tokio::time::timeout(
-                KAFKA_TIMEOUT,
-                partition.produce(
-                    records,
-                    rskafka::client::partition::Compression::NoCompression,
-                ),
-            )
-            .await
-        });
-        match produced {
-            Ok(Ok(_offsets)) => Ok(()),
-            Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
-            Err(_) => Err(std::io::Error::other(
-                "the Kafka broker did not acknowledge in time",
-            )),
-        }
+        self.runtime
+            .block_on(kafka::produce(&self.partition, records))
     }
 }
 

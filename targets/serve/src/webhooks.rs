@@ -6,7 +6,6 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -19,6 +18,7 @@ use policy_core::{
 };
 use serde::Serialize;
 
+use crate::kafka;
 use crate::proxy::{self, Body, Shared};
 
 /// How long a delivery id is remembered, and how many at most.
@@ -43,27 +43,13 @@ impl WebhookSink {
         if text == "stdout" || text == "-" {
             return Ok(WebhookSink::Stdout);
         }
-        let Some(rest) = text.strip_prefix("kafka://") else {
-            return Ok(WebhookSink::File(text.into()));
-        };
-        match rest.split_once('/') {
-            Some((broker, topic))
-                if !broker.is_empty() && !topic.is_empty() && !topic.contains('/') =>
-            {
-                Ok(WebhookSink::Kafka {
-                    broker: broker.to_owned(),
-                    topic: topic.to_owned(),
-                })
-            }
-            _ => Err(format!(
-                "--webhook-sink `{text}`: expected kafka://HOST:PORT/TOPIC"
-            )),
+        match kafka::parse_address(text) {
+            None => Ok(WebhookSink::File(text.into())),
+            Some(Ok((broker, topic))) => Ok(WebhookSink::Kafka { broker, topic }),
+            Some(Err(e)) => Err(format!("--webhook-sink {e}")),
         }
     }
 }
-
-/// How long a Kafka broker has to take a delivery before Gogs is answered 503.
-const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The webhooks of the policy deciding, and what receiving them needs.
 pub struct Webhooks {
@@ -97,23 +83,7 @@ impl Webhooks {
                     .map_err(|e| format!("{}: {e}", path.display()))?,
             )),
             WebhookSink::Kafka { broker, topic } => {
-                let connect = async {
-                    let client = rskafka::client::ClientBuilder::new(vec![broker.clone()])
-                        .build()
-                        .await?;
-                    client
-                        .partition_client(
-                            topic.clone(),
-                            0,
-                            rskafka::client::partition::UnknownTopicHandling::Error,
-                        )
-                        .await
-                };
-                let partition = tokio::time::timeout(KAFKA_TIMEOUT, connect)
-                    .await
-                    .map_err(|_| format!("Kafka broker {broker}: no answer"))?
-                    .map_err(|e| format!("Kafka topic `{topic}` at {broker}: {e}"))?;
-                Sink::Kafka(partition)
+                Sink::Kafka(kafka::connect(broker, topic).await?)
             }
         };
         Ok(Webhooks {
@@ -132,36 +102,16 @@ impl Webhooks {
     /// acknowledged by the broker).
     async fn relay(self: Arc<Self>, delivery: &Delivery) -> std::io::Result<()> {
         if let Sink::Kafka(partition) = &self.sink {
-            let record = rskafka::record::Record {
-                key: Some(delivery.repository.clone().into_bytes()),
-                value: Some(delivery.envelope.clone().into_bytes()),
-                headers: [
+            let record = kafka::record(
+                Some(delivery.repository.clone().into_bytes()),
+                delivery.envelope.clone().into_bytes(),
+                [
                     ("delivery".to_owned(), delivery.id.clone().into_bytes()),
                     ("event".to_owned(), delivery.event.clone().into_bytes()),
                 ]
                 .into(),
-                timestamp: chrono::TimeZone::timestamp_millis_opt(
-                    &chrono::Utc,
-                    i64::try_from(proxy::now().as_nanos() / 1_000_000).unwrap_or(i64::MAX),
-                )
-                .single()
-                .unwrap_or_default(),
-            };
-            let produced = tokio::time::timeout(
-                KAFKA_TIMEOUT,
-                partition.produce(
-                    vec![record],
-                    rskafka::client::partition::Compression::NoCompression,
-                ),
-            )
-            .await;
-            return match produced {
-                Ok(Ok(_offsets)) => Ok(()),
-                Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
-                Err(_) => Err(std::io::Error::other(
-                    "the Kafka broker did not acknowledge in time",
-                )),
-            };
+            );
+            return kafka::produce(partition, vec![record]).await;
         }
         let envelope = delivery.envelope.clone();
         tokio::task::spawn_blocking(move || self.write(&envelope))
