@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 
 /// Repository access levels, ordered `Read < Write < Admin < Owner`, as in Gogs (its
 /// `AccessModeOwner` is the repository's owner, or an owner of the organisation owning it).
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {

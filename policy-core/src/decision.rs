@@ -234,6 +234,7 @@ fn headers_as_map<S: Serializer>(headers: &[Header], s: S) -> Result<S::Ok, S::E
 }
 
 /// One line of a decision's explanation: which rule was looked at and what came of it.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ExplainStep {
     pub rule: String,
@@ -277,6 +278,7 @@ impl Explain {
 
 /// The decision a request would have had with the policy's shadow rules enforced, carried
 /// on the real decision when the two differ (in `allow`, `status` or `reason`).
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Shadow {
     pub allow: bool,
@@ -303,6 +305,7 @@ impl Shadow {
 
 /// The engine's answer for one request. Serialized, this is `tollgate eval`'s output (see
 /// the README for the schema), identical on every host.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[derive(Clone, Debug, Serialize)]
 pub struct Decision {
     pub allow: bool,
@@ -314,29 +317,36 @@ pub struct Decision {
     pub rule: Option<String>,
     pub identity: Option<Identity>,
     pub class: Option<RouteClass>,
+    /// `owner/name`, lowercase.
+    #[cfg_attr(feature = "ts", ts(type = "string | null"))]
     pub repo: Option<RepoName>,
     pub access: Option<Access>,
     /// Request headers (lowercase names) the host must remove before forwarding.
     pub strip: Vec<String>,
     /// Headers the host must set on the origin request.
     #[serde(serialize_with = "headers_as_map")]
+    #[cfg_attr(feature = "ts", ts(type = "Record<string, string>"))]
     pub set: Vec<Header>,
     /// Headers for the host's own response when the request is denied (challenges,
     /// `Retry-After`).
     #[serde(serialize_with = "headers_as_map")]
+    #[cfg_attr(feature = "ts", ts(type = "Record<string, string>"))]
     pub headers: Vec<Header>,
     /// Seconds until a rate-limited request may be retried.
+    #[cfg_attr(feature = "ts", ts(type = "number | null"))]
     pub retry_after: Option<u64>,
-    /// The revision of the policy that decided ([`crate::Engine::revision`]); `None` when
-    /// no policy did (the module failed).
+    /// The revision of the policy that decided ([`crate::Engine::revision`]); none (null
+    /// in JSON) when no policy did (the module failed).
     pub policy_revision: Option<String>,
     /// What the policy's shadow rules (`mode = "shadow"`) would have decided instead, when
     /// that differs; shadow rules never change the decision itself.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub shadow: Option<Shadow>,
     /// The steps behind the decision; empty unless it came from
     /// [`crate::Engine::decide_explained`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "ts", ts(as = "Option<Vec<ExplainStep>>", optional))]
     pub explain: Vec<ExplainStep>,
 }
 

@@ -5,6 +5,7 @@ use crate::keys::Algorithm;
 
 /// A caller whose credential was verified. Only [`crate::jwt`] and [`crate::apikey`] make
 /// these, so holding one means verification happened.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Identity {
     /// Gogs user name, lowercased (Gogs names are case-insensitive).
@@ -15,6 +16,7 @@ pub struct Identity {
 }
 
 /// How the identity was established.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "via", rename_all = "snake_case")]
 pub enum Via {
@@ -22,13 +24,16 @@ pub enum Via {
         issuer: String,
         alg: Algorithm,
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         kid: Option<String>,
         /// The `[[binding]]` that made the identity, when one did (not the user claim).
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
         binding: Option<String>,
         /// The issuer's `audit_claims` as the token carried them, so a CI request can be
         /// traced to its pipeline.
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        #[cfg_attr(feature = "ts", ts(as = "Option<BTreeMap<String, String>>", optional))]
         claims: BTreeMap<String, String>,
     },
     ApiKey {

@@ -9,6 +9,7 @@ use jwt_compact::jwk::JsonWebKey;
 use serde::{Deserialize, Serialize};
 
 /// Signature algorithms the engine verifies. `none` is deliberately not representable.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Algorithm {
     HS256,

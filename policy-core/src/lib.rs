@@ -21,7 +21,9 @@
 //! [`Engine::webhook_at`] and [`WebhookRoute::receive`] instead (signature, event,
 //! repository), and a policy's own `[[test]]` cases run through [`cases::run`] (the
 //! `testing` feature), the same way for `tollgate test` and for a host vetting a reload.
-#![no_std]
+// `ts` (TypeScript declarations, generated at build time and never in a deciding host) uses
+// ts-rs, whose derives expand to code written against the std prelude.
+#![cfg_attr(not(feature = "ts"), no_std)]
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -74,6 +76,8 @@ mod scope;
 mod serde_util;
 mod time;
 mod token_cache;
+#[cfg(feature = "ts")]
+mod ts;
 mod webhook;
 
 pub use access::Access;

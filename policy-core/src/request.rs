@@ -76,19 +76,33 @@ pub struct EvalRequest {
 
 /// An owned request in the JSON shape `tollgate eval` reads and `[[test]]` cases use:
 /// `{"method", "path", "query", "headers": {name: value | [values]}, "body", "client_ip"}`.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "ts", ts(rename = "Request"))]
 pub struct OwnedRequest {
+    /// Default `GET`.
     #[serde(default = "default_method")]
+    #[cfg_attr(feature = "ts", ts(as = "Option<alloc::string::String>", optional))]
     pub method: alloc::string::String,
     pub path: alloc::string::String,
+    /// The query string without its `?`.
     #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(as = "Option<alloc::string::String>", optional))]
     pub query: alloc::string::String,
+    /// A header's value, or its values when it is repeated.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "ts",
+        ts(type = "Record<string, string | string[]>", optional)
+    )]
     pub headers: alloc::collections::BTreeMap<alloc::string::String, crate::serde_util::OneOrMany>,
+    /// The body, read only for a Git LFS batch request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub body: Option<alloc::string::String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub client_ip: Option<alloc::string::String>,
 }
 

@@ -30,6 +30,7 @@ pub(crate) use table::Version;
 
 /// Which Gogs surface a request is for. It selects the challenge a denial carries and the
 /// origin credential an allowed request gets.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RouteClass {
