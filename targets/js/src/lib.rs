@@ -2,7 +2,8 @@
 //! runs, compiled with wasm-bindgen and packaged by wasm-pack (`scripts/js-package`). It
 //! only translates: requests, options and decisions cross as the JSON every other host
 //! reads and writes (`tollgate eval`'s schema), so a decision here is byte for byte the
-//! one `tollgate eval` prints.
+//! one `tollgate eval` prints. Its TypeScript types (`src/types.d.ts`, in the package's
+//! `.d.ts`) are generated from the Rust types those JSON values come from; see `types.rs`.
 //!
 //! ```js
 //! import { Policy } from "@tollgate/policy";
@@ -20,6 +21,12 @@ use policy_core::{
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
+#[cfg(test)]
+mod types;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &str = include_str!("types.d.ts");
+
 /// A compiled policy and its `[[test]]` cases.
 #[wasm_bindgen]
 #[derive(Debug)]
@@ -27,18 +34,24 @@ pub struct Policy {
     policy: CompiledPolicy,
 }
 
-/// `decide`'s options: `{now, keys, secrets, explain}`, every one optional.
+/// `decide`'s and `runTests`'s options, every one optional.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "Options"))]
 struct Options {
     /// Unix seconds (default: the JavaScript clock).
+    #[cfg_attr(test, ts(optional = nullable))]
     now: Option<f64>,
-    /// JWKS documents by issuer name, for issuers with a `jwks_url`.
+    /// JWKS documents (the JSON text) by issuer name, for issuers with a `jwks_url`.
     #[serde(default)]
+    #[cfg_attr(test, ts(as = "Option<BTreeMap<String, String>>", optional))]
     keys: BTreeMap<String, String>,
     /// Origin secrets by name; without them, placeholders (decisions show names only).
+    #[cfg_attr(test, ts(optional = nullable))]
     secrets: Option<BTreeMap<String, String>>,
+    /// Record the steps behind the decision in its `explain`.
     #[serde(default)]
+    #[cfg_attr(test, ts(as = "Option<bool>", optional))]
     explain: bool,
 }
 
@@ -64,8 +77,10 @@ impl SecretStore for Secrets {
     }
 }
 
-/// `{file, line, column, message}`, what a bad policy throws.
+/// What `Policy.parse` throws for a bad policy. `line` and `column` (1-based) are null when
+/// the error has no position.
 #[derive(Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "PolicyError"))]
 struct PositionedError<'e> {
     file: &'e str,
     line: Option<usize>,
@@ -89,8 +104,8 @@ fn from_js<T: for<'de> Deserialize<'de>>(value: &JsValue, what: &str) -> Result<
 
 #[wasm_bindgen]
 impl Policy {
-    /// Compiles `source`; `file` labels error positions. Throws
-    /// `{file, line, column, message}` for a bad policy.
+    /// Compiles `source`; `file` labels error positions. Throws a `PolicyError`
+    /// (`{file, line, column, message}`) for a bad policy.
     pub fn parse(source: &str, file: &str) -> Result<Policy, JsValue> {
         CompiledPolicy::parse(source, file)
             .map(|policy| Policy { policy })
@@ -113,7 +128,7 @@ impl Policy {
     }
 
     /// `[[issuer name, JWKS URL], ...]`: the documents `decide` wants in `keys`.
-    #[wasm_bindgen(js_name = jwksUrls)]
+    #[wasm_bindgen(js_name = jwksUrls, unchecked_return_type = "[string, string][]")]
     pub fn jwks_urls(&self) -> Result<JsValue, JsValue> {
         let urls: Vec<(&str, &str)> = self.policy.engine.jwks_urls().collect();
         to_js(&urls)
@@ -121,12 +136,15 @@ impl Policy {
 
     /// Decides `request` (`{method, path, query, headers, body, client_ip}`) under
     /// `options` (`{now, keys, secrets, explain}`).
-    pub fn decide(&self, request: JsValue, options: JsValue) -> Result<Verdict, JsValue> {
+    pub fn decide(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Request")] request: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "Options")] options: Option<JsValue>,
+    ) -> Result<Verdict, JsValue> {
         let request: OwnedRequest = from_js(&request, "request")?;
-        let options: Options = if options.is_undefined() || options.is_null() {
-            Options::default()
-        } else {
-            from_js(&options, "options")?
+        let options: Options = match options {
+            Some(options) if !options.is_null() => from_js(&options, "options")?,
+            _ => Options::default(),
         };
         let keys = options
             .keys
@@ -153,19 +171,14 @@ impl Policy {
     /// Runs the policy's own `[[test]]` cases, as `tollgate test` does:
     /// `[{name, line, passed, mismatches}]`. `options.keys` and `options.secrets` as for
     /// `decide`.
-    #[wasm_bindgen(js_name = runTests)]
-    pub fn run_tests(&self, options: JsValue) -> Result<JsValue, JsValue> {
-        #[derive(Serialize)]
-        struct Outcome<'c> {
-            name: &'c str,
-            line: usize,
-            passed: bool,
-            mismatches: &'c [String],
-        }
-        let options: Options = if options.is_undefined() || options.is_null() {
-            Options::default()
-        } else {
-            from_js(&options, "options")?
+    #[wasm_bindgen(js_name = runTests, unchecked_return_type = "TestOutcome[]")]
+    pub fn run_tests(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "Options")] options: Option<JsValue>,
+    ) -> Result<JsValue, JsValue> {
+        let options: Options = match options {
+            Some(options) if !options.is_null() => from_js(&options, "options")?,
+            _ => Options::default(),
         };
         let keys = options
             .keys
@@ -179,9 +192,9 @@ impl Policy {
         let results = self
             .policy
             .run_tests(&Keys(keys), &Secrets(options.secrets));
-        let outcomes: Vec<Outcome<'_>> = results
+        let outcomes: Vec<TestOutcome<'_>> = results
             .iter()
-            .map(|r| Outcome {
+            .map(|r| TestOutcome {
                 name: &r.case.name,
                 line: r.case.position.line,
                 passed: r.passed(),
@@ -196,6 +209,18 @@ impl Policy {
     pub fn test_count(&self) -> usize {
         self.policy.tests.len()
     }
+}
+
+/// One `[[test]]` case's result.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+struct TestOutcome<'c> {
+    name: &'c str,
+    /// The case's line in the policy.
+    line: usize,
+    passed: bool,
+    /// What differed from the case's `expect`, one sentence each.
+    mismatches: &'c [String],
 }
 
 /// Unix seconds (fractions kept to the nanosecond where a double holds them).
@@ -217,20 +242,42 @@ pub struct Verdict {
     verdict: policy_core::Verdict,
 }
 
-/// A rate-limit state to store: `state` is the GCRA theoretical arrival time in Unix
-/// nanoseconds, as a decimal string (a JavaScript number cannot hold every u64);
-/// `expires` is when it stops mattering, in Unix seconds.
+/// A rate-limit state to store.
 #[derive(Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "RateUpdate"))]
 struct Update<'u> {
     key: &'u str,
+    /// The GCRA theoretical arrival time in Unix nanoseconds, as a decimal string (a
+    /// JavaScript number cannot hold every u64).
     state: String,
+    /// When the state stops mattering, in Unix seconds.
+    #[cfg_attr(test, ts(type = "number"))]
     expires: u64,
+}
+
+/// A rate limit a request must still pass: load `key`'s stored state.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "RateCheck"))]
+struct Check<'c> {
+    key: &'c str,
+    /// The `[[rate_limit]]`'s name.
+    limit: &'c str,
+    /// A shadow limit (`mode = "shadow"`): it reports, never refuses.
+    shadow: bool,
+}
+
+/// What `resolve` answers: the final decision and the states to store.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+struct Resolved<'d> {
+    decision: &'d policy_core::Decision,
+    updates: Vec<Update<'d>>,
 }
 
 #[wasm_bindgen]
 impl Verdict {
     /// The decision, when no rate limit is left to check; `undefined` otherwise.
-    #[wasm_bindgen(getter)]
+    #[wasm_bindgen(getter, unchecked_return_type = "Decision | undefined")]
     pub fn decision(&self) -> Result<JsValue, JsValue> {
         match &self.verdict {
             policy_core::Verdict::Decided(decision) => to_js(decision),
@@ -238,16 +285,32 @@ impl Verdict {
         }
     }
 
+    /// The headers to set on the origin request, `[name, value]` pairs with their real
+    /// values (the origin credential included: never log them; a decision's `set` shows
+    /// them redacted). Empty for a denial. For a verdict still pending, forward only if
+    /// `resolve` then allows.
+    #[wasm_bindgen(js_name = originHeaders, unchecked_return_type = "[string, string][]")]
+    pub fn origin_headers(&self) -> Result<JsValue, JsValue> {
+        let admitted;
+        let decision = match &self.verdict {
+            policy_core::Verdict::Decided(decision) => decision,
+            policy_core::Verdict::Pending(pending) => {
+                admitted = pending.admit();
+                &admitted
+            }
+        };
+        let headers: Vec<(&str, &str)> = if decision.allow {
+            decision.set.iter().map(|h| (h.name(), h.value())).collect()
+        } else {
+            Vec::new()
+        };
+        to_js(&headers)
+    }
+
     /// The rate limits still to pass, `[{key, limit, shadow}]` (empty when decided): load
     /// each key's state and call `resolve`.
-    #[wasm_bindgen(getter)]
+    #[wasm_bindgen(getter, unchecked_return_type = "RateCheck[]")]
     pub fn checks(&self) -> Result<JsValue, JsValue> {
-        #[derive(Serialize)]
-        struct Check<'c> {
-            key: &'c str,
-            limit: &'c str,
-            shadow: bool,
-        }
         let checks: Vec<Check<'_>> = match &self.verdict {
             policy_core::Verdict::Decided(_) => Vec::new(),
             policy_core::Verdict::Pending(pending) => pending
@@ -266,12 +329,12 @@ impl Verdict {
     /// The final decision given each check's stored state (`priorStates[i]` for
     /// `checks[i]`: the decimal string an earlier `resolve` returned, or null), and the
     /// states to store: `{decision, updates: [{key, state, expires}]}`.
-    pub fn resolve(&self, prior_states: JsValue) -> Result<JsValue, JsValue> {
-        #[derive(Serialize)]
-        struct Resolved<'d> {
-            decision: &'d policy_core::Decision,
-            updates: Vec<Update<'d>>,
-        }
+    #[wasm_bindgen(unchecked_return_type = "Resolved")]
+    pub fn resolve(
+        &self,
+        #[wasm_bindgen(js_name = priorStates, unchecked_optional_param_type = "(string | null)[]")]
+        prior_states: Option<JsValue>,
+    ) -> Result<JsValue, JsValue> {
         let pending = match &self.verdict {
             policy_core::Verdict::Decided(decision) => {
                 return to_js(&Resolved {
@@ -281,10 +344,9 @@ impl Verdict {
             }
             policy_core::Verdict::Pending(pending) => pending,
         };
-        let priors: Vec<Option<String>> = if prior_states.is_undefined() {
-            Vec::new()
-        } else {
-            from_js(&prior_states, "priorStates")?
+        let priors: Vec<Option<String>> = match prior_states {
+            Some(states) => from_js(&states, "priorStates")?,
+            None => Vec::new(),
         };
         let priors = priors
             .iter()

@@ -6,7 +6,8 @@
 //   {"op": "load", "source": "...", "file": "..."}     -> {"ok": true} | {"error": {...}}
 //   {"op": "reset"}                                     -> {"ok": true}
 //   {"op": "decide", "request": {...}, "now": SECS, "secrets": {...}}
-//                                                       -> {"decision": "<decision JSON>"}
+//                                                       -> {"decision": "<decision JSON>",
+//                                                           "origin_headers": [[name, value], ...]}
 "use strict";
 const readline = require("node:readline");
 const { Policy } = require(require("node:path").resolve(process.argv[2]));
@@ -37,7 +38,9 @@ function answer(op) {
         }
         decision = resolved.decision;
       }
-      return { decision: JSON.stringify(decision) };
+      // The headers a host sets on the forwarded request, secrets and all.
+      const origin_headers = decision.allow ? verdict.originHeaders() : [];
+      return { decision: JSON.stringify(decision), origin_headers };
     }
     default:
       return { error: `unknown op ${op.op}` };

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
 
 use policy_core::cases::TestCase;
 use serde_json::{json, Value};
@@ -14,14 +15,44 @@ use crate::{corpus_secrets, Native, Target};
 /// Builds the Node flavour of the package (`scripts/js-package node`) and returns its
 /// folder. wasm-pack and cargo skip what is up to date.
 pub fn build_js_package() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let status = Command::new(root.join("scripts/js-package"))
-        .arg("node")
-        .current_dir(&root)
-        .status()
-        .expect("run scripts/js-package");
-    assert!(status.success(), "scripts/js-package node failed");
-    root.join("targets/js/pkg/node")
+    // Once per test binary: two tests building into one folder at once would race.
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let status = Command::new(root.join("scripts/js-package"))
+                .arg("node")
+                .current_dir(&root)
+                .status()
+                .expect("run scripts/js-package");
+            assert!(status.success(), "scripts/js-package node failed");
+            root.join("targets/js/pkg/node")
+        })
+        .clone()
+}
+
+/// Type-checks `targets/js/tsconfig.json`'s files (the README's Worker example and the
+/// misuses the declarations must refuse) against the built package's declarations with
+/// TypeScript (`targets/js/package.json`, installed here when missing). Returns tsc's exit
+/// status and output.
+pub fn type_check(package: &Path) -> (bool, String) {
+    let js = package.join("../..");
+    if !js.join("node_modules/typescript").is_dir() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&js)
+            .status()
+            .expect("run npm ci in targets/js");
+        assert!(status.success(), "npm ci in targets/js failed");
+    }
+    let output = Command::new("node")
+        .args(["node_modules/typescript/bin/tsc", "-p", "tsconfig.json"])
+        .current_dir(&js)
+        .output()
+        .expect("run tsc");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
 }
 
 /// The package in a Node process, checked against the native engine case by case.
@@ -102,10 +133,24 @@ impl Target for NodePackage {
         }))?;
         let text = reply["decision"].as_str().ok_or("no decision")?.to_owned();
         // Byte for byte: the package's JSON text against the native decision's.
-        let native_text = self.native.decision(case)?.to_json();
+        let native = self.native.decision(case)?;
+        let native_text = native.to_json();
         if text != native_text {
             return Err(format!(
                 "differs from native:\n      node:   {text}\n      native: {native_text}"
+            ));
+        }
+        // The decision shows origin secrets redacted; what the host forwards must carry
+        // the real values the native engine sets.
+        let native_headers: Vec<(&str, &str)> = if native.allow {
+            native.set.iter().map(|h| (h.name(), h.value())).collect()
+        } else {
+            Vec::new()
+        };
+        if reply["origin_headers"] != json!(native_headers) {
+            return Err(format!(
+                "originHeaders() differs from native: node {}, native {native_headers:?}",
+                reply["origin_headers"]
             ));
         }
         serde_json::from_str(&text).map_err(|e| e.to_string())
