@@ -9,20 +9,39 @@ password is that user's token, or when the user name or the password is any user
 anything else gets 401 with `WWW-Authenticate: Basic realm="."`. Authenticated requests
 are served by the real `git http-backend` (CGI). Every request's method, path, headers and
 the SHA-256 and size of its body are appended to LOG_FILE as one JSON line.
+
+Faults for serve's fault tests: when the environment names a file in GIT_ORIGIN_FAULTS,
+each request reads it, and its content injects one:
+  reset-upload-pack-response   a fetch's pack is cut by a connection reset after 8 KiB
+  reset-receive-pack-request   a push's pack is cut by a connection reset after 8 KiB of
+                               it arrived, before git http-backend sees any of it
 """
 import base64
 import hashlib
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT, ROOT, TOKENS_JSON, LOG_FILE = sys.argv[1:5]
 TOKENS = json.loads(TOKENS_JSON)
 BY_TOKEN = {token: user for user, token in TOKENS.items()}
 LOG_LOCK = threading.Lock()
+FAULT_AFTER = 8192
+
+
+def fault():
+    path = os.environ.get("GIT_ORIGIN_FAULTS")
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except (TypeError, FileNotFoundError):
+        return ""
 
 
 def authenticate(header):
@@ -62,6 +81,12 @@ class Handler(BaseHTTPRequestHandler):
                 remaining -= len(chunk)
                 yield chunk
 
+    def reset(self):
+        """Closes the connection with a TCP reset (SO_LINGER 0), as a crashed origin would."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
     def record(self, digest, size):
         entry = {"method": self.command, "path": self.path, "headers": dict(self.headers.items()),
                  "body_sha256": digest, "body_bytes": size}
@@ -99,6 +124,16 @@ class Handler(BaseHTTPRequestHandler):
                    HTTP_GIT_PROTOCOL=self.headers.get("Git-Protocol", ""))
         if self.headers.get("Content-Encoding"):
             env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
+        injected = fault()
+        if injected == "reset-receive-pack-request" and rest == "git-receive-pack":
+            size = 0
+            for chunk in self.body_chunks():
+                size += len(chunk)
+                if size >= FAULT_AFTER:
+                    break
+            self.record(None, size)
+            self.reset()
+            return
         proc = subprocess.Popen(["git", "http-backend"], env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE)
         digest = hashlib.sha256()
@@ -126,11 +161,23 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        cut = injected == "reset-upload-pack-response" and rest == "git-upload-pack"
+        sent = 0
         while True:
             chunk = proc.stdout.read1(1 << 16)
             if not chunk:
                 break
+            if cut:
+                chunk = chunk[:FAULT_AFTER - sent]
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+            if cut and sent >= FAULT_AFTER:
+                proc.kill()
+                proc.wait()
+                # A reset discards what the peer has not read yet: let the 8 KiB get through.
+                time.sleep(0.3)
+                self.reset()
+                return
         self.wfile.write(b"0\r\n\r\n")
         proc.wait()
 

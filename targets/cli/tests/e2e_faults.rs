@@ -36,7 +36,7 @@ struct Faults {
     port: u16,
     admin_port: u16,
     _origin: Option<Proc>,
-    _tollgate: Proc,
+    tollgate: Proc,
 }
 
 impl Faults {
@@ -96,7 +96,7 @@ impl Faults {
             port,
             admin_port,
             _origin: origin,
-            _tollgate: tollgate,
+            tollgate,
         }
     }
 
@@ -294,34 +294,64 @@ fn requests_beyond_the_in_flight_limit_are_shed() {
 #[test]
 fn half_open_connections_are_capped_and_released_at_the_header_timeout() {
     let faults = Faults::start(true, &["--max-connections", "20", "--header-timeout", "3"]);
-    // 200 clients that send half a request head and wait (slowloris).
-    let held: Vec<TcpStream> = (0..200)
-        .filter_map(|_| {
-            let mut stream = TcpStream::connect(("127.0.0.1", faults.port)).ok()?;
-            stream
-                .write_all(b"GET /acme/ok.git/info/refs HTTP/1.1\r\nHost: x\r\n")
-                .ok()?;
-            Some(stream)
-        })
-        .collect();
-    assert_eq!(held.len(), 200);
-    // Most are refused at once; a few may take the places of held ones the header timeout
-    // already released, if opening them all took long.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while faults.metric("tollgate_shed_total{limit=\"connections\"}") < 150 {
-        assert!(Instant::now() < deadline, "{}", faults.metrics());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(faults.metric("tollgate_connections_open") <= 20);
-    // The header timeout closes the ones it holds; then a normal client is served.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while faults.metric("tollgate_connections_open") > 0 {
-        assert!(Instant::now() < deadline, "{}", faults.metrics());
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let answer = client().get(faults.url("ok")).send().expect("answer");
     assert_eq!(answer.status(), 200);
-    drop(held);
+    let baseline_fds = faults.tollgate.open_fds();
+    let mut rss_after_round = Vec::new();
+    for round in 1..=3u64 {
+        // 200 clients that send half a request head and wait (slowloris).
+        let held: Vec<TcpStream> = (0..200)
+            .filter_map(|_| {
+                let mut stream = TcpStream::connect(("127.0.0.1", faults.port)).ok()?;
+                stream
+                    .write_all(b"GET /acme/ok.git/info/refs HTTP/1.1\r\nHost: x\r\n")
+                    .ok()?;
+                Some(stream)
+            })
+            .collect();
+        assert_eq!(held.len(), 200);
+        // Most are refused at once; a few may take the places of held ones the header
+        // timeout already released, if opening them all took long.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while faults.metric("tollgate_shed_total{limit=\"connections\"}") < 150 * round {
+            assert!(Instant::now() < deadline, "{}", faults.metrics());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(faults.metric("tollgate_connections_open") <= 20);
+        assert!(
+            faults.tollgate.open_fds() <= baseline_fds + 25,
+            "more sockets than the cap"
+        );
+        // The header timeout closes the ones it holds; then a normal client is served.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while faults.metric("tollgate_connections_open") > 0 {
+            assert!(Instant::now() < deadline, "{}", faults.metrics());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let answer = client().get(faults.url("ok")).send().expect("answer");
+        assert_eq!(answer.status(), 200);
+        drop(held);
+        // Nothing leaked: every socket is closed again, and memory does not grow round
+        // after round (allocators keep some, so the first round is the baseline).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while faults.tollgate.open_fds() > baseline_fds + 1 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {} descriptors open, {baseline_fds} before",
+                faults.tollgate.open_fds()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        rss_after_round.push(faults.tollgate.rss_kib());
+    }
+    eprintln!(
+        "descriptors before: {baseline_fds}; resident KiB after each round: {rss_after_round:?}"
+    );
+    let growth = rss_after_round[2].saturating_sub(rss_after_round[0]);
+    assert!(
+        growth < 4096,
+        "resident memory grew by {growth} KiB over two more rounds: {rss_after_round:?} KiB"
+    );
 }
 
 /// An issuer whose JWKS endpoint accepts and never answers (the faulty origin's `hang`).

@@ -577,3 +577,114 @@ fn a_ci_job_on_a_protected_branch_pushes_and_one_on_an_unprotected_branch_cannot
     assert_eq!(refused["identity"]["user"], "job-unprotected", "{refused}");
     assert!(refused["identity"].get("binding").is_none(), "{refused}");
 }
+
+/// The outcome record of the forwarded `method path` request that failed (its decision
+/// record shares its id), once the audit writer has written both.
+fn failed_outcome(env: &Env, method: &str, path: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let records = read_jsonl(&env.path("audit.log"));
+        let of_request = |id: &Value| {
+            records
+                .iter()
+                .any(|r| r["id"] == *id && r["method"] == method && r["path"] == path)
+        };
+        let failed = records
+            .iter()
+            .filter_map(|r| r.get("outcome").map(|outcome| (&r["id"], outcome)))
+            .find(|(id, outcome)| !outcome["failure"].is_null() && of_request(id));
+        if let Some((_, outcome)) = failed {
+            return outcome.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed outcome for {method} {path} in {records:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn metric(env: &Env, line_start: &str) -> u64 {
+    env.metrics()
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_origin_reset_mid_clone_or_mid_push_fails_git_and_is_recorded() {
+    let env = start(&[]);
+    let home = env.home();
+    let work = env.path("work");
+    std::fs::create_dir_all(&work).expect("work");
+    let alice = format!("Bearer {}", env.token("alice", "es256"));
+    let bare = env.path("repos/acme/app.git");
+    let origin_main = || git_ok(&home, &bare, &["rev-parse", "main"]);
+    // A repository whose pack is far more than the 8 KiB the faults let through.
+    let out = env.git_with(&alice, &work, &["clone", "-q", &env.url("acme/app"), "a"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Two different 256 KiB blobs (the same bytes twice would go as a tiny delta).
+    let blobs = incompressible(512 << 10);
+    let commit_blob = |name: &str, blob: &[u8]| {
+        std::fs::write(work.join("a").join(name), blob).expect("write");
+        git_ok(&home, &work.join("a"), &["add", name]);
+        git_ok(&home, &work.join("a"), &["commit", "-q", "-m", name]);
+    };
+    commit_blob("one.bin", &blobs[..256 << 10]);
+    let out = env.git_with(&alice, &work.join("a"), &["push", "-q", "origin", "main"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The origin resets the connection 8 KiB into the pack of a clone.
+    env.inject_origin_fault(Some("reset-upload-pack-response"));
+    let out = env.git_with(&alice, &work, &["clone", "-q", &env.url("acme/app"), "b"]);
+    assert!(!out.status.success(), "a clone cut by a reset succeeded");
+    let outcome = failed_outcome(&env, "POST", "/acme/app.git/git-upload-pack");
+    assert_eq!(outcome["failure"], "origin_reset", "{outcome}");
+    assert_eq!(outcome["origin_status"], 200, "{outcome}");
+    let sent = outcome["bytes_to_client"].as_u64().unwrap_or(0);
+    assert!((8192..256 << 10).contains(&sent), "{outcome}");
+    assert!(
+        metric(
+            &env,
+            "tollgate_exchange_failures_total{kind=\"origin_reset\"}"
+        ) >= 1
+    );
+
+    // The origin resets the connection 8 KiB into the pack of a push: git fails, and the
+    // origin's branch has not moved.
+    env.inject_origin_fault(Some("reset-receive-pack-request"));
+    let before = origin_main();
+    commit_blob("two.bin", &blobs[256 << 10..]);
+    let out = env.git_with(&alice, &work.join("a"), &["push", "-q", "origin", "main"]);
+    assert!(!out.status.success(), "a push cut by a reset succeeded");
+    assert_eq!(
+        origin_main(),
+        before,
+        "the cut push moved the origin's branch"
+    );
+    let outcome = failed_outcome(&env, "POST", "/acme/app.git/git-receive-pack");
+    assert_eq!(outcome["failure"], "origin_reset", "{outcome}");
+    assert_eq!(outcome["origin_status"], Value::Null, "{outcome}");
+    assert!(
+        outcome["bytes_from_client"].as_u64().unwrap_or(0) >= 8192,
+        "{outcome}"
+    );
+
+    // The origin recovers, and so does everything through serve: nothing was left behind.
+    env.inject_origin_fault(None);
+    let out = env.git_with(&alice, &work.join("a"), &["push", "-q", "origin", "main"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = env.git_with(&alice, &work, &["clone", "-q", &env.url("acme/app"), "c"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(work.join("c/two.bin")).expect("two.bin"),
+        std::fs::read(work.join("a/two.bin")).expect("two.bin")
+    );
+    assert_eq!(
+        metric(&env, "tollgate_requests_in_flight"),
+        0,
+        "{}",
+        env.metrics()
+    );
+}

@@ -74,6 +74,7 @@ impl World {
                 .arg(&root)
                 .arg(Value::Object(tokens).to_string())
                 .arg(dir.path().join("origin.log"))
+                .env("GIT_ORIGIN_FAULTS", dir.path().join("origin-fault"))
                 .stdout(Stdio::null()),
             origin_port,
         );
@@ -128,6 +129,18 @@ impl World {
             .as_str()
             .unwrap_or_else(|| panic!("no access_token: {json}"))
             .to_owned()
+    }
+
+    /// Makes the origin misbehave from its next request on (`fault`, one of those
+    /// tests/e2e/git_origin.py lists), or behave again (`None`).
+    pub fn inject_origin_fault(&self, fault: Option<&str>) {
+        let path = self.path("origin-fault");
+        match fault {
+            Some(fault) => std::fs::write(path, fault).expect("write the origin fault"),
+            None => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 
     /// Every request the origin received: method, path, headers, body size and SHA-256.
