@@ -4,10 +4,12 @@
     git_origin.py PORT ROOT TOKENS_JSON LOG_FILE
 
 ROOT holds bare repositories as ROOT/owner/repo.git. TOKENS_JSON maps user -> Gogs-style
-access token. As in Gogs, only Basic auth is accepted: a request is authenticated when the
-password is that user's token, or when the user name or the password is any user's token;
-anything else gets 401 with `WWW-Authenticate: Basic realm="."`. Authenticated requests
-are served by the real `git http-backend` (CGI). Every request's method, path, headers and
+access token. As in Gogs, git requests authenticate with Basic auth: a request is
+authenticated when the password is that user's token, or when the user name or the
+password is any user's token; API requests may also send `Authorization: token <token>`.
+Anything else gets 401 with `WWW-Authenticate: Basic realm="."`. Authenticated git
+requests are served by the real `git http-backend` (CGI); of Gogs' API, only
+`GET /api/v1/repos/OWNER/REPO` is answered (`{"full_name", "private"}`, or 404). Every request's method, path, headers and
 the SHA-256 and size of its body are appended to LOG_FILE as one JSON line.
 
 Faults for serve's fault tests: when the environment names a file in GIT_ORIGIN_FAULTS,
@@ -15,6 +17,7 @@ each request reads it, and its content injects one:
   reset-upload-pack-response   a fetch's pack is cut by a connection reset after 8 KiB
   reset-receive-pack-request   a push's pack is cut by a connection reset after 8 KiB of
                                it arrived, before git http-backend sees any of it
+  hang-api                     API requests are answered only after 30 s
 """
 import base64
 import hashlib
@@ -44,7 +47,9 @@ def fault():
         return ""
 
 
-def authenticate(header):
+def authenticate(header, api=False):
+    if api and header and header.lower().startswith("token "):
+        return BY_TOKEN.get(header[6:].strip())
     if not header or not header.lower().startswith("basic "):
         return None
     try:
@@ -61,6 +66,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def setup(self):
+        super().setup()
+        # As Go's net package (and so Gogs) does: headers and body go out as separate
+        # writes, and with Nagle a kept-alive client would wait out its delayed ACK.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def body_chunks(self):
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -94,7 +105,8 @@ class Handler(BaseHTTPRequestHandler):
             log.write(json.dumps(entry) + "\n")
 
     def handle_any(self):
-        user = authenticate(self.headers.get("Authorization"))
+        api = self.path.startswith("/api/v1/")
+        user = authenticate(self.headers.get("Authorization"), api)
         if user is None:
             drained = hashlib.sha256()
             size = 0
@@ -110,6 +122,9 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
             return
         path, _, query = self.path.partition("?")
+        if api:
+            self.answer_api(path)
+            return
         parts = path.lstrip("/").split("/", 2)
         if len(parts) < 3:
             self.send_error(404)
@@ -180,6 +195,23 @@ class Handler(BaseHTTPRequestHandler):
                 return
         self.wfile.write(b"0\r\n\r\n")
         proc.wait()
+
+    def answer_api(self, path):
+        self.record(None, 0)
+        if fault() == "hang-api":
+            time.sleep(30)
+        parts = path.split("/")
+        found = (len(parts) == 6 and parts[3] == "repos"
+                 and os.path.isdir(os.path.join(ROOT, parts[4], parts[5] + ".git")))
+        if found:
+            body = json.dumps({"full_name": f"{parts[4]}/{parts[5]}", "private": False}).encode()
+        else:
+            body = b'{"message":"Not Found"}'
+        self.send_response(200 if found else 404)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     do_GET = handle_any
     do_POST = handle_any
