@@ -100,4 +100,7 @@ pub use route::{RepoName, RouteClass};
 pub use serde_util::OneOrMany;
 pub use time::UnixTime;
 pub use token_cache::{NoTokenCache, TokenCache, TokenCacheStore};
-pub use webhook::{Delivery, SeenDeliveries, WebhookRejection, WebhookRequest, WebhookRoute};
+pub use webhook::{
+    Delivery, DeliveryAudit, DeliveryOutcome, SeenDeliveries, WebhookRejection, WebhookRequest,
+    WebhookRoute,
+};

@@ -38,8 +38,8 @@ pub struct WebhookRequest<'a> {
     pub body: &'a [u8],
 }
 
-impl WebhookRequest<'_> {
-    fn header(&self, name: &str) -> Option<&str> {
+impl<'a> WebhookRequest<'a> {
+    fn header(&self, name: &str) -> Option<&'a str> {
         let mut values = self
             .headers
             .iter()
@@ -116,6 +116,99 @@ impl WebhookRejection {
             }
             WebhookRejection::Duplicate => "this delivery was already received",
         }
+    }
+}
+
+/// How a delivery ended: what its audit record says and its answer carries, the same on
+/// every host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Relayed: the sink has the envelope (202).
+    Accepted,
+    Refused(WebhookRejection),
+    /// The body did not arrive within the host's body timeout (408).
+    BodyTimeout,
+    /// The sink did not take the envelope (503); the delivery is not remembered as seen,
+    /// so a redelivery from Gogs' settings page goes through.
+    SinkUnavailable,
+}
+
+impl DeliveryOutcome {
+    pub fn status(self) -> u16 {
+        match self {
+            DeliveryOutcome::Accepted => 202,
+            DeliveryOutcome::Refused(rejection) => rejection.status(),
+            DeliveryOutcome::BodyTimeout => 408,
+            DeliveryOutcome::SinkUnavailable => 503,
+        }
+    }
+
+    /// A stable code, for audit records and answers.
+    pub fn code(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Accepted => "accepted",
+            DeliveryOutcome::Refused(rejection) => rejection.code(),
+            DeliveryOutcome::BodyTimeout => "body_timeout",
+            DeliveryOutcome::SinkUnavailable => "sink_unavailable",
+        }
+    }
+
+    /// The body to answer with (`application/json`): `{"result":CODE}` and a newline.
+    pub fn answer_body(self) -> String {
+        alloc::format!("{{\"result\":\"{}\"}}\n", self.code())
+    }
+}
+
+/// The audit record of one delivery, accepted or refused.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeliveryAudit<'a> {
+    /// The host's id for the request, when it gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    /// Unix time in milliseconds.
+    pub time_ms: u64,
+    /// The `[[webhook]]` the delivery came to.
+    pub webhook: &'a str,
+    /// `X-Gogs-Delivery`, `X-Gogs-Event` as sent (when sent once).
+    pub delivery: Option<&'a str>,
+    pub event: Option<&'a str>,
+    /// `owner/name`, once the payload named an accepted repository.
+    pub repository: Option<&'a str>,
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+impl<'a> DeliveryAudit<'a> {
+    /// The record of a delivery to `webhook` with request `headers` (lowercase names)
+    /// that ended in `outcome` at `now`.
+    pub fn new(
+        id: Option<&'a str>,
+        now: UnixTime,
+        webhook: &'a str,
+        headers: &'a [(&'a str, &'a str)],
+        repository: Option<&'a str>,
+        outcome: DeliveryOutcome,
+    ) -> Self {
+        let request = WebhookRequest {
+            method: "",
+            headers,
+            body: &[],
+        };
+        DeliveryAudit {
+            id,
+            time_ms: now.as_nanos() / 1_000_000,
+            webhook,
+            delivery: request.header("x-gogs-delivery"),
+            event: request.header("x-gogs-event"),
+            repository,
+            status: outcome.status(),
+            reason: outcome.code(),
+        }
+    }
+
+    /// The record as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 

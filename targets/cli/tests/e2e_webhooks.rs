@@ -11,9 +11,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
+use tollgate_conformance::gogs_webhook::{deliver, push_payload, sign, JSON};
 use tollgate_conformance::process::{faulty_origin, free_port, Proc};
 
 const POLICY: &str = r#"
@@ -37,19 +36,6 @@ max_body_bytes = 8192
 "#;
 
 const SECRET: &str = "a-webhook-secret";
-
-/// A push payload laid out as Gogs' `json.MarshalIndent(p, "", "  ")` lays it out.
-fn push_payload(repository: &str) -> String {
-    format!(
-        "{{\n  \"ref\": \"refs/heads/main\",\n  \"before\": \"0000000000000000000000000000000000000000\",\n  \"after\": \"9f3c1d2e4b5a69788796a5b4c3d2e1f0a9b8c7d6\",\n  \"compare_url\": \"http://gogs.internal/{repository}/compare/000000...9f3c1d\",\n  \"commits\": [],\n  \"repository\": {{\n    \"id\": 7,\n    \"full_name\": \"{repository}\"\n  }},\n  \"pusher\": {{\n    \"id\": 1,\n    \"username\": \"alice\"\n  }}\n}}"
-    )
-}
-
-fn sign(json: &str, secret: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
-    mac.update(json.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
 
 struct Gateway {
     port: u16,
@@ -127,24 +113,8 @@ impl Gateway {
         body: &str,
         signature: &str,
     ) -> (u16, Value) {
-        let response = reqwest::blocking::Client::new()
-            .post(format!(
-                "http://127.0.0.1:{}/_tollgate/hooks/gogs",
-                self.port
-            ))
-            .header("X-Github-Delivery", delivery)
-            .header("X-Github-Event", event)
-            .header("X-Gogs-Delivery", delivery)
-            .header("X-Gogs-Signature", signature)
-            .header("X-Gogs-Event", event)
-            .header("Content-Type", content_type)
-            .body(body.to_owned())
-            .timeout(Duration::from_secs(10))
-            .send()
-            .expect("answer");
-        let status = response.status().as_u16();
-        let text = response.text().expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let url = format!("http://127.0.0.1:{}/_tollgate/hooks/gogs", self.port);
+        deliver(&url, event, delivery, content_type, body, signature)
     }
 
     fn sunk(&self) -> Vec<Value> {
@@ -162,7 +132,6 @@ impl Gateway {
     }
 }
 
-const JSON: &str = "application/json";
 const DELIVERY: &str = "5f0e8a52-2c4b-4f61-9d0c-2f5d7f6a1b01";
 
 #[test]

@@ -14,9 +14,9 @@ use hyper::body::Incoming;
 use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
 use policy_core::{
-    Delivery, Engine, SecretStore, SeenDeliveries, WebhookRejection, WebhookRequest,
+    Delivery, DeliveryAudit, DeliveryOutcome, Engine, SecretStore, SeenDeliveries,
+    WebhookRejection, WebhookRequest,
 };
-use serde::Serialize;
 
 use crate::kafka;
 use crate::proxy::{self, Body, Shared};
@@ -138,19 +138,6 @@ impl Webhooks {
     }
 }
 
-/// The audit record of one delivery.
-#[derive(Serialize)]
-struct Record<'a> {
-    id: &'a str,
-    time_ms: u64,
-    webhook: &'a str,
-    delivery: Option<&'a str>,
-    event: Option<&'a str>,
-    repository: Option<&'a str>,
-    status: u16,
-    reason: &'a str,
-}
-
 impl Shared {
     /// Receives a webhook delivery when `parts` names a webhook's path; otherwise hands
     /// the body back (the request is decided as usual).
@@ -174,30 +161,30 @@ impl Shared {
         let Some(route) = engine.webhook_at(parts.uri.path()) else {
             return Err(body);
         };
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let answer = |status: u16, reason: &str, repository: Option<&str>| {
-            let record = Record {
-                id: exchange_id,
-                time_ms: proxy::now().as_nanos() / 1_000_000,
-                webhook: route.name(),
-                delivery: header("x-gogs-delivery"),
-                event: header("x-gogs-event"),
+        let headers: Vec<(&str, &str)> = parts
+            .headers
+            .iter()
+            .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
+            .collect();
+        let answer = |outcome: DeliveryOutcome, repository: Option<&str>| {
+            let record = DeliveryAudit::new(
+                Some(exchange_id),
+                proxy::now(),
+                route.name(),
+                &headers,
                 repository,
-                status,
-                reason,
-            };
-            self.audit
-                .record(serde_json::to_string(&record).unwrap_or_default());
-            self.metrics.webhook(status);
-            let body = serde_json::json!({ "result": reason }).to_string() + "\n";
+                outcome,
+            );
+            self.audit.record(record.to_json());
+            self.metrics.webhook(outcome.status());
             proxy::full(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                StatusCode::from_u16(outcome.status()).unwrap_or(StatusCode::BAD_REQUEST),
                 "application/json",
-                body,
+                outcome.answer_body(),
             )
         };
         let refuse = |rejection: WebhookRejection, repository: Option<&str>| {
-            answer(rejection.status(), rejection.code(), repository)
+            answer(DeliveryOutcome::Refused(rejection), repository)
         };
         let read = tokio::time::timeout(
             self.timeouts.lfs_body,
@@ -205,15 +192,10 @@ impl Shared {
         )
         .await;
         let bytes: Bytes = match read {
-            Err(_) => return Ok(answer(408, "body_timeout", None)),
+            Err(_) => return Ok(answer(DeliveryOutcome::BodyTimeout, None)),
             Ok(Err(_)) => return Ok(refuse(WebhookRejection::TooLarge, None)),
             Ok(Ok(collected)) => collected.to_bytes(),
         };
-        let headers: Vec<(&str, &str)> = parts
-            .headers
-            .iter()
-            .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v)))
-            .collect();
         let request = WebhookRequest {
             method: parts.method.as_str(),
             headers: &headers,
@@ -229,12 +211,12 @@ impl Shared {
             return Ok(refuse(WebhookRejection::Duplicate, repository));
         }
         match Arc::clone(&self.webhooks).relay(&delivery).await {
-            Ok(()) => Ok(answer(202, "accepted", repository)),
+            Ok(()) => Ok(answer(DeliveryOutcome::Accepted, repository)),
             Err(e) => {
                 eprintln!("tollgate: webhook sink: {e}");
                 // Not relayed, so not seen: a redelivery from Gogs' UI must go through.
                 self.webhooks.seen().forget(&delivery.id);
-                Ok(answer(503, "sink_unavailable", repository))
+                Ok(answer(DeliveryOutcome::SinkUnavailable, repository))
             }
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod cloudflare;
 pub mod fastly;
+pub mod gogs_webhook;
 pub mod node;
 pub mod process;
 pub mod world;
