@@ -2,7 +2,8 @@
 //!
 //! A thin host: it turns the incoming request into `RequestFacts`, reads the clock, keeps
 //! JWKS in an isolate-local cache, keeps rate-limit state in a Durable Object, and turns
-//! the engine's decision into a response or an origin fetch. All policy logic is in
+//! the engine's decision into a response or an origin fetch; Gogs webhook deliveries go
+//! to a Cloudflare Queue (`webhook.rs`). All policy logic is in
 //! `policy-core`.
 //!
 //! Configuration (wrangler.toml `[vars]` and secrets):
@@ -11,6 +12,8 @@
 //! - `TOLLGATE_SECRETS` (a secret): JSON object of origin secret name -> Gogs token.
 //! - `TOLLGATE_JWKS_REFRESH`, `TOLLGATE_JWKS_MIN_REFRESH_GAP`, `TOLLGATE_JWKS_MAX_STALE`:
 //!   seconds (300, 30, 3600).
+//! - Bindings: the `RateLimiter` and `WebhookDeliveries` Durable Objects, and, for a
+//!   policy with `[[webhook]]`s, the queue `TOLLGATE_EVENTS` deliveries are relayed to.
 //! - `TOLLGATE_TEST_ENDPOINTS = "true"` enables `POST /__tollgate/eval` for the
 //!   conformance suite. Never set it in production.
 #![cfg(target_arch = "wasm32")]
@@ -20,11 +23,13 @@ mod config;
 mod forward;
 mod jwks;
 mod rate;
+mod webhook;
 
 use policy_core::{Decision, EvalRequest, RequestFacts, UnixTime, Verdict};
 use worker::{console_log, event, Context, Env, Method, Request, Response, Result};
 
 pub use rate::RateLimiter;
+pub use webhook::WebhookDeliveries;
 
 fn now() -> UnixTime {
     UnixTime::from_millis(js_sys::Date::now() as u64)
@@ -42,6 +47,9 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     };
     if config.test_endpoints && req.path() == "/__tollgate/eval" && req.method() == Method::Post {
         return eval_endpoint(&mut req, &env, &config).await;
+    }
+    if let Some(answer) = webhook::receive(&mut req, &env, &config).await? {
+        return Ok(answer);
     }
     let mut ingested = match forward::ingest(&req) {
         Ok(ingested) => ingested,

@@ -62,6 +62,11 @@ impl<S: SecretStore> NativeDecider<S> {
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
+
+    /// The origin secrets, which also key `[[webhook]]` signatures.
+    pub fn secrets(&self) -> &S {
+        &self.secrets
+    }
 }
 
 impl<S: SecretStore> Decider for NativeDecider<S> {

@@ -50,6 +50,17 @@ pub fn build_worker() {
 
 /// One `wrangler dev` with the given `[vars]`, logging to `wrangler.log`.
 pub fn start_wrangler(vars: &[(&str, &str)]) -> DevServer {
+    start_wrangler_with(vars, "", &[])
+}
+
+/// [`start_wrangler`] with `more_config` appended to the Worker's wrangler.toml (queue
+/// bindings, ...) and further Workers (their configs) run beside it in the same local
+/// runtime, so they share its queues.
+pub fn start_wrangler_with(
+    vars: &[(&str, &str)],
+    more_config: &str,
+    beside: &[&std::path::Path],
+) -> DevServer {
     build_worker();
     let dir = tempfile::tempdir().expect("tempdir");
     let main = worker_dir().join("build/worker/shim.mjs");
@@ -61,9 +72,13 @@ pub fn start_wrangler(vars: &[(&str, &str)]) -> DevServer {
         // A JSON string is a valid TOML basic string.
         config.push_str(&format!("{name} = {}\n", json!(value)));
     }
-    config.push_str(
-        "\n[[durable_objects.bindings]]\nname = \"RATE_LIMITER\"\nclass_name = \"RateLimiter\"\n\n[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"RateLimiter\"]\n",
-    );
+    config.push_str(concat!(
+        "\n[[durable_objects.bindings]]\nname = \"RATE_LIMITER\"\nclass_name = \"RateLimiter\"\n",
+        "\n[[durable_objects.bindings]]\nname = \"WEBHOOK_DELIVERIES\"\nclass_name = \"WebhookDeliveries\"\n",
+        "\n[[migrations]]\ntag = \"v1\"\nnew_sqlite_classes = [\"RateLimiter\"]\n",
+        "\n[[migrations]]\ntag = \"v2\"\nnew_sqlite_classes = [\"WebhookDeliveries\"]\n",
+    ));
+    config.push_str(more_config);
     let config_path = dir.path().join("wrangler.toml");
     std::fs::write(&config_path, config).expect("wrangler.toml");
     let port = free_port();
@@ -74,6 +89,11 @@ pub fn start_wrangler(vars: &[(&str, &str)]) -> DevServer {
             .arg("dev")
             .arg("--config")
             .arg(&config_path)
+            .args(
+                beside
+                    .iter()
+                    .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
+            )
             .args([
                 "--ip",
                 "127.0.0.1",

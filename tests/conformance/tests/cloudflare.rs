@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use tollgate_conformance::cloudflare::{start_wrangler, Cloudflare};
+use serde_json::Value;
+use tollgate_conformance::cloudflare::{start_wrangler, start_wrangler_with, Cloudflare};
+use tollgate_conformance::gogs_webhook::{deliver, push_payload, sign, JSON};
 use tollgate_conformance::world::{gateway_git_scenarios, World, SCENARIO_REASONS};
 use tollgate_conformance::{run, MIN_CORPUS_CASES};
 
@@ -30,6 +32,164 @@ fn git_through_the_worker() {
         assert!(
             reasons.contains(expected),
             "no `{expected}` audit record in {reasons:?}"
+        );
+    }
+}
+
+/// Gogs webhook deliveries to the Worker: a signed push reaches the queue exactly once (a
+/// consumer Worker beside it logs what it receives), and forged, replayed, oversize and
+/// wrong-repository deliveries are refused and never reach it.
+#[test]
+fn webhooks_through_the_worker_reach_the_queue_once() {
+    const SECRET: &str = "a-webhook-secret";
+    const DELIVERY: &str = "5f0e8a52-2c4b-4f61-9d0c-2f5d7f6a1b01";
+    let policy = r#"
+[[grant]]
+who = "*"
+repos = "acme/*"
+access = "read"
+
+[[webhook]]
+name = "gogs-events"
+path = "/_tollgate/hooks/gogs"
+secret = "hook-secret"
+events = ["push", "release"]
+repos = "acme/*"
+max_body_bytes = 8192
+"#;
+    let consumer =
+        tollgate_conformance::process::repo().join("tests/e2e/queue-consumer/wrangler.toml");
+    let worker = start_wrangler_with(
+        &[
+            ("TOLLGATE_POLICY", policy),
+            ("TOLLGATE_ORIGIN", "http://127.0.0.1:9"),
+            (
+                "TOLLGATE_SECRETS",
+                &format!(r#"{{"hook-secret": "{SECRET}"}}"#),
+            ),
+        ],
+        "\n[[queues.producers]]\nbinding = \"TOLLGATE_EVENTS\"\nqueue = \"tollgate-events\"\n",
+        &[&consumer],
+    );
+    let url = format!("{}/_tollgate/hooks/gogs", worker.url());
+    let payload = push_payload("acme/app");
+    let signature = sign(&payload, SECRET);
+    let (status, answer) = deliver(&url, "push", DELIVERY, JSON, &payload, &signature);
+    assert_eq!(
+        (status, &answer["result"]),
+        (202, &Value::from("accepted")),
+        "{answer}\n{}",
+        worker.log()
+    );
+
+    let other = push_payload("other/app");
+    let big = push_payload(&format!("acme/{}", "x".repeat(9000)));
+    let refusals = [
+        (
+            "replayed",
+            deliver(&url, "push", DELIVERY, JSON, &payload, &signature),
+            409,
+            "duplicate",
+        ),
+        (
+            "forged",
+            deliver(
+                &url,
+                "push",
+                "5f0e8a52-0000-4000-8000-000000000002",
+                JSON,
+                &payload.replace("alice", "mallory"),
+                &signature,
+            ),
+            401,
+            "bad_signature",
+        ),
+        (
+            "another repository",
+            deliver(
+                &url,
+                "push",
+                "5f0e8a52-0000-4000-8000-000000000004",
+                JSON,
+                &other,
+                &sign(&other, SECRET),
+            ),
+            403,
+            "repository_not_accepted",
+        ),
+        (
+            "oversize",
+            deliver(
+                &url,
+                "push",
+                "5f0e8a52-0000-4000-8000-000000000006",
+                JSON,
+                &big,
+                &sign(&big, SECRET),
+            ),
+            413,
+            "too_large",
+        ),
+    ];
+    for (what, (status, answer), want_status, want_reason) in refusals {
+        assert_eq!(
+            (status, answer["result"].as_str()),
+            (want_status, Some(want_reason)),
+            "{what}: {answer}"
+        );
+    }
+
+    // The consumer gets the one accepted delivery (batches close after a second), and
+    // only it, with the envelope the other hosts relay.
+    let received = || -> Vec<Value> {
+        worker
+            .log()
+            .lines()
+            .filter_map(|l| l.find("{\"queue_message\"").map(|i| &l[i..]))
+            .filter_map(|json| serde_json::from_str::<Value>(json).ok())
+            .map(|line| line["queue_message"].clone())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while received().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let messages = received();
+    assert_eq!(messages.len(), 1, "{messages:?}\n{}", worker.log());
+    let envelope = &messages[0];
+    assert_eq!(envelope["delivery"], DELIVERY);
+    assert_eq!(envelope["event"], "push");
+    assert_eq!(envelope["repository"], "acme/app");
+    assert_eq!(envelope["ref"], "refs/heads/main");
+    assert_eq!(envelope["pusher"], "alice");
+    assert_eq!(
+        envelope["payload"],
+        serde_json::from_str::<Value>(&payload).expect("payload")
+    );
+
+    // Every delivery has its audit line, the same record serve writes.
+    let audited: Vec<(u64, String)> = worker
+        .audit()
+        .iter()
+        .filter(|r| r["webhook"] == "gogs-events")
+        .map(|r| {
+            (
+                r["status"].as_u64().unwrap_or(0),
+                r["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for (status, reason) in [
+        (202, "accepted"),
+        (409, "duplicate"),
+        (401, "bad_signature"),
+        (403, "repository_not_accepted"),
+        (413, "too_large"),
+    ] {
+        assert!(
+            audited.contains(&(status, reason.to_owned())),
+            "no {status} {reason} record in {audited:?}"
         );
     }
 }
