@@ -4,7 +4,8 @@
 //! the sink (a file, a Kafka topic) exactly once; forged, replayed, oversize,
 //! wrong-repository and wrong-event deliveries are refused and never reach it; a sink that
 //! cannot take it answers 503. And audit records shipped to a Kafka topic, failing closed
-//! with `--audit-required` when the broker goes away.
+//! with `--audit-required` when the broker goes away, and those of a real clone and push
+//! read back from it.
 
 use std::fs::File;
 use std::path::Path;
@@ -13,7 +14,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tollgate_conformance::gogs_webhook::{deliver, push_payload, sign, JSON};
-use tollgate_conformance::process::{faulty_origin, free_port, Proc};
+use tollgate_conformance::process::{faulty_origin, free_port, git_ok, Proc};
+use tollgate_conformance::world::{git_with, text, World};
 
 const POLICY: &str = r#"
 [origin]
@@ -520,4 +522,105 @@ fn audit_records_reach_a_kafka_topic_and_audit_required_refuses_without_it() {
             && !metrics.contains("tollgate_audit_refused_total 0\n"),
         "{metrics}"
     );
+}
+
+/// The audit trail of real git traffic, shipped to a topic: a clone and a push by alice
+/// through serve (the real git origin, a token from the real identity provider), then
+/// every decision and outcome read back from the broker.
+#[test]
+fn audit_records_of_a_real_git_push_are_read_back_from_the_topic() {
+    let kafka = KafkaTopic::start("tollgate-audit");
+    let world = World::start();
+    std::fs::write(world.path("policy.toml"), world.policy()).expect("policy");
+    std::fs::write(world.path("secrets.json"), world.secrets_json()).expect("secrets");
+    let port = free_port();
+    let _serve = Proc::start(
+        "tollgate serve",
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "--policy"])
+            .arg(world.path("policy.toml"))
+            .arg("--secrets")
+            .arg(world.path("secrets.json"))
+            .args(["--origin", &world.origin_url()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--audit-log", &kafka.address, "--audit-required"])
+            .stdout(Stdio::null())
+            .stderr(File::create(world.path("serve.stderr")).expect("stderr")),
+        port,
+    );
+    let work = world.path("work");
+    std::fs::create_dir_all(&work).expect("work");
+    let alice = format!("Bearer {}", world.token("alice", "es256"));
+    let url = format!("http://127.0.0.1:{port}/acme/app.git");
+    let out = git_with(&world.home(), &alice, &work, &["clone", "-q", &url, "app"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(work.join("app/pushed.txt"), "through the edge\n").expect("write");
+    git_ok(&world.home(), &work.join("app"), &["add", "pushed.txt"]);
+    git_ok(
+        &world.home(),
+        &work.join("app"),
+        &["commit", "-q", "-m", "audited"],
+    );
+    let out = git_with(
+        &world.home(),
+        &alice,
+        &work.join("app"),
+        &["push", "-q", "origin", "main"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The push's decision (alice, write, the grant that allowed it) and its outcome (the
+    // origin's 200, the pack's bytes) share an id in the topic.
+    let push = |records: &[Value]| -> Option<(Value, Value)> {
+        let decided = records
+            .iter()
+            .find(|r| r["method"] == "POST" && r["path"] == "/acme/app.git/git-receive-pack")?;
+        let outcome = records
+            .iter()
+            .find(|r| r["id"] == decided["id"] && r.get("outcome").is_some())?;
+        Some((decided.clone(), outcome["outcome"].clone()))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (records, found) = loop {
+        let records: Vec<Value> = kafka
+            .records(500)
+            .iter()
+            .filter_map(|r| serde_json::from_slice(r.record.value.as_deref()?).ok())
+            .collect();
+        let found = push(&records);
+        if found.is_some() || std::time::Instant::now() > deadline {
+            break (records, found);
+        }
+    };
+    let (decided, outcome) = found.unwrap_or_else(|| panic!("no push in {records:?}"));
+    assert_eq!(decided["allow"], true, "{decided}");
+    assert_eq!(decided["identity"]["user"], "alice", "{decided}");
+    assert_eq!(decided["identity"]["via"], "jwt", "{decided}");
+    assert_eq!(decided["access"], "write", "{decided}");
+    assert_eq!(decided["repo"], "acme/app", "{decided}");
+    assert!(
+        decided["rule"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("grant:")),
+        "{decided}"
+    );
+    assert_eq!(outcome["origin_status"], 200, "{outcome}");
+    assert_eq!(outcome["failure"], Value::Null, "{outcome}");
+    assert!(
+        outcome["bytes_from_client"].as_u64().unwrap_or(0) > 0,
+        "{outcome}"
+    );
+    // The clone before it is there too: every request of both commands was recorded.
+    assert!(
+        records
+            .iter()
+            .any(|r| r["path"] == "/acme/app.git/git-upload-pack" && r["allow"] == true),
+        "{records:?}"
+    );
+    let pushed = git_ok(
+        &world.home(),
+        &world.path("repos/acme/app.git"),
+        &["show", "main:pushed.txt"],
+    );
+    assert_eq!(pushed, "through the edge\n");
 }
