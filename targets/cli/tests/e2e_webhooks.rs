@@ -335,17 +335,21 @@ fn form_encode(value: &str) -> String {
 }
 
 /// tansu, a Kafka-compatible broker, on 127.0.0.1 with its in-memory engine, holding one
-/// topic of one partition, and a client reading it back.
+/// topic, and a client reading it back.
 struct KafkaTopic {
     broker: Proc,
     /// `kafka://HOST:PORT/TOPIC`, as serve takes it.
     address: String,
     runtime: tokio::runtime::Runtime,
-    partition: rskafka::client::partition::PartitionClient,
+    partitions: Vec<rskafka::client::partition::PartitionClient>,
 }
 
 impl KafkaTopic {
     fn start(topic: &str) -> KafkaTopic {
+        Self::start_with_partitions(topic, 1)
+    }
+
+    fn start_with_partitions(topic: &str, count: i32) -> KafkaTopic {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let broker = Proc::start(
@@ -368,7 +372,7 @@ impl KafkaTopic {
             .build()
             .expect("runtime");
         let bootstrap = format!("127.0.0.1:{port}");
-        let partition = runtime.block_on(async {
+        let partitions = runtime.block_on(async {
             let client = rskafka::client::ClientBuilder::new(vec![bootstrap.clone()])
                 .build()
                 .await
@@ -376,34 +380,110 @@ impl KafkaTopic {
             client
                 .controller_client()
                 .expect("controller")
-                .create_topic(topic, 1, 1, 5_000)
+                .create_topic(topic, count, 1, 5_000)
                 .await
                 .expect("create topic");
-            client
-                .partition_client(
-                    topic,
-                    0,
-                    rskafka::client::partition::UnknownTopicHandling::Retry,
-                )
-                .await
-                .expect("partition")
+            let mut partitions = Vec::new();
+            for id in 0..count {
+                partitions.push(
+                    client
+                        .partition_client(
+                            topic,
+                            id,
+                            rskafka::client::partition::UnknownTopicHandling::Retry,
+                        )
+                        .await
+                        .expect("partition"),
+                );
+            }
+            partitions
         });
         KafkaTopic {
             broker,
             address: format!("kafka://{bootstrap}/{topic}"),
             runtime,
-            partition,
+            partitions,
         }
     }
 
-    /// Every record in the topic, waiting up to `max_wait_ms` for the first.
+    /// Every record in the topic's first partition, waiting up to `max_wait_ms` for one.
     fn records(&self, max_wait_ms: i32) -> Vec<rskafka::record::RecordAndOffset> {
+        self.records_in(0, max_wait_ms)
+    }
+
+    /// Every record in partition `id`, in order, waiting up to `max_wait_ms` for one.
+    fn records_in(&self, id: usize, max_wait_ms: i32) -> Vec<rskafka::record::RecordAndOffset> {
         let (records, _high_watermark) = self
             .runtime
-            .block_on(self.partition.fetch_records(0, 1..1_000_000, max_wait_ms))
+            .block_on(self.partitions[id].fetch_records(0, 1..1_000_000, max_wait_ms))
             .expect("fetch");
         records
     }
+}
+
+#[test]
+fn deliveries_spread_over_partitions_by_repository_as_kafkas_partitioner_places_them() {
+    const PARTITIONS: usize = 3;
+    let kafka = KafkaTopic::start_with_partitions("gogs-events", PARTITIONS as i32);
+    let gateway = Gateway::start_to(Some(&kafka.address));
+    let repositories = ["acme/app", "acme/docs", "acme/web", "acme/api", "acme/ops"];
+    // Three pushes to each repository, interleaved.
+    for round in 0..3 {
+        for (r, repository) in repositories.iter().enumerate() {
+            let payload = push_payload(repository)
+                .replace("refs/heads/main", &format!("refs/heads/round-{round}"));
+            let delivery = format!("5f0e8a52-0000-4000-8000-0000000{round}{r:04}");
+            let (status, answer) =
+                gateway.deliver("push", &delivery, JSON, &payload, &sign(&payload, SECRET));
+            assert_eq!(status, 202, "{answer}");
+        }
+    }
+    // Every delivery is in the partition Kafka's partitioner gives its repository, each
+    // repository's in the order they came.
+    let mut seen = Vec::new();
+    for partition in 0..PARTITIONS {
+        for record in kafka.records_in(partition, 500) {
+            let record = record.record;
+            let repository = String::from_utf8(record.key.clone().expect("key")).expect("utf-8");
+            assert_eq!(
+                tollgate_serve::KafkaTopic::partition_of(repository.as_bytes(), PARTITIONS),
+                partition,
+                "{repository}"
+            );
+            let envelope: Value =
+                serde_json::from_slice(record.value.as_deref().expect("value")).expect("json");
+            assert_eq!(envelope["repository"], repository.as_str());
+            seen.push((
+                repository,
+                envelope["ref"].as_str().unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    assert_eq!(seen.len(), 15, "{seen:?}");
+    for repository in repositories {
+        let refs: Vec<&str> = seen
+            .iter()
+            .filter(|(r, _)| r == repository)
+            .map(|(_, git_ref)| git_ref.as_str())
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                "refs/heads/round-0",
+                "refs/heads/round-1",
+                "refs/heads/round-2"
+            ],
+            "{repository}"
+        );
+    }
+    let used: std::collections::BTreeSet<usize> = repositories
+        .iter()
+        .map(|r| tollgate_serve::KafkaTopic::partition_of(r.as_bytes(), PARTITIONS))
+        .collect();
+    assert!(
+        used.len() > 1,
+        "every repository hashed to one partition: {used:?}"
+    );
 }
 
 #[test]

@@ -82,25 +82,25 @@ impl AuditLog {
 struct KafkaLines {
     /// Drives the client; only ever inside `flush`, on the writer thread.
     runtime: tokio::runtime::Runtime,
-    partition: rskafka::client::partition::PartitionClient,
+    topic: kafka::Topic,
     pending: Vec<u8>,
 }
 
 impl KafkaLines {
-    /// Connects to partition 0 of `topic` at `broker`, which must exist. Runs on a thread
-    /// of its own: the caller may be inside another runtime.
+    /// Connects to `topic` at `broker`, which must exist. Runs on a thread of its own: the
+    /// caller may be inside another runtime.
     fn connect(broker: &str, topic: &str) -> std::io::Result<Self> {
         let (broker, topic) = (broker.to_owned(), topic.to_owned());
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let partition = runtime
+            let topic = runtime
                 .block_on(kafka::connect(&broker, &topic))
                 .map_err(std::io::Error::other)?;
             Ok(KafkaLines {
                 runtime,
-                partition,
+                topic,
                 pending: Vec::new(),
             })
         })
@@ -127,8 +127,7 @@ impl Write for KafkaLines {
             .filter(|line| !line.is_empty())
             .map(|line| kafka::record(None, line.to_vec(), Default::default()))
             .collect();
-        self.runtime
-            .block_on(kafka::produce(&self.partition, records))
+        self.runtime.block_on(self.topic.produce(records))
     }
 }
 

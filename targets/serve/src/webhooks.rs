@@ -30,7 +30,7 @@ const SEEN_CAPACITY: usize = 100_000;
 pub enum WebhookSink {
     Stdout,
     File(std::path::PathBuf),
-    /// `kafka://HOST:PORT/TOPIC`: partition 0 of an existing topic, keyed by repository.
+    /// `kafka://HOST:PORT/TOPIC`: an existing topic, keyed by repository.
     Kafka {
         broker: String,
         topic: String,
@@ -63,7 +63,7 @@ pub struct Webhooks {
 enum Sink {
     Stdout,
     File(Mutex<std::fs::File>),
-    Kafka(rskafka::client::partition::PartitionClient),
+    Kafka(kafka::Topic),
 }
 
 impl Webhooks {
@@ -101,7 +101,7 @@ impl Webhooks {
     /// Relays one delivery; `Ok` once the sink has it (written and synced, or
     /// acknowledged by the broker).
     async fn relay(self: Arc<Self>, delivery: &Delivery) -> std::io::Result<()> {
-        if let Sink::Kafka(partition) = &self.sink {
+        if let Sink::Kafka(topic) = &self.sink {
             let record = kafka::record(
                 Some(delivery.repository.clone().into_bytes()),
                 delivery.envelope.clone().into_bytes(),
@@ -111,7 +111,7 @@ impl Webhooks {
                 ]
                 .into(),
             );
-            return kafka::produce(partition, vec![record]).await;
+            return topic.produce(vec![record]).await;
         }
         let envelope = delivery.envelope.clone();
         tokio::task::spawn_blocking(move || self.write(&envelope))
