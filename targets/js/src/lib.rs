@@ -55,6 +55,29 @@ struct Options {
     explain: bool,
 }
 
+impl Options {
+    /// The options a method was given; none (or null) is every default.
+    fn read(value: Option<JsValue>) -> Result<Options, JsValue> {
+        match value {
+            Some(value) if !value.is_null() => from_js(&value, "options"),
+            _ => Ok(Options::default()),
+        }
+    }
+
+    /// `keys`, each JWKS document parsed; a bad one is refused, naming its issuer.
+    fn key_sets(&self) -> Result<Keys, JsValue> {
+        self.keys
+            .iter()
+            .map(|(issuer, jwks)| {
+                KeySet::from_fetched_json(jwks)
+                    .map(|set| (issuer.clone(), set))
+                    .map_err(|e| JsValue::from_str(&format!("keys.{issuer}: {e}")))
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()
+            .map(Keys)
+    }
+}
+
 /// Parsed JWKS documents by issuer name.
 struct Keys(BTreeMap<String, KeySet>);
 
@@ -142,23 +165,12 @@ impl Policy {
         #[wasm_bindgen(unchecked_optional_param_type = "Options")] options: Option<JsValue>,
     ) -> Result<Verdict, JsValue> {
         let request: OwnedRequest = from_js(&request, "request")?;
-        let options: Options = match options {
-            Some(options) if !options.is_null() => from_js(&options, "options")?,
-            _ => Options::default(),
-        };
-        let keys = options
-            .keys
-            .iter()
-            .map(|(issuer, jwks)| {
-                KeySet::from_fetched_json(jwks)
-                    .map(|set| (issuer.clone(), set))
-                    .map_err(|e| JsValue::from_str(&format!("keys.{issuer}: {e}")))
-            })
-            .collect::<Result<BTreeMap<_, _>, _>>()?;
+        let options = Options::read(options)?;
+        let keys = options.key_sets()?;
         let now = unix_time(options.now.unwrap_or_else(|| js_sys::Date::now() / 1000.0));
         let pairs = request.header_pairs();
         let facts = request.facts(&pairs);
-        let (keys, secrets) = (Keys(keys), Secrets(options.secrets));
+        let secrets = Secrets(options.secrets);
         let engine = &self.policy.engine;
         let verdict = if options.explain {
             engine.decide_explained(&facts, now, &keys, &secrets, &policy_core::NoTokenCache)
@@ -176,22 +188,9 @@ impl Policy {
         &self,
         #[wasm_bindgen(unchecked_optional_param_type = "Options")] options: Option<JsValue>,
     ) -> Result<JsValue, JsValue> {
-        let options: Options = match options {
-            Some(options) if !options.is_null() => from_js(&options, "options")?,
-            _ => Options::default(),
-        };
-        let keys = options
-            .keys
-            .iter()
-            .filter_map(|(issuer, jwks)| {
-                KeySet::from_fetched_json(jwks)
-                    .ok()
-                    .map(|set| (issuer.clone(), set))
-            })
-            .collect();
-        let results = self
-            .policy
-            .run_tests(&Keys(keys), &Secrets(options.secrets));
+        let options = Options::read(options)?;
+        let keys = options.key_sets()?;
+        let results = self.policy.run_tests(&keys, &Secrets(options.secrets));
         let outcomes: Vec<TestOutcome<'_>> = results
             .iter()
             .map(|r| TestOutcome {

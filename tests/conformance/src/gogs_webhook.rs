@@ -11,6 +11,27 @@ use sha2::Sha256;
 
 pub const JSON: &str = "application/json";
 
+/// A `[[webhook]]` taking pushes and releases of `acme/*` at `/_tollgate/hooks/gogs`,
+/// keyed by the secret named `hook-secret` (whose value is [`SECRET`]), bodies up to
+/// 8 KiB: what every host's webhook tests receive deliveries with.
+pub const WEBHOOK: &str = r#"
+[[grant]]
+who = "*"
+repos = "acme/*"
+access = "read"
+
+[[webhook]]
+name = "gogs-events"
+path = "/_tollgate/hooks/gogs"
+secret = "hook-secret"
+events = ["push", "release"]
+repos = "acme/*"
+max_body_bytes = 8192
+"#;
+
+/// The value of the `hook-secret` the Gogs hook signs with.
+pub const SECRET: &str = "a-webhook-secret";
+
 /// A push to `refs/heads/main` of `repository` by alice.
 pub fn push_payload(repository: &str) -> String {
     format!(
@@ -53,4 +74,86 @@ pub fn deliver(
     let status = response.status().as_u16();
     let text = response.text().expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The id of the push [`assert_bad_deliveries_refused`] replays.
+pub const ACCEPTED_DELIVERY: &str = "5f0e8a52-2c4b-4f61-9d0c-2f5d7f6a1b01";
+
+/// Sends the deliveries every host must refuse to the [`WEBHOOK`] at `url`, once the push
+/// of `acme/app` ([`push_payload`]) was accepted as [`ACCEPTED_DELIVERY`]: that push
+/// replayed, forged, signed with another secret or not at all, for another repository,
+/// an event the webhook does not take, and one over its size. Each must get its status
+/// and `result`; returns how many were sent.
+pub fn assert_bad_deliveries_refused(url: &str) -> usize {
+    let payload = push_payload("acme/app");
+    let signature = sign(&payload, SECRET);
+    let other = push_payload("other/app");
+    let big = push_payload(&format!("acme/{}", "x".repeat(9000)));
+    let id = |n: u32| format!("5f0e8a52-0000-4000-8000-{n:012}");
+    let cases: [(&str, (u16, Value), u16, &str); 7] = [
+        (
+            "replayed",
+            deliver(url, "push", ACCEPTED_DELIVERY, JSON, &payload, &signature),
+            409,
+            "duplicate",
+        ),
+        (
+            "forged",
+            deliver(
+                url,
+                "push",
+                &id(2),
+                JSON,
+                &payload.replace("alice", "mallory"),
+                &signature,
+            ),
+            401,
+            "bad_signature",
+        ),
+        (
+            "signed with another secret",
+            deliver(
+                url,
+                "push",
+                &id(3),
+                JSON,
+                &payload,
+                &sign(&payload, "guess"),
+            ),
+            401,
+            "bad_signature",
+        ),
+        (
+            "another repository",
+            deliver(url, "push", &id(4), JSON, &other, &sign(&other, SECRET)),
+            403,
+            "repository_not_accepted",
+        ),
+        (
+            "an event not accepted",
+            deliver(url, "issues", &id(5), JSON, &payload, &signature),
+            403,
+            "event_not_accepted",
+        ),
+        (
+            "oversize",
+            deliver(url, "push", &id(6), JSON, &big, &sign(&big, SECRET)),
+            413,
+            "too_large",
+        ),
+        (
+            "unsigned",
+            deliver(url, "push", &id(7), JSON, &payload, ""),
+            401,
+            "bad_signature",
+        ),
+    ];
+    for (what, (status, answer), expected_status, expected) in &cases {
+        assert_eq!(
+            (*status, answer["result"].as_str()),
+            (*expected_status, Some(*expected)),
+            "{what}: {answer}"
+        );
+    }
+    cases.len()
 }
