@@ -178,7 +178,7 @@ impl Handler {
                 path,
                 module,
                 secrets,
-                seen: std::sync::Mutex::new((policy, revision)),
+                seen: std::sync::Mutex::new(tollgate_host_kit::ReloadState::new(policy, revision)),
             }),
             rates,
             jwks_client: reqwest::blocking::Client::builder()

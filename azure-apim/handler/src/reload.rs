@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use policy_core::JwksTimings;
-use tollgate_host_kit::{complete_now, vet, Gate};
+use tollgate_host_kit::{complete_now, Gate, ReloadState};
 use tollgate_wasmtime::{CompiledModule, ModulePool};
 
 use crate::{answer, now, Handler};
@@ -21,8 +21,8 @@ pub struct PolicyFile {
     pub path: PathBuf,
     pub module: CompiledModule,
     pub secrets: BTreeMap<String, String>,
-    /// The text last read and the revision deciding; held for the whole of a reload.
-    pub seen: Mutex<(String, String)>,
+    /// Held for the whole of a reload, so two never interleave.
+    pub seen: Mutex<ReloadState>,
 }
 
 impl Handler {
@@ -42,7 +42,7 @@ impl Handler {
             Ok(None) => {}
             Err(e) => eprintln!(
                 "tollgate-azure-handler: policy reload ({trigger}) refused; {} keeps deciding: {e}",
-                seen.1
+                seen.revision()
             ),
         }
     }
@@ -51,19 +51,18 @@ impl Handler {
     fn try_reload(
         &self,
         file: &PolicyFile,
-        seen: &mut (String, String),
+        seen: &mut ReloadState,
         only_if_changed: bool,
     ) -> Result<Option<String>, String> {
         let name = file.path.display().to_string();
         let text = std::fs::read_to_string(&file.path).map_err(|e| format!("{name}: {e}"))?;
-        if only_if_changed && text == seen.0 {
+        if only_if_changed && !seen.is_new_text(&text) {
             return Ok(None);
         }
-        seen.0.clone_from(&text);
         let live = self.gate.load_full();
         let fetch = |url: String| std::future::ready(self.fetch_jwks(&url));
         // Every fetch is blocking, so the future is complete when polled once.
-        let vetted = complete_now(vet(
+        let vetted = complete_now(seen.vet(
             &text,
             &name,
             &live.keys,
@@ -71,17 +70,16 @@ impl Handler {
             now(),
             fetch,
         ))
-        .ok_or("vetting did not complete")?
-        .map_err(|rejected| rejected.to_string())?;
+        .ok_or("vetting did not complete")??;
+        let Some(vetted) = vetted else {
+            return Ok(None);
+        };
         answer::check_user_header(vetted.policy.engine.user_header())?;
         let revision = vetted.policy.engine.revision().to_owned();
-        if revision == seen.1 {
-            return Ok(None);
-        }
         let pool = ModulePool::new(file.module.clone(), text, name, Some(file.secrets.clone()))
             .map_err(|e| e.to_string())?;
         self.gate.store(Arc::new(Gate::new(pool, vetted.keys)));
-        seen.1.clone_from(&revision);
+        seen.went_live(&revision);
         Ok(Some(revision))
     }
 }

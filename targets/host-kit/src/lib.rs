@@ -31,5 +31,5 @@ pub use rates::{Namespaced, ShardedRates};
 #[cfg(feature = "redis")]
 pub use redis_rates::{RedisRates, Unavailable};
 #[cfg(feature = "reload")]
-pub use reload::{vet, Rejected, Vetted};
+pub use reload::{vet, Rejected, ReloadState, Vetted};
 pub use tokens::SharedTokenCache;

@@ -1,7 +1,9 @@
 //! Vetting a policy before it replaces the one deciding: it must compile, and its own
 //! `[[test]]` cases must pass with the keys its issuers have, exactly as `tollgate test`
 //! would run them. The host swaps in what passes and keeps serving the old policy
-//! otherwise.
+//! otherwise. [`ReloadState`] holds what every host's reloads share: which text was last
+//! read and which revision decides, so that an unchanged file or an unchanged policy is
+//! not swapped in again.
 
 use std::fmt;
 use std::future::Future;
@@ -88,4 +90,67 @@ where
         keys,
         fetches,
     })
+}
+
+/// What one host's reloads of its policy saw last. A reload reads the policy text, asks
+/// [`ReloadState::is_new_text`] (the periodic watch skips a text it already read, even one
+/// that was refused, until it is edited), then [`ReloadState::vet`]; the host makes its
+/// decider from what passed, swaps it in, and calls [`ReloadState::went_live`]. Hold it
+/// under a lock for a whole reload, so that two never interleave.
+#[derive(Debug)]
+pub struct ReloadState {
+    /// The text last read, whether or not it went live.
+    text: String,
+    /// The revision deciding.
+    revision: String,
+}
+
+impl ReloadState {
+    /// The state of a host deciding with `text`, of revision `revision`.
+    pub fn new(text: String, revision: String) -> Self {
+        ReloadState { text, revision }
+    }
+
+    /// The revision deciding.
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    /// Whether `text` differs from the text last read.
+    pub fn is_new_text(&self, text: &str) -> bool {
+        text != self.text
+    }
+
+    /// Vets `text` (as [`vet`] does, `file` labelling its errors) against the `live` key
+    /// ring at `now`; `Ok(None)` when it is the policy already deciding. `Err` says why the
+    /// deciding policy stays.
+    pub async fn vet<F, Fut>(
+        &mut self,
+        text: &str,
+        file: &str,
+        live: &KeyRing,
+        timings: JwksTimings,
+        now: UnixTime,
+        fetch: F,
+    ) -> Result<Option<Vetted>, String>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Fetched>,
+    {
+        self.text.clear();
+        self.text.push_str(text);
+        let vetted = vet(text, file, live, timings, now, fetch)
+            .await
+            .map_err(|rejected| rejected.to_string())?;
+        if vetted.policy.engine.revision() == self.revision {
+            return Ok(None);
+        }
+        Ok(Some(vetted))
+    }
+
+    /// Records that `revision` now decides.
+    pub fn went_live(&mut self, revision: &str) {
+        self.revision.clear();
+        self.revision.push_str(revision);
+    }
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use policy_core::{Engine, JwksTimings, SecretStore};
-use tollgate_host_kit::{vet, Decider, Gate, NativeDecider, SharedTokenCache};
+use tollgate_host_kit::{Decider, Gate, NativeDecider, ReloadState, SharedTokenCache};
 use tollgate_wasmtime::{CompiledModule, ModulePool};
 
 use crate::proxy::{self, Shared};
@@ -73,16 +73,7 @@ pub struct Reloader {
     maker: DeciderMaker,
     timings: JwksTimings,
     /// Held for the whole of a reload, so two never interleave.
-    state: tokio::sync::Mutex<Seen>,
-}
-
-/// What the last reload saw.
-struct Seen {
-    /// The text last read from the file, whether or not it was put in place: the watch
-    /// acts only on a change, so a refused text is not retried until it is edited.
-    text: String,
-    /// The revision deciding.
-    revision: String,
+    state: tokio::sync::Mutex<ReloadState>,
 }
 
 /// What started a reload, for the log.
@@ -137,7 +128,7 @@ impl Reloader {
             path,
             maker,
             timings,
-            state: tokio::sync::Mutex::new(Seen { text, revision }),
+            state: tokio::sync::Mutex::new(ReloadState::new(text, revision)),
         }
     }
 }
@@ -185,7 +176,7 @@ impl Shared {
                 eprintln!(
                     "tollgate: policy reload ({}) refused; {} keeps deciding: {e}",
                     trigger.as_str(),
-                    seen.revision
+                    seen.revision()
                 );
             }
         }
@@ -195,51 +186,48 @@ impl Shared {
     async fn try_reload(
         &self,
         reloader: &Reloader,
-        seen: &mut Seen,
+        seen: &mut ReloadState,
         offered: Offered,
     ) -> Result<Reloaded, String> {
+        let unchanged = |seen: &ReloadState| Reloaded::Unchanged {
+            revision: seen.revision().to_owned(),
+        };
         let (text, file, fetched) = match offered {
             Offered::File { only_if_changed } => {
                 let file = reloader.path.display().to_string();
                 // A policy file is small: reading it on the runtime thread is a moment's work.
                 let text =
                     std::fs::read_to_string(&reloader.path).map_err(|e| format!("{file}: {e}"))?;
-                if only_if_changed && text == seen.text {
-                    return Ok(Reloaded::Unchanged {
-                        revision: seen.revision.clone(),
-                    });
+                if only_if_changed && !seen.is_new_text(&text) {
+                    return Ok(unchanged(seen));
                 }
                 (text, file, false)
             }
             Offered::Text { text, origin } => (text, origin, true),
         };
-        seen.text.clone_from(&text);
         let live = self.gate.load_full();
-        let vetted = vet(
-            &text,
-            &file,
-            &live.keys,
-            reloader.timings,
-            proxy::now(),
-            |url| self.fetch_jwks(url),
-        )
-        .await;
-        let vetted = match vetted {
-            Ok(vetted) => vetted,
-            Err(rejected) => return Err(rejected.to_string()),
+        let vetted = seen
+            .vet(
+                &text,
+                &file,
+                &live.keys,
+                reloader.timings,
+                proxy::now(),
+                |url| self.fetch_jwks(url),
+            )
+            .await?;
+        let Some(vetted) = vetted else {
+            return Ok(unchanged(seen));
         };
         self.report_fetches(&vetted.fetches);
         let revision = vetted.policy.engine.revision().to_owned();
-        if revision == seen.revision {
-            return Ok(Reloaded::Unchanged { revision });
-        }
         let engine = vetted.policy.engine;
         let decider = reloader.maker.make(engine.clone(), &text, &file)?;
         self.gate.store(Arc::new(Gate::new(decider, vetted.keys)));
         self.webhooks.engine.store(Arc::new(engine));
-        seen.revision.clone_from(&revision);
+        seen.went_live(&revision);
         if fetched {
-            // The watch compares the file with `seen.text`, so this write is no change.
+            // The watch compares the file with the text last read, so this write is no change.
             if let Err(e) = write_over(&reloader.path, &text) {
                 eprintln!(
                     "tollgate: cannot keep the fetched policy in {}: {e}",
