@@ -3,8 +3,10 @@
 //! This is a thin host: it reads files and stdin, reads the clock, and hands everything to
 //! `policy-core`, which makes every decision.
 
+mod credentials;
 mod decider;
 mod host;
+mod login;
 mod report;
 mod run_tests;
 
@@ -91,6 +93,32 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print the SHA-256 to put in an `[[api_key]]` for a key read from stdin.
     HashKey,
+    /// Sign in to a gateway with your identity provider (OAuth 2.0 device authorization):
+    /// open the URL shown, enter the code; the tokens are kept for `tollgate credential`.
+    Login {
+        /// The gateway, e.g. `https://git.example.com`.
+        gateway: String,
+        /// The identity provider's issuer URL (its OpenID discovery document names the
+        /// endpoints).
+        #[arg(long)]
+        issuer: String,
+        /// The client registered with the provider for `tollgate login` (a public client
+        /// allowed the device code and refresh token grants).
+        #[arg(long)]
+        client_id: String,
+        #[arg(long, default_value = "openid offline_access")]
+        scope: String,
+        /// A resource indicator (RFC 8707) for the gateway's tokens, if the provider
+        /// wants one.
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Git credential helper: `git config credential.https://GATEWAY.helper "tollgate
+    /// credential"` gives git a fresh access token from `tollgate login`.
+    Credential {
+        /// `get`, `store` or `erase`, as git calls it.
+        operation: String,
+    },
 }
 
 /// `tollgate serve`'s flags.
@@ -255,6 +283,20 @@ fn main() -> ExitCode {
         } => test(&policy, &jwks, verbose, wasm.as_deref().map(Path::new)),
         Command::Serve(args) => serve(*args),
         Command::HashKey => hash_key(),
+        Command::Login {
+            gateway,
+            issuer,
+            client_id,
+            scope,
+            resource,
+        } => login::login(&login::LoginArgs {
+            gateway,
+            issuer,
+            client_id,
+            scope,
+            resource,
+        }),
+        Command::Credential { operation } => credentials::helper(&operation),
     };
     match result {
         Ok(code) => code,

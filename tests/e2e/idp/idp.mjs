@@ -1,12 +1,16 @@
 // A real OpenID provider for the end-to-end tests: oidc-provider issuing JWT access
-// tokens through the client_credentials grant. Each resource indicator picks the signing
-// algorithm, so one provider serves ES256, RS256 and EdDSA tokens.
+// tokens through the client_credentials grant, and to people through the device
+// authorization grant (RFC 8628) for the public client `tollgate-cli`, with refresh
+// tokens; people sign in through oidc-provider's own development login and consent pages
+// (any password), which tests complete over HTTP. Each resource indicator picks the
+// signing algorithm (or a one-second lifetime), so one provider serves ES256, RS256 and
+// EdDSA tokens.
 //
 //   node idp.mjs PORT CLIENTS_JSON
 //
 // CLIENTS_JSON: {"alice": {"secret": "...", "groups": ["developers"]}, ...}; the client id
 // becomes the token's `sub`, and a client's optional "claims" object is added to its tokens
-// (CI-job-shaped callers). Prints "ready" on stdout once listening.
+// (CI-job-shaped callers). A person signing in as `alice` gets alice's groups. Prints "ready" on stdout once listening.
 import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
 
@@ -33,16 +37,26 @@ const resources = {
 };
 
 const provider = new Provider(`http://127.0.0.1:${port}`, {
-  clients: Object.entries(clients).map(([id, c]) => ({
-    client_id: id,
-    client_secret: c.secret,
-    grant_types: ['client_credentials'],
-    redirect_uris: [],
-    response_types: [],
-  })),
+  clients: [
+    ...Object.entries(clients).map(([id, c]) => ({
+      client_id: id,
+      client_secret: c.secret,
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      response_types: [],
+    })),
+    {
+      client_id: 'tollgate-cli',
+      token_endpoint_auth_method: 'none',
+      grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
+      redirect_uris: [],
+      response_types: [],
+    },
+  ],
   jwks: { keys },
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: true },
+    deviceFlow: { enabled: true },
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
@@ -56,9 +70,11 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
     },
   },
   extraTokenClaims: (ctx, token) => {
-    const client = clients[token.clientId] || {};
+    const client = clients[token.accountId || token.clientId] || {};
     return { ...(client.claims || {}), groups: client.groups || [] };
   },
+  // A refresh token for every grant the client may refresh, offline_access or not.
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   routes: { jwks: '/jwks' },
   ttl: { ClientCredentials: (ctx, token, client) => token.resourceServer?.accessTokenTTL || 300 },
 });

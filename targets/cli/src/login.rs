@@ -1,0 +1,196 @@
+//! `tollgate login`: signs a person in to a gateway with their identity provider, through
+//! the OAuth 2.0 Device Authorization Grant (RFC 8628): the provider's endpoints come
+//! from OpenID discovery, the person opens the verification URL and enters the code
+//! shown, and the tokens are kept for `tollgate credential` (see `credentials.rs`).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::credentials::{gateway_key, http_client, now, Store, Stored, TokenAnswer, TokenRefusal};
+
+/// What `tollgate login` was asked.
+#[derive(Debug)]
+pub struct LoginArgs {
+    pub gateway: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub scope: String,
+    /// A resource indicator (RFC 8707) naming the gateway's audience, when the provider
+    /// wants one.
+    pub resource: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    token_endpoint: String,
+    device_authorization_endpoint: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DeviceAuthorization {
+    device_code: String,
+    user_code: String,
+    verification_uri: String,
+    verification_uri_complete: Option<String>,
+    expires_in: u64,
+    interval: Option<u64>,
+}
+
+const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+pub fn login(args: &LoginArgs) -> Result<ExitCode, String> {
+    let gateway = gateway_key(&args.gateway)?;
+    let http = http_client()?;
+    let issuer = args.issuer.trim_end_matches('/');
+    let discovery_url = format!("{issuer}/.well-known/openid-configuration");
+    let discovery: Discovery = get_json(&http, &discovery_url)?;
+    // OpenID Connect Discovery 1.0, section 4.3: the document must name the issuer asked.
+    if discovery.issuer.trim_end_matches('/') != issuer {
+        return Err(format!(
+            "{discovery_url} names the issuer `{}`, not `{issuer}`",
+            discovery.issuer
+        ));
+    }
+    let device_endpoint = discovery
+        .device_authorization_endpoint
+        .ok_or_else(|| format!("`{issuer}` offers no device authorization endpoint (RFC 8628)"))?;
+    let mut form = vec![
+        ("client_id", args.client_id.as_str()),
+        ("scope", args.scope.as_str()),
+    ];
+    if let Some(resource) = &args.resource {
+        form.push(("resource", resource));
+    }
+    let device: DeviceAuthorization = post_json(&http, &device_endpoint, &form)?;
+    eprintln!(
+        "To sign in to {gateway}, open {} and enter the code {}",
+        device
+            .verification_uri_complete
+            .as_deref()
+            .unwrap_or(&device.verification_uri),
+        device.user_code
+    );
+    let answer = poll(&http, &discovery.token_endpoint, &args.client_id, &device)?;
+    let mut stored = Stored {
+        issuer: issuer.to_owned(),
+        client_id: args.client_id.clone(),
+        token_endpoint: discovery.token_endpoint,
+        access_token: String::new(),
+        refresh_token: None,
+        expires_at: 0,
+    };
+    stored.update(answer, now());
+    let refreshable = stored.refresh_token.is_some();
+    let store = Store::locate()?;
+    let mut entries = store.load()?;
+    entries.insert(gateway.clone(), stored);
+    store.save(&entries)?;
+    eprintln!("Signed in to {gateway}.");
+    if !refreshable {
+        eprintln!("The provider issued no refresh token: sign in again when the token expires.");
+    }
+    eprintln!("For git: git config --global credential.{gateway}.helper \"tollgate credential\"");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the token endpoint every `interval` seconds until the person has signed in,
+/// refused, or let the code expire (RFC 8628 section 3.5).
+fn poll(
+    http: &reqwest::blocking::Client,
+    token_endpoint: &str,
+    client_id: &str,
+    device: &DeviceAuthorization,
+) -> Result<TokenAnswer, String> {
+    let mut interval = Duration::from_secs(device.interval.unwrap_or(5).max(1));
+    let deadline = Instant::now() + Duration::from_secs(device.expires_in);
+    loop {
+        std::thread::sleep(interval);
+        if Instant::now() > deadline {
+            return Err(
+                "the code expired before sign-in finished; run `tollgate login` again".into(),
+            );
+        }
+        let answer = http
+            .post(token_endpoint)
+            .form(&[
+                ("grant_type", DEVICE_CODE_GRANT),
+                ("device_code", device.device_code.as_str()),
+                ("client_id", client_id),
+            ])
+            .send()
+            .map_err(|e| format!("{token_endpoint}: {e}"))?;
+        let status = answer.status();
+        let text = answer.text().map_err(|e| e.to_string())?;
+        if status.is_success() {
+            return serde_json::from_str(&text)
+                .map_err(|e| format!("the provider's token answer: {e}"));
+        }
+        let refusal: TokenRefusal = serde_json::from_str(&text)
+            .map_err(|_| format!("{token_endpoint} answered {status}"))?;
+        match refusal.error.as_str() {
+            "authorization_pending" => {}
+            "slow_down" => interval += Duration::from_secs(5),
+            "access_denied" => return Err("sign-in was refused".into()),
+            "expired_token" => {
+                return Err(
+                    "the code expired before sign-in finished; run `tollgate login` again".into(),
+                )
+            }
+            other => {
+                return Err(format!(
+                    "the provider refused: {other}{}",
+                    refusal
+                        .error_description
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                ))
+            }
+        }
+    }
+}
+
+fn get_json<T: for<'de> Deserialize<'de>>(
+    http: &reqwest::blocking::Client,
+    url: &str,
+) -> Result<T, String> {
+    let answer = http.get(url).send().map_err(|e| format!("{url}: {e}"))?;
+    read_json(url, answer)
+}
+
+fn post_json<T: for<'de> Deserialize<'de>>(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    form: &[(&str, &str)],
+) -> Result<T, String> {
+    let answer = http
+        .post(url)
+        .form(form)
+        .send()
+        .map_err(|e| format!("{url}: {e}"))?;
+    read_json(url, answer)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(
+    url: &str,
+    answer: reqwest::blocking::Response,
+) -> Result<T, String> {
+    let status = answer.status();
+    let text = answer.text().map_err(|e| format!("{url}: {e}"))?;
+    if !status.is_success() {
+        let refusal: Option<TokenRefusal> = serde_json::from_str(&text).ok();
+        return Err(match refusal {
+            Some(r) => format!(
+                "{url}: {}{}",
+                r.error,
+                r.error_description
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ),
+            None => format!("{url} answered {status}"),
+        });
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{url}: {e}"))
+}

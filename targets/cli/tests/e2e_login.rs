@@ -1,0 +1,274 @@
+//! People through the edge: `tollgate login` signs alice in with the real OpenID provider
+//! (oidc-provider, tests/e2e/idp) through the device authorization grant, the provider's
+//! own sign-in and consent pages completed over HTTP as her browser would; then git, with
+//! `tollgate credential` as its credential helper, clones through `tollgate serve`, and
+//! fetches again after her one-second access token has expired, with a refreshed one.
+//! When the refresh is refused, git is told to sign in again.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tollgate_conformance::process::{free_port, Proc};
+use tollgate_conformance::world::{header, text, World};
+
+/// The value of the first `name="NAME" value="..."` in `page`.
+fn field(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {page}"))
+        + marker.len();
+    page[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Where the first form in `page` (from `origin`) posts to.
+fn action(origin: &str, page: &str) -> String {
+    let start = page
+        .find("action=\"")
+        .unwrap_or_else(|| panic!("no form in {page}"))
+        + "action=\"".len();
+    let action = page[start..].split('"').next().unwrap_or_default();
+    if action.starts_with('/') {
+        format!("{origin}{action}")
+    } else {
+        action.to_owned()
+    }
+}
+
+/// Signs in at the provider as `user` for the device code `user_code`, as a browser would:
+/// the code page, its confirmation, the sign-in form, the consent form.
+fn approve_device(idp: &str, user_code: &str, user: &str) {
+    let browser = reqwest::blocking::Client::builder()
+        .cookie_store(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let page = |response: reqwest::blocking::Response| response.text().expect("page");
+    let code_page = page(
+        browser
+            .get(format!("{idp}/device"))
+            .send()
+            .expect("device page"),
+    );
+    let confirm_page = page(
+        browser
+            .post(format!("{idp}/device"))
+            .form(&[
+                ("xsrf", field(&code_page, "xsrf").as_str()),
+                ("user_code", user_code),
+            ])
+            .send()
+            .expect("enter the code"),
+    );
+    let sign_in_page = page(
+        browser
+            .post(format!("{idp}/device"))
+            .form(&[
+                ("xsrf", field(&confirm_page, "xsrf").as_str()),
+                ("user_code", user_code),
+                ("confirm", "yes"),
+            ])
+            .send()
+            .expect("confirm the code"),
+    );
+    let consent_page = page(
+        browser
+            .post(action(idp, &sign_in_page))
+            .form(&[("prompt", "login"), ("login", user), ("password", "any")])
+            .send()
+            .expect("sign in"),
+    );
+    let done = page(
+        browser
+            .post(action(idp, &consent_page))
+            .form(&[("prompt", "consent")])
+            .send()
+            .expect("consent"),
+    );
+    assert!(done.contains("Sign-in Success"), "{done}");
+}
+
+/// `git` in `dir` with `tollgate credential` as its only credential helper, under `home`.
+fn git(home: &Path, dir: &Path, args: &[&str]) -> Output {
+    let helper = format!(
+        "credential.helper={} credential",
+        env!("CARGO_BIN_EXE_tollgate")
+    );
+    Command::new("git")
+        .args(["-c", "credential.helper=", "-c", &helper])
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("TOLLGATE_CREDENTIALS")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("run git")
+}
+
+fn stored(home: &Path, gateway: &str) -> Value {
+    let text = std::fs::read_to_string(home.join(".config/tollgate/credentials.json"))
+        .expect("credentials file");
+    let all: Value = serde_json::from_str(&text).expect("credentials JSON");
+    all[gateway].clone()
+}
+
+#[test]
+fn login_then_git_through_the_credential_helper_with_refreshed_tokens() {
+    let world = World::start();
+    std::fs::write(world.path("policy.toml"), world.policy()).expect("policy");
+    std::fs::write(world.path("secrets.json"), world.secrets_json()).expect("secrets");
+    let port = free_port();
+    let _serve = Proc::start(
+        "tollgate serve",
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "--policy"])
+            .arg(world.path("policy.toml"))
+            .arg("--secrets")
+            .arg(world.path("secrets.json"))
+            .args(["--origin", &world.origin_url()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--audit-log", "/dev/null"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        port,
+    );
+    let gateway = format!("http://127.0.0.1:{port}");
+    let idp = format!("http://127.0.0.1:{}", world.idp_port);
+    let home = world.home();
+
+    // Sign in: the command shows a code, alice enters it at the provider and signs in.
+    let mut login = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "login",
+            &gateway,
+            "--issuer",
+            &idp,
+            "--client-id",
+            "tollgate-cli",
+        ])
+        .args(["--resource", "urn:gogs:short"])
+        .env("HOME", &home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("TOLLGATE_CREDENTIALS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tollgate login");
+    let mut said = String::new();
+    let mut lines = BufReader::new(login.stderr.take().expect("stderr")).lines();
+    let user_code = loop {
+        let line = lines
+            .next()
+            .expect("a line from tollgate login")
+            .expect("stderr");
+        said.push_str(&line);
+        said.push('\n');
+        if let Some((_, code)) = line.split_once("enter the code ") {
+            break code.trim().to_owned();
+        }
+    };
+    assert!(said.contains(&format!("{idp}/device")), "{said}");
+    approve_device(&idp, &user_code, "alice");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = login.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tollgate login still polling: {said}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for line in lines {
+        said.push_str(&line.expect("stderr"));
+        said.push('\n');
+    }
+    assert!(status.success(), "{said}");
+    assert!(said.contains(&format!("Signed in to {gateway}.")), "{said}");
+
+    // The tokens are kept for the owner only, and never shown.
+    let file = home.join(".config/tollgate/credentials.json");
+    let mode = std::fs::metadata(&file)
+        .expect("credentials")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "credentials file mode {mode:o}");
+    let first = stored(&home, &gateway);
+    let first_token = first["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_owned();
+    assert!(first["refresh_token"].is_string(), "{first:?}");
+    assert!(
+        !said.contains(&first_token),
+        "tollgate login printed the token"
+    );
+
+    // git clones through the gateway with no token handling: the helper hands it alice's
+    // token (refreshed first, since it lives a second), and the origin sees alice.
+    let work = world.path("work");
+    std::fs::create_dir_all(&work).expect("work");
+    let out = git(
+        &home,
+        &work,
+        &["clone", "-q", &format!("{gateway}/acme/app.git"), "app"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let basic = tollgate_conformance::world::basic("alice", "gogs-alice-0001");
+    let at_origin = world.origin_requests();
+    assert!(
+        at_origin
+            .iter()
+            .any(|r| header(r, "authorization") == Some(basic.as_str())),
+        "alice never reached the origin: {at_origin:?}"
+    );
+    let second_token = stored(&home, &gateway)["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_ne!(
+        second_token, first_token,
+        "the expiring token was not refreshed"
+    );
+
+    // Past the token's expiry, a fetch works again with a refreshed one.
+    std::thread::sleep(Duration::from_secs(2));
+    let out = git(&home, &work.join("app"), &["fetch", "-q", "origin"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let third_token = stored(&home, &gateway)["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_ne!(
+        third_token, second_token,
+        "the expired token was not refreshed"
+    );
+
+    // A refresh the provider refuses: git fails, and is told to sign in again.
+    let mut broken: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("file")).expect("json");
+    broken[&gateway]["refresh_token"] = Value::from("revoked");
+    broken[&gateway]["expires_at"] = Value::from(0);
+    std::fs::write(&file, broken.to_string()).expect("write");
+    let out = git(&home, &work.join("app"), &["fetch", "-q", "origin"]);
+    assert!(
+        !out.status.success(),
+        "a fetch with a refused refresh succeeded"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("run `tollgate login {gateway}`")),
+        "{stderr}"
+    );
+}
