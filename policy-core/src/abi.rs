@@ -20,7 +20,7 @@ use crate::route::{RepoName, RouteClass};
 use crate::time::UnixTime;
 
 /// The interface version this crate speaks. Bump it with any change to these types.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// Every operation answers `Ok` or a message (for `init`, the positioned policy error).
 pub type Answer<T> = Result<T, String>;

@@ -50,6 +50,8 @@ pub struct Expectation {
     pub status: Option<u16>,
     pub reason: Option<String>,
     pub rule: Option<String>,
+    /// The decision's message, exactly (for a published document, the document).
+    pub message: Option<String>,
     pub user: Option<String>,
     /// The `[[binding]]` that made the identity.
     pub binding: Option<String>,
@@ -100,6 +102,11 @@ impl Expectation {
             &get("reason"),
         );
         field("rule", self.rule.clone().map(Value::from), &get("rule"));
+        field(
+            "message",
+            self.message.clone().map(Value::from),
+            &get("message"),
+        );
         let of_identity = |key: &str| {
             decision
                 .get("identity")

@@ -97,11 +97,15 @@ pub enum Reason {
     /// The policy module trapped, ran out of its time budget or answered malformed bytes;
     /// the host refuses rather than guess.
     PolicyModuleFailed,
+    /// Not forwarded: the gateway answers it itself with a document the policy publishes
+    /// (`[login]` at `/.well-known/tollgate-login`), status 200, the document as the
+    /// message.
+    Published,
 }
 
 impl Reason {
     /// Every reason but the per-rejection ones (see [`TokenRejection::ALL`]).
-    const PLAIN: [Reason; 17] = [
+    const PLAIN: [Reason; 18] = [
         Reason::Allowed,
         Reason::BadPath,
         Reason::CredentialInQuery,
@@ -119,6 +123,7 @@ impl Reason {
         Reason::RateStoreUnavailable,
         Reason::OriginCredentialMissing,
         Reason::PolicyModuleFailed,
+        Reason::Published,
     ];
 
     /// How many reasons there are: [`Reason::index`] is below it.
@@ -162,6 +167,7 @@ impl Reason {
             Reason::RateStoreUnavailable => "rate_store_unavailable",
             Reason::OriginCredentialMissing => "origin_credential_missing",
             Reason::PolicyModuleFailed => "policy_module_error",
+            Reason::Published => "published",
         }
     }
 }
@@ -387,6 +393,9 @@ impl Decision {
             })
             .unwrap_or_default()
         };
+        if self.reason == Reason::Published {
+            return ("application/json", format!("{}\n", self.message));
+        }
         match self.class {
             Some(RouteClass::Lfs) => ("application/vnd.git-lfs+json", json()),
             Some(RouteClass::Api) => ("application/json", json()),

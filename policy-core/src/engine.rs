@@ -115,6 +115,8 @@ pub struct Engine {
     pub(crate) rate_limits: Vec<RateLimit>,
     /// Gogs webhooks received at the edge (`[[webhook]]`).
     pub(crate) webhooks: Vec<crate::webhook::Webhook>,
+    /// `[login]` as the JSON document published at [`LOGIN_METADATA_PATH`].
+    pub(crate) login: Option<String>,
     /// The Gogs versions whose routes requests are classified against (`origin.gogs`).
     pub(crate) gogs: Vec<&'static route::Version>,
     /// Where RS256, PS256 and ES256 signatures are verified.
@@ -176,7 +178,20 @@ impl Draft {
     }
 }
 
+/// Where a gateway with `[login]` publishes what `tollgate login` needs (`issuer`,
+/// `client_id`, `scope`, `resource`), answered by the gateway itself (reason `published`).
+pub const LOGIN_METADATA_PATH: &str = "/.well-known/tollgate-login";
+
 impl Engine {
+    /// The document to answer `facts` with when it asks for the login settings.
+    fn published(&self, facts: &RequestFacts<'_>) -> Option<&str> {
+        let reads =
+            facts.method.eq_ignore_ascii_case("GET") || facts.method.eq_ignore_ascii_case("HEAD");
+        (reads && facts.path == LOGIN_METADATA_PATH)
+            .then_some(self.login.as_deref())
+            .flatten()
+    }
+
     /// Parses, validates and compiles a policy; `file` only labels error positions.
     pub fn from_toml(source: &str, file: &str) -> Result<Engine, crate::PolicyError> {
         crate::policy::Policy::parse(source, file).map(|p| p.engine)
@@ -293,6 +308,18 @@ impl Engine {
             policy_revision: self.revision.clone(),
         };
 
+        if let Some(published) = self.published(facts) {
+            draft
+                .explain
+                .step(|| ExplainStep::new("login", "the sign-in settings `tollgate login` reads"));
+            return Verdict::Decided(draft.finish(
+                false,
+                200,
+                Reason::Published,
+                String::from(published),
+                Some(String::from("login")),
+            ));
+        }
         let route = match route::classify(
             &self.gogs,
             facts.method,

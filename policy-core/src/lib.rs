@@ -85,7 +85,7 @@ pub use apikey::api_key_hash_hex;
 pub use audit::AuditRecord;
 pub use crypto::{CryptoProvider, P256Key, RsaKey, RsaScheme, RustCrypto};
 pub use decision::{Decision, ExplainStep, Header, Reason, Shadow, Verdict};
-pub use engine::Engine;
+pub use engine::{Engine, LOGIN_METADATA_PATH};
 pub use identity::{Identity, Via};
 pub use jwks_schedule::{
     FetchedKeys, JwksFetch, JwksSchedule, JwksTimings, KeysGeneration, UsableKeys,

@@ -7,7 +7,8 @@ use toml::Spanned;
 
 use super::identities::{issuer_identities, IssuerIdentities, Names};
 use super::schema::{
-    RawApiKey, RawEffect, RawGrant, RawIssuer, RawOrigin, RawPolicy, RawRateLimit, RawWebhook,
+    RawApiKey, RawEffect, RawGrant, RawIssuer, RawLogin, RawOrigin, RawPolicy, RawRateLimit,
+    RawWebhook,
 };
 #[cfg(feature = "testing")]
 use super::schema::{RawShadowExpect, RawTestCase};
@@ -67,6 +68,10 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
         &identities,
     );
     let issuers = issuers(raw.issuers, identities, at)?;
+    let login = raw
+        .login
+        .map(|l| login(l.into_inner(), &issuers, at))
+        .transpose()?;
     let (grants, shadow_grants) = grants(raw.grants, &names, at)?;
     let rate_limits = rate_limits(raw.rate_limits, &names, at)?;
     let webhook_secrets: Vec<SecretUse> = raw
@@ -97,6 +102,7 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
             shadow_grants,
             rate_limits,
             webhooks,
+            login,
             gogs,
             crypto: &crate::RustCrypto,
             revision: revision_of(at.text),
@@ -104,6 +110,70 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
         #[cfg(feature = "testing")]
         tests,
     })
+}
+
+/// `[login]` as the document the gateway publishes at [`crate::LOGIN_METADATA_PATH`].
+fn login(raw: RawLogin, issuers: &[Issuer], at: At<'_>) -> Result<String, PolicyError> {
+    #[derive(serde::Serialize)]
+    struct Published<'a> {
+        issuer: &'a str,
+        client_id: &'a str,
+        scope: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resource: Option<&'a str>,
+    }
+    let name = raw.issuer.get_ref();
+    let Some(issuer) = issuers.iter().find(|i| &i.name == name) else {
+        let known: Vec<&str> = issuers.iter().map(|i| i.name.as_str()).collect();
+        return err(
+            at,
+            raw.issuer.span(),
+            format!(
+                "login.issuer `{name}` names no [[issuer]] (there are: `{}`)",
+                known.join("`, `")
+            ),
+        );
+    };
+    // Each is sent as a form field and shown to people: visible characters only.
+    let visible = |s: &str| !s.is_empty() && s.bytes().all(|b| (0x20..0x7f).contains(&b));
+    let client_id = raw.client_id.get_ref();
+    if !visible(client_id) || client_id.contains(' ') {
+        return err(
+            at,
+            raw.client_id.span(),
+            format!("login.client_id `{client_id}` must be visible characters without spaces"),
+        );
+    }
+    let scope = raw
+        .scope
+        .as_ref()
+        .map_or("openid offline_access", |s| s.get_ref().as_str());
+    if let Some(spanned) = &raw.scope {
+        if !visible(scope) || scope.split(' ').any(str::is_empty) {
+            return err(
+                at,
+                spanned.span(),
+                format!("login.scope `{scope}` must be scope names separated by single spaces"),
+            );
+        }
+    }
+    let resource = raw.resource.as_ref().map(Spanned::get_ref);
+    if let (Some(spanned), Some(resource)) = (&raw.resource, resource) {
+        if !visible(resource) || resource.contains(' ') || !resource.contains(':') {
+            return err(
+                at,
+                spanned.span(),
+                format!("login.resource `{resource}` must be an absolute URI (RFC 8707)"),
+            );
+        }
+    }
+    serde_json::to_string(&Published {
+        issuer: &issuer.iss,
+        client_id,
+        scope,
+        resource: resource.map(String::as_str),
+    })
+    .or_else(|e| err(at, raw.issuer.span(), format!("login: {e}")))
 }
 
 /// The policy's revision: `sha256:` and the first 16 hex digits of the SHA-256 of its
@@ -1015,6 +1085,7 @@ fn tests(raw: Vec<Spanned<RawTestCase>>, at: At<'_>) -> Result<Vec<TestCase>, Po
             status: e.status,
             reason: e.reason,
             rule: e.rule,
+            message: e.message,
             user: e.user,
             binding: e.binding,
             claims: e.claims,

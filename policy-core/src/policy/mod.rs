@@ -114,6 +114,7 @@ impl Source<'_> {
 #[cfg(test)]
 mod tests {
     use crate::{Engine, NoKeys, NoSecrets, RequestFacts, UnixTime};
+    use alloc::string::{String, ToString};
 
     #[test]
     fn the_revision_names_the_text_and_every_decision_carries_it() {
@@ -132,5 +133,49 @@ mod tests {
             )
             .resolve_with(&mut |_, _| None);
         assert_eq!(decision.policy_revision.as_deref(), Some(a.revision()));
+    }
+
+    const ISSUER: &str = "[[issuer]]\nname = \"corp\"\nissuer = \"https://id.example.test\"\naudiences = [\"gogs\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://id.example.test/jwks\"\n";
+
+    fn login_error(login: &str) -> String {
+        let text = alloc::format!("{ISSUER}[login]\n{login}");
+        Engine::from_toml(&text, "p.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn login_settings_are_checked_with_their_position() {
+        let unknown = login_error("issuer = \"other\"\nclient_id = \"cli\"\n");
+        assert!(
+            unknown.starts_with(
+                "p.toml:8:10: login.issuer `other` names no [[issuer]] (there are: `corp`)"
+            ),
+            "{unknown}"
+        );
+        let spaced = login_error("issuer = \"corp\"\nclient_id = \"a b\"\n");
+        assert!(spaced.contains("login.client_id `a b` must be"), "{spaced}");
+        let scope = login_error("issuer = \"corp\"\nclient_id = \"cli\"\nscope = \"openid  x\"\n");
+        assert!(scope.contains("login.scope `openid  x`"), "{scope}");
+        let resource = login_error("issuer = \"corp\"\nclient_id = \"cli\"\nresource = \"gogs\"\n");
+        assert!(resource.contains("must be an absolute URI"), "{resource}");
+        let unknown_field = login_error("issuer = \"corp\"\nclient_id = \"cli\"\nsecret = \"x\"\n");
+        assert!(
+            unknown_field.contains("unknown field `secret`"),
+            "{unknown_field}"
+        );
+    }
+
+    #[test]
+    fn without_login_nothing_is_published() {
+        let engine = Engine::from_toml(ISSUER, "p.toml").unwrap();
+        let decision = engine
+            .decide(
+                &RequestFacts::get(crate::LOGIN_METADATA_PATH),
+                UnixTime::from_secs(1_800_000_000),
+                &NoKeys,
+                &NoSecrets,
+            )
+            .resolve_with(&mut |_, _| None);
+        assert_ne!(decision.reason, crate::Reason::Published);
+        assert!(!decision.allow);
     }
 }

@@ -32,6 +32,7 @@ pub(crate) struct RawPolicy {
     pub(crate) rate_limits: Vec<Spanned<RawRateLimit>>,
     #[serde(default, rename = "webhook")]
     pub(crate) webhooks: Vec<Spanned<RawWebhook>>,
+    pub(crate) login: Option<Spanned<RawLogin>>,
     #[cfg(feature = "testing")]
     #[serde(default, rename = "test")]
     pub(crate) tests: Vec<Spanned<RawTestCase>>,
@@ -164,6 +165,17 @@ pub(crate) struct RawWebhook {
     pub(crate) max_body_bytes: Option<Spanned<u64>>,
 }
 
+/// `[login]`: what `tollgate login` needs to sign people in, published by the gateway.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLogin {
+    /// The `[[issuer]]` people sign in with, by name.
+    pub(crate) issuer: Spanned<String>,
+    pub(crate) client_id: Spanned<String>,
+    pub(crate) scope: Option<Spanned<String>>,
+    pub(crate) resource: Option<Spanned<String>>,
+}
+
 #[cfg(feature = "testing")]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,6 +197,7 @@ pub(crate) struct RawExpect {
     pub(crate) status: Option<u16>,
     pub(crate) reason: Option<String>,
     pub(crate) rule: Option<String>,
+    pub(crate) message: Option<String>,
     pub(crate) user: Option<String>,
     pub(crate) binding: Option<String>,
     pub(crate) claims: Option<BTreeMap<String, String>>,

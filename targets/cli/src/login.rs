@@ -10,16 +10,25 @@ use serde::Deserialize;
 
 use crate::credentials::{gateway_key, http_client, now, Store, Stored, TokenAnswer, TokenRefusal};
 
-/// What `tollgate login` was asked.
+/// What `tollgate login` was asked; what is not given comes from the gateway.
 #[derive(Debug)]
 pub struct LoginArgs {
     pub gateway: String,
-    pub issuer: String,
-    pub client_id: String,
-    pub scope: String,
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
     /// A resource indicator (RFC 8707) naming the gateway's audience, when the provider
     /// wants one.
     pub resource: Option<String>,
+}
+
+/// What a gateway with `[login]` publishes at `policy_core::LOGIN_METADATA_PATH`.
+#[derive(Deserialize)]
+struct Published {
+    issuer: String,
+    client_id: String,
+    scope: Option<String>,
+    resource: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -44,7 +53,37 @@ const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 pub fn login(args: &LoginArgs) -> Result<ExitCode, String> {
     let gateway = gateway_key(&args.gateway)?;
     let http = http_client()?;
-    let issuer = args.issuer.trim_end_matches('/');
+    let published = if args.issuer.is_none() || args.client_id.is_none() {
+        let url = format!("{gateway}{}", policy_core::LOGIN_METADATA_PATH);
+        let published: Published = get_json(&http, &url).map_err(|e| {
+            format!("{e}; the gateway publishes no sign-in settings: give --issuer and --client-id")
+        })?;
+        Some(published)
+    } else {
+        None
+    };
+    let from_gateway =
+        |pick: fn(&Published) -> Option<&String>| published.as_ref().and_then(pick).cloned();
+    let issuer = args
+        .issuer
+        .clone()
+        .or_else(|| from_gateway(|p| Some(&p.issuer)))
+        .ok_or("no issuer")?;
+    let client_id = args
+        .client_id
+        .clone()
+        .or_else(|| from_gateway(|p| Some(&p.client_id)))
+        .ok_or("no client id")?;
+    let scope = args
+        .scope
+        .clone()
+        .or_else(|| from_gateway(|p| p.scope.as_ref()))
+        .unwrap_or_else(|| "openid offline_access".into());
+    let resource = args
+        .resource
+        .clone()
+        .or_else(|| from_gateway(|p| p.resource.as_ref()));
+    let issuer = issuer.trim_end_matches('/');
     let discovery_url = format!("{issuer}/.well-known/openid-configuration");
     let discovery: Discovery = get_json(&http, &discovery_url)?;
     // OpenID Connect Discovery 1.0, section 4.3: the document must name the issuer asked.
@@ -57,11 +96,8 @@ pub fn login(args: &LoginArgs) -> Result<ExitCode, String> {
     let device_endpoint = discovery
         .device_authorization_endpoint
         .ok_or_else(|| format!("`{issuer}` offers no device authorization endpoint (RFC 8628)"))?;
-    let mut form = vec![
-        ("client_id", args.client_id.as_str()),
-        ("scope", args.scope.as_str()),
-    ];
-    if let Some(resource) = &args.resource {
+    let mut form = vec![("client_id", client_id.as_str()), ("scope", scope.as_str())];
+    if let Some(resource) = &resource {
         form.push(("resource", resource));
     }
     let device: DeviceAuthorization = post_json(&http, &device_endpoint, &form)?;
@@ -73,10 +109,10 @@ pub fn login(args: &LoginArgs) -> Result<ExitCode, String> {
             .unwrap_or(&device.verification_uri),
         device.user_code
     );
-    let answer = poll(&http, &discovery.token_endpoint, &args.client_id, &device)?;
+    let answer = poll(&http, &discovery.token_endpoint, &client_id, &device)?;
     let mut stored = Stored {
         issuer: issuer.to_owned(),
-        client_id: args.client_id.clone(),
+        client_id,
         token_endpoint: discovery.token_endpoint,
         access_token: String::new(),
         refresh_token: None,

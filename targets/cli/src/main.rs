@@ -99,17 +99,18 @@ enum Command {
         /// The gateway, e.g. `https://git.example.com`.
         gateway: String,
         /// The identity provider's issuer URL (its OpenID discovery document names the
-        /// endpoints).
+        /// endpoints). Default: what the gateway publishes (`[login]` in its policy).
         #[arg(long)]
-        issuer: String,
+        issuer: Option<String>,
         /// The client registered with the provider for `tollgate login` (a public client
-        /// allowed the device code and refresh token grants).
+        /// allowed the device code and refresh token grants). Default: the gateway's.
         #[arg(long)]
-        client_id: String,
-        #[arg(long, default_value = "openid offline_access")]
-        scope: String,
+        client_id: Option<String>,
+        /// Default: the gateway's, else `openid offline_access`.
+        #[arg(long)]
+        scope: Option<String>,
         /// A resource indicator (RFC 8707) for the gateway's tokens, if the provider
-        /// wants one.
+        /// wants one. Default: the gateway's.
         #[arg(long)]
         resource: Option<String>,
     },

@@ -1,4 +1,5 @@
-//! People through the edge: `tollgate login` signs alice in with the real OpenID provider
+//! People through the edge: `tollgate login GATEWAY` reads the sign-in settings the gateway
+//! publishes (`[login]`), and signs alice in with the real OpenID provider
 //! (oidc-provider, tests/e2e/idp) through the device authorization grant, the provider's
 //! own sign-in and consent pages completed over HTTP as her browser would; then git, with
 //! `tollgate credential` as its credential helper, clones through `tollgate serve`, and
@@ -148,15 +149,8 @@ fn login_then_git_through_the_credential_helper_with_refreshed_tokens() {
 
     // Sign in: the command shows a code, alice enters it at the provider and signs in.
     let mut login = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args([
-            "login",
-            &gateway,
-            "--issuer",
-            &idp,
-            "--client-id",
-            "tollgate-cli",
-        ])
-        .args(["--resource", "urn:gogs:short"])
+        // Nothing but the gateway: it publishes the issuer, client id and resource.
+        .args(["login", &gateway])
         .env("HOME", &home)
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("TOLLGATE_CREDENTIALS")

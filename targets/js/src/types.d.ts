@@ -125,6 +125,7 @@ export type Reason =
     | "rate_store_unavailable"
     | "origin_credential_missing"
     | "policy_module_error"
+    | "published"
     | "token_too_large"
     | "token_malformed"
     | "token_duplicate_member"

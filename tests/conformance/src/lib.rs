@@ -95,7 +95,7 @@ impl Report {
 }
 
 /// Cases the corpus holds at least; raise it as the corpus grows.
-pub const MIN_CORPUS_CASES: usize = 181;
+pub const MIN_CORPUS_CASES: usize = 187;
 
 /// Runs every corpus file against `target`.
 pub fn run(target: &mut dyn Target) -> Report {
