@@ -297,10 +297,11 @@ fn half_open_connections_are_capped_and_released_at_the_header_timeout() {
     let answer = client().get(faults.url("ok")).send().expect("answer");
     assert_eq!(answer.status(), 200);
     let baseline_fds = faults.tollgate.open_fds();
+    let per_round = half_open_per_round();
     let mut rss_after_round = Vec::new();
     for round in 1..=3u64 {
-        // 200 clients that send half a request head and wait (slowloris).
-        let held: Vec<TcpStream> = (0..200)
+        // Clients that send half a request head and wait (slowloris).
+        let held: Vec<TcpStream> = (0..per_round)
             .filter_map(|_| {
                 let mut stream = TcpStream::connect(("127.0.0.1", faults.port)).ok()?;
                 stream
@@ -309,11 +310,12 @@ fn half_open_connections_are_capped_and_released_at_the_header_timeout() {
                 Some(stream)
             })
             .collect();
-        assert_eq!(held.len(), 200);
+        assert_eq!(held.len(), per_round);
         // Most are refused at once; a few may take the places of held ones the header
         // timeout already released, if opening them all took long.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while faults.metric("tollgate_shed_total{limit=\"connections\"}") < 150 * round {
+        let shed = (per_round as u64 - 50) * round;
+        while faults.metric("tollgate_shed_total{limit=\"connections\"}") < shed {
             assert!(Instant::now() < deadline, "{}", faults.metrics());
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -321,6 +323,27 @@ fn half_open_connections_are_capped_and_released_at_the_header_timeout() {
         assert!(
             faults.tollgate.open_fds() <= baseline_fds + 25,
             "more sockets than the cap"
+        );
+        // Meanwhile a new client is not left waiting: it is told at once to come back
+        // (read raw: the answer comes before the request is read).
+        let asked = Instant::now();
+        let mut stream = TcpStream::connect(("127.0.0.1", faults.port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let _ = stream.write_all(b"GET /acme/ok.git/info/refs HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut answer = vec![0u8; 1024];
+        let n = stream.read(&mut answer).expect("an answer within a second");
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("retry-after: 1"),
+            "{answer}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
         );
         // The header timeout closes the ones it holds; then a normal client is served.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -344,14 +367,24 @@ fn half_open_connections_are_capped_and_released_at_the_header_timeout() {
         }
         rss_after_round.push(faults.tollgate.rss_kib());
     }
-    eprintln!(
-        "descriptors before: {baseline_fds}; resident KiB after each round: {rss_after_round:?}"
-    );
+    eprintln!("{per_round} half-open connections a round; descriptors before: {baseline_fds}; resident KiB after each round: {rss_after_round:?}");
     let growth = rss_after_round[2].saturating_sub(rss_after_round[0]);
     assert!(
         growth < 4096,
         "resident memory grew by {growth} KiB over two more rounds: {rss_after_round:?} KiB"
     );
+}
+
+/// A thousand half-open connections a round, or what a quarter of this process's
+/// descriptor limit allows where that is lower.
+fn half_open_per_round() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft: usize = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or(1024);
+    (soft / 4).clamp(100, 1000)
 }
 
 /// An issuer whose JWKS endpoint accepts and never answers (the faulty origin's `hang`).
