@@ -84,6 +84,7 @@ pub fn login(args: &LoginArgs) -> Result<ExitCode, String> {
         .clone()
         .or_else(|| from_gateway(|p| p.resource.as_ref()));
     let issuer = issuer.trim_end_matches('/');
+    require_https(issuer, "the issuer")?;
     let discovery_url = format!("{issuer}/.well-known/openid-configuration");
     let discovery: Discovery = get_json(&http, &discovery_url)?;
     // OpenID Connect Discovery 1.0, section 4.3: the document must name the issuer asked.
@@ -93,6 +94,7 @@ pub fn login(args: &LoginArgs) -> Result<ExitCode, String> {
             discovery.issuer
         ));
     }
+    require_https(&discovery.token_endpoint, "the token endpoint")?;
     let device_endpoint = discovery
         .device_authorization_endpoint
         .ok_or_else(|| format!("`{issuer}` offers no device authorization endpoint (RFC 8628)"))?;
@@ -130,6 +132,25 @@ pub fn login(args: &LoginArgs) -> Result<ExitCode, String> {
     }
     eprintln!("For git: git config --global credential.{gateway}.helper \"tollgate credential\"");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a plain-http `url` for `what`: tokens and refresh tokens go there. Loopback
+/// addresses are the exception (a provider on the same machine, as in tests).
+fn require_https(url: &str, what: &str) -> Result<(), String> {
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let host = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split(['/', '?', '#']).next())
+        .map(|authority| match authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => authority,
+        });
+    match host {
+        Some("127.0.0.1" | "localhost" | "[::1]") => Ok(()),
+        _ => Err(format!("{what} `{url}` is not https")),
+    }
 }
 
 /// Asks the token endpoint every `interval` seconds until the person has signed in,
@@ -229,4 +250,20 @@ fn read_json<T: for<'de> Deserialize<'de>>(
         });
     }
     serde_json::from_str(&text).map_err(|e| format!("{url}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::require_https;
+
+    #[test]
+    fn tokens_go_over_https_or_to_this_machine_only() {
+        assert!(require_https("https://id.example.com", "the issuer").is_ok());
+        assert!(require_https("http://127.0.0.1:8080/token", "the token endpoint").is_ok());
+        assert!(require_https("http://localhost/token", "the token endpoint").is_ok());
+        assert!(require_https("http://[::1]:9/token", "the token endpoint").is_ok());
+        let refused = require_https("http://id.example.com", "the issuer").unwrap_err();
+        assert_eq!(refused, "the issuer `http://id.example.com` is not https");
+        assert!(require_https("http://127.0.0.1.example.com/", "x").is_err());
+    }
 }
