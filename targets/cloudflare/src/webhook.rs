@@ -4,6 +4,7 @@
 //! 202 only once the queue has the message, since Gogs never retries a delivery. Every
 //! delivery, accepted or refused, gets an audit line on the console.
 
+use futures_util::StreamExt;
 use policy_core::{Delivery, DeliveryAudit, DeliveryOutcome, WebhookRejection, WebhookRequest};
 use worker::{
     console_log, durable_object, DurableObject, Env, Method, QueueContentType, RawMessageBuilder,
@@ -47,7 +48,16 @@ pub async fn receive(req: &mut Request, env: &Env, config: &Config) -> Result<Op
     if announced.is_some_and(|n| n > route.max_body_bytes()) {
         return finish(DeliveryOutcome::Refused(WebhookRejection::TooLarge), None);
     }
-    let body = req.bytes().await?;
+    // Read at most the webhook's limit: a chunked body announces no length.
+    let mut body = Vec::new();
+    let mut chunks = req.stream()?;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > route.max_body_bytes() {
+            return finish(DeliveryOutcome::Refused(WebhookRejection::TooLarge), None);
+        }
+        body.extend_from_slice(&chunk);
+    }
     let method = req.method();
     let request = WebhookRequest {
         method: method.as_ref(),

@@ -72,6 +72,20 @@ fn webhooks_through_the_worker_reach_the_queue_once() {
     );
 
     assert_bad_deliveries_refused(&url);
+    // An oversize body that announces no length (chunked) is cut off at the limit too.
+    let big = push_payload(&format!("acme/{}", "y".repeat(9000)));
+    let chunked = reqwest::blocking::Client::new()
+        .post(&url)
+        .header("X-Gogs-Delivery", "5f0e8a52-0000-4000-8000-000000000009")
+        .header("X-Gogs-Event", "push")
+        .header("X-Gogs-Signature", sign(&big, SECRET))
+        .header("Content-Type", JSON)
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(
+            big.into_bytes(),
+        )))
+        .send()
+        .expect("answer");
+    assert_eq!(chunked.status().as_u16(), 413);
 
     // The consumer gets the one accepted delivery (batches close after a second), and
     // only it, with the envelope the other hosts relay.
