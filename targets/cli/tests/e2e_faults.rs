@@ -1,165 +1,18 @@
 //! `tollgate serve` under faults: a real misbehaving origin (`tests/e2e/faulty_origin.py`)
 //! and misbehaving clients on 127.0.0.1, with timeouts of a second so every case is
 //! bounded. Each case checks the status the client gets, the outcome record the audit
-//! log gets, and the metrics.
+//! log gets, and the metrics. (Half-open connections by the thousand: e2e_slowloris.rs.)
 
-use std::fs::File;
+mod faults;
+
 use std::io::{Read, Write};
-
-use base64ct::Encoding;
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64ct::Encoding;
 use serde_json::Value;
-use tollgate_conformance::process::{faulty_origin, free_port, Proc};
-use tollgate_conformance::world::read_jsonl;
 
-const POLICY: &str = r#"
-[gateway]
-realm = "Faults"
-
-[origin]
-git = "service-token"
-service_user = "svc"
-service_token_secret = "svc-token"
-
-[[grant]]
-who = "*"
-repos = "acme/*"
-access = "write"
-"#;
-
-struct Faults {
-    dir: tempfile::TempDir,
-    port: u16,
-    admin_port: u16,
-    _origin: Option<Proc>,
-    tollgate: Proc,
-}
-
-impl Faults {
-    /// serve in front of the faulty origin (or of a port nothing listens on).
-    fn start(origin_up: bool, extra: &[&str]) -> Faults {
-        Self::start_with(origin_up, extra, "")
-    }
-
-    /// [`Faults::start`] with `more_policy` appended, `{origin}` in it standing for the
-    /// faulty origin's port.
-    fn start_with(origin_up: bool, extra: &[&str], more_policy: &str) -> Faults {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let origin_port = free_port();
-        let origin = origin_up.then(|| faulty_origin(origin_port));
-        let policy = format!(
-            "{POLICY}{}",
-            more_policy.replace("{origin}", &origin_port.to_string())
-        );
-        std::fs::write(dir.path().join("policy.toml"), policy).expect("policy");
-        // A one-second origin header timeout unless the case sets its own.
-        let header_timeout: &[&str] = if extra.contains(&"--origin-header-timeout") {
-            &[]
-        } else {
-            &["--origin-header-timeout", "1"]
-        };
-        std::fs::write(dir.path().join("secrets.json"), r#"{"svc-token": "t"}"#).expect("secrets");
-        let port = free_port();
-        let admin_port = free_port();
-        let stderr = File::create(dir.path().join("stderr")).expect("stderr");
-        let tollgate = Proc::start(
-            "tollgate serve",
-            Command::new(env!("CARGO_BIN_EXE_tollgate"))
-                .args(["serve", "--policy"])
-                .arg(dir.path().join("policy.toml"))
-                .arg("--secrets")
-                .arg(dir.path().join("secrets.json"))
-                .arg("--audit-log")
-                .arg(dir.path().join("audit.log"))
-                .args(["--origin", &format!("http://127.0.0.1:{origin_port}")])
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-                .args([
-                    "--origin-connect-timeout",
-                    "1",
-                    "--stream-idle-timeout",
-                    "1",
-                ])
-                .args(["--workers", "1"])
-                .args(header_timeout)
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(stderr),
-            port,
-        );
-        Faults {
-            dir,
-            port,
-            admin_port,
-            _origin: origin,
-            tollgate,
-        }
-    }
-
-    fn url(&self, mode: &str) -> String {
-        format!(
-            "http://127.0.0.1:{}/acme/{mode}.git/info/refs?service=git-upload-pack",
-            self.port
-        )
-    }
-
-    fn metrics(&self) -> String {
-        reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", self.admin_port))
-            .and_then(|r| r.text())
-            .expect("metrics")
-    }
-
-    fn metric(&self, line_start: &str) -> u64 {
-        self.metrics()
-            .lines()
-            .find(|l| l.starts_with(line_start))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no `{line_start}` in\n{}", self.metrics()))
-    }
-
-    fn audit_path(&self) -> PathBuf {
-        self.dir.path().join("audit.log")
-    }
-
-    /// The outcome record of the `n`th forwarded request (0-based), once written, with
-    /// the id of the decision record it belongs to checked.
-    fn outcome(&self, n: usize) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let records = read_jsonl(&self.audit_path());
-            let outcomes: Vec<&Value> = records
-                .iter()
-                .filter(|r| r.get("outcome").is_some())
-                .collect();
-            if let Some(outcome) = outcomes.get(n) {
-                let decided = records
-                    .iter()
-                    .any(|r| r.get("allow").is_some() && r["id"] == outcome["id"]);
-                assert!(
-                    decided,
-                    "no decision record shares the outcome's id: {records:?}"
-                );
-                return outcome["outcome"].clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no outcome record {n} in {records:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
-}
+use faults::{client, Faults};
 
 #[test]
 fn an_unreachable_origin_is_a_502_recorded_as_such() {
@@ -247,7 +100,11 @@ fn a_client_that_stalls_mid_upload_gets_408() {
     let mut answer = vec![0u8; 4096];
     let n = stream.read(&mut answer).expect("an answer within 10 s");
     let answer = String::from_utf8_lossy(&answer[..n]);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "{answer}\nserve said: {}",
+        faults.stderr()
+    );
     let outcome = faults.outcome(0);
     assert_eq!(outcome["failure"], "client_stalled", "{outcome}");
     assert_eq!(outcome["bytes_from_client"], 10, "{outcome}");
@@ -289,102 +146,6 @@ fn requests_beyond_the_in_flight_limit_are_shed() {
     // Their places are free again.
     let answer = client().get(faults.url("ok")).send().expect("answer");
     assert_eq!(answer.status(), 200);
-}
-
-#[test]
-fn half_open_connections_are_capped_and_released_at_the_header_timeout() {
-    let faults = Faults::start(true, &["--max-connections", "20", "--header-timeout", "3"]);
-    let answer = client().get(faults.url("ok")).send().expect("answer");
-    assert_eq!(answer.status(), 200);
-    let baseline_fds = faults.tollgate.open_fds();
-    let per_round = half_open_per_round();
-    let mut rss_after_round = Vec::new();
-    for round in 1..=3u64 {
-        // Clients that send half a request head and wait (slowloris).
-        let held: Vec<TcpStream> = (0..per_round)
-            .filter_map(|_| {
-                let mut stream = TcpStream::connect(("127.0.0.1", faults.port)).ok()?;
-                stream
-                    .write_all(b"GET /acme/ok.git/info/refs HTTP/1.1\r\nHost: x\r\n")
-                    .ok()?;
-                Some(stream)
-            })
-            .collect();
-        assert_eq!(held.len(), per_round);
-        // Most are refused at once; a few may take the places of held ones the header
-        // timeout already released, if opening them all took long.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let shed = (per_round as u64 - 50) * round;
-        while faults.metric("tollgate_shed_total{limit=\"connections\"}") < shed {
-            assert!(Instant::now() < deadline, "{}", faults.metrics());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(faults.metric("tollgate_connections_open") <= 20);
-        assert!(
-            faults.tollgate.open_fds() <= baseline_fds + 25,
-            "more sockets than the cap"
-        );
-        // Meanwhile a new client is not left waiting: it is told at once to come back
-        // (read raw: the answer comes before the request is read).
-        let asked = Instant::now();
-        let mut stream = TcpStream::connect(("127.0.0.1", faults.port)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(1)))
-            .expect("timeout");
-        let _ = stream.write_all(b"GET /acme/ok.git/info/refs HTTP/1.1\r\nHost: x\r\n\r\n");
-        let mut answer = vec![0u8; 1024];
-        let n = stream.read(&mut answer).expect("an answer within a second");
-        let answer = String::from_utf8_lossy(&answer[..n]);
-        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-        assert!(
-            answer.to_ascii_lowercase().contains("retry-after: 1"),
-            "{answer}"
-        );
-        assert!(
-            asked.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            asked.elapsed()
-        );
-        // The header timeout closes the ones it holds; then a normal client is served.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while faults.metric("tollgate_connections_open") > 0 {
-            assert!(Instant::now() < deadline, "{}", faults.metrics());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let answer = client().get(faults.url("ok")).send().expect("answer");
-        assert_eq!(answer.status(), 200);
-        drop(held);
-        // Nothing leaked: every socket is closed again, and memory does not grow round
-        // after round (allocators keep some, so the first round is the baseline).
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while faults.tollgate.open_fds() > baseline_fds + 1 {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: {} descriptors open, {baseline_fds} before",
-                faults.tollgate.open_fds()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        rss_after_round.push(faults.tollgate.rss_kib());
-    }
-    eprintln!("{per_round} half-open connections a round; descriptors before: {baseline_fds}; resident KiB after each round: {rss_after_round:?}");
-    let growth = rss_after_round[2].saturating_sub(rss_after_round[0]);
-    assert!(
-        growth < 4096,
-        "resident memory grew by {growth} KiB over two more rounds: {rss_after_round:?} KiB"
-    );
-}
-
-/// A thousand half-open connections a round, or what a quarter of this process's
-/// descriptor limit allows where that is lower.
-fn half_open_per_round() -> usize {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let soft: usize = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
-        .unwrap_or(1024);
-    (soft / 4).clamp(100, 1000)
 }
 
 /// An issuer whose JWKS endpoint accepts and never answers (the faulty origin's `hang`).
