@@ -83,7 +83,7 @@ pub fn start_wrangler_with(
     std::fs::write(&config_path, config).expect("wrangler.toml");
     let port = free_port();
     let inspector = free_port();
-    DevServer::start(
+    let server = DevServer::start(
         "wrangler dev",
         Command::new(worker_dir().join("node_modules/.bin/wrangler"))
             .arg("dev")
@@ -112,7 +112,19 @@ pub fn start_wrangler_with(
         dir,
         "wrangler.log",
         port,
-    )
+    );
+    // Answering HTTP on the port is not proof enough that this wrangler holds it.
+    let ready = format!("Ready on http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !server.log().contains(&ready) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wrangler dev never said `{ready}`:\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    server
 }
 
 /// The corpus through the Worker's test-only `/__tollgate/eval` endpoint, so each case

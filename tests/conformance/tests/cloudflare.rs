@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use std::sync::Mutex;
+
 use serde_json::Value;
 use tollgate_conformance::cloudflare::{start_wrangler, start_wrangler_with, Cloudflare};
 use tollgate_conformance::gogs_webhook::{
@@ -12,13 +14,19 @@ use tollgate_conformance::gogs_webhook::{
 use tollgate_conformance::world::{gateway_git_scenarios, World, SCENARIO_REASONS};
 use tollgate_conformance::{run, MIN_CORPUS_CASES};
 
+/// One `wrangler dev` at a time: each starts internal servers on ports of its own
+/// choosing, which another starting beside it can take before binding its own.
+static ONE_WRANGLER: Mutex<()> = Mutex::new(());
+
 #[test]
 fn worker_passes_the_corpus() {
+    let _one = ONE_WRANGLER.lock().unwrap_or_else(|p| p.into_inner());
     run(&mut Cloudflare::default()).assert_clean(MIN_CORPUS_CASES);
 }
 
 #[test]
 fn git_through_the_worker() {
+    let _one = ONE_WRANGLER.lock().unwrap_or_else(|p| p.into_inner());
     let world = World::start();
     let worker = start_wrangler(&[
         ("TOLLGATE_POLICY", &world.policy()),
@@ -45,6 +53,7 @@ fn git_through_the_worker() {
 /// and never reach it.
 #[test]
 fn webhooks_through_the_worker_reach_the_queue_once() {
+    let _one = ONE_WRANGLER.lock().unwrap_or_else(|p| p.into_inner());
     const DELIVERY: &str = ACCEPTED_DELIVERY;
     let consumer =
         tollgate_conformance::process::repo().join("tests/e2e/queue-consumer/wrangler.toml");
