@@ -185,11 +185,11 @@ pub const LOGIN_METADATA_PATH: &str = "/.well-known/tollgate-login";
 impl Engine {
     /// The document to answer `facts` with when it asks for the login settings.
     fn published(&self, facts: &RequestFacts<'_>) -> Option<&str> {
+        // Every request passes here: a policy without `[login]` pays one branch.
+        let login = self.login.as_deref()?;
         let reads =
             facts.method.eq_ignore_ascii_case("GET") || facts.method.eq_ignore_ascii_case("HEAD");
-        (reads && facts.path == LOGIN_METADATA_PATH)
-            .then_some(self.login.as_deref())
-            .flatten()
+        (reads && facts.path == LOGIN_METADATA_PATH).then_some(login)
     }
 
     /// Parses, validates and compiles a policy; `file` only labels error positions.

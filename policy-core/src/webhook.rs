@@ -40,16 +40,20 @@ pub struct WebhookRequest<'a> {
 
 impl<'a> WebhookRequest<'a> {
     fn header(&self, name: &str) -> Option<&'a str> {
-        let mut values = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v);
-        // A repeated header cannot be read unambiguously.
-        match (values.next(), values.next()) {
-            (Some(value), None) => Some(value),
-            _ => None,
-        }
+        header_once(self.headers, name)
+    }
+}
+
+/// The value of header `name` when it is sent exactly once: a repeated header cannot be
+/// read unambiguously.
+fn header_once<'a>(headers: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
+    let mut values = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v);
+    match (values.next(), values.next()) {
+        (Some(value), None) => Some(value),
+        _ => None,
     }
 }
 
@@ -189,17 +193,12 @@ impl<'a> DeliveryAudit<'a> {
         repository: Option<&'a str>,
         outcome: DeliveryOutcome,
     ) -> Self {
-        let request = WebhookRequest {
-            method: "",
-            headers,
-            body: &[],
-        };
         DeliveryAudit {
             id,
             time_ms: now.as_nanos() / 1_000_000,
             webhook,
-            delivery: request.header("x-gogs-delivery"),
-            event: request.header("x-gogs-event"),
+            delivery: header_once(headers, "x-gogs-delivery"),
+            event: header_once(headers, "x-gogs-event"),
             repository,
             status: outcome.status(),
             reason: outcome.code(),
