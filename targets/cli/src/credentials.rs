@@ -47,11 +47,41 @@ pub struct TokenAnswer {
     pub expires_in: Option<u64>,
 }
 
-/// A token endpoint's refusal (RFC 6749 section 5.2).
+/// A provider's refusal (RFC 6749 section 5.2; RFC 8628 adds the device flow's codes).
 #[derive(Deserialize)]
 pub struct TokenRefusal {
     pub error: String,
     pub error_description: Option<String>,
+}
+
+impl std::fmt::Display for TokenRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.error)?;
+        match &self.error_description {
+            Some(description) => write!(f, " ({description})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Sends `request` to the provider at `url`: `Ok(Ok(value))` for its JSON answer,
+/// `Ok(Err(refusal))` when it refused as OAuth 2.0 providers do, `Err` when neither
+/// could be had.
+pub fn send_json<T: for<'de> Deserialize<'de>>(
+    request: reqwest::blocking::RequestBuilder,
+    url: &str,
+) -> Result<Result<T, TokenRefusal>, String> {
+    let answer = request.send().map_err(|e| format!("{url}: {e}"))?;
+    let status = answer.status();
+    let text = answer.text().map_err(|e| format!("{url}: {e}"))?;
+    if status.is_success() {
+        return serde_json::from_str(&text)
+            .map(Ok)
+            .map_err(|e| format!("{url}: {e}"));
+    }
+    serde_json::from_str(&text)
+        .map(Err)
+        .map_err(|_| format!("{url} answered {status}"))
 }
 
 impl Stored {
@@ -71,32 +101,13 @@ impl Stored {
             .refresh_token
             .clone()
             .ok_or("no refresh token was issued")?;
-        let answer = http
-            .post(&self.token_endpoint)
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh_token.as_str()),
-                ("client_id", self.client_id.as_str()),
-            ])
-            .send()
-            .map_err(|e| format!("{}: {e}", self.token_endpoint))?;
-        let status = answer.status();
-        let text = answer.text().map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            let refusal: Option<TokenRefusal> = serde_json::from_str(&text).ok();
-            return Err(match refusal {
-                Some(r) => format!(
-                    "the provider refused the refresh: {}{}",
-                    r.error,
-                    r.error_description
-                        .map(|d| format!(" ({d})"))
-                        .unwrap_or_default()
-                ),
-                None => format!("the provider answered {status}"),
-            });
-        }
-        let answer: TokenAnswer =
-            serde_json::from_str(&text).map_err(|e| format!("the provider's token answer: {e}"))?;
+        let request = http.post(&self.token_endpoint).form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.as_str()),
+            ("client_id", self.client_id.as_str()),
+        ]);
+        let answer: TokenAnswer = send_json(request, &self.token_endpoint)?
+            .map_err(|refusal| format!("the provider refused the refresh: {refusal}"))?;
         self.update(answer, now);
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::credentials::{gateway_key, http_client, now, Store, Stored, TokenAnswer, TokenRefusal};
+use crate::credentials::{gateway_key, http_client, now, send_json, Store, Stored, TokenAnswer};
 
 /// What `tollgate login` was asked; what is not given comes from the gateway.
 #[derive(Debug)]
@@ -170,23 +170,15 @@ fn poll(
                 "the code expired before sign-in finished; run `tollgate login` again".into(),
             );
         }
-        let answer = http
-            .post(token_endpoint)
-            .form(&[
-                ("grant_type", DEVICE_CODE_GRANT),
-                ("device_code", device.device_code.as_str()),
-                ("client_id", client_id),
-            ])
-            .send()
-            .map_err(|e| format!("{token_endpoint}: {e}"))?;
-        let status = answer.status();
-        let text = answer.text().map_err(|e| e.to_string())?;
-        if status.is_success() {
-            return serde_json::from_str(&text)
-                .map_err(|e| format!("the provider's token answer: {e}"));
-        }
-        let refusal: TokenRefusal = serde_json::from_str(&text)
-            .map_err(|_| format!("{token_endpoint} answered {status}"))?;
+        let request = http.post(token_endpoint).form(&[
+            ("grant_type", DEVICE_CODE_GRANT),
+            ("device_code", device.device_code.as_str()),
+            ("client_id", client_id),
+        ]);
+        let refusal = match send_json(request, token_endpoint)? {
+            Ok(answer) => return Ok(answer),
+            Err(refusal) => refusal,
+        };
         match refusal.error.as_str() {
             "authorization_pending" => {}
             "slow_down" => interval += Duration::from_secs(5),
@@ -196,15 +188,7 @@ fn poll(
                     "the code expired before sign-in finished; run `tollgate login` again".into(),
                 )
             }
-            other => {
-                return Err(format!(
-                    "the provider refused: {other}{}",
-                    refusal
-                        .error_description
-                        .map(|d| format!(" ({d})"))
-                        .unwrap_or_default()
-                ))
-            }
+            _ => return Err(format!("the provider refused: {refusal}")),
         }
     }
 }
@@ -213,8 +197,7 @@ fn get_json<T: for<'de> Deserialize<'de>>(
     http: &reqwest::blocking::Client,
     url: &str,
 ) -> Result<T, String> {
-    let answer = http.get(url).send().map_err(|e| format!("{url}: {e}"))?;
-    read_json(url, answer)
+    send_json(http.get(url), url)?.map_err(|refusal| format!("{url}: {refusal}"))
 }
 
 fn post_json<T: for<'de> Deserialize<'de>>(
@@ -222,34 +205,7 @@ fn post_json<T: for<'de> Deserialize<'de>>(
     url: &str,
     form: &[(&str, &str)],
 ) -> Result<T, String> {
-    let answer = http
-        .post(url)
-        .form(form)
-        .send()
-        .map_err(|e| format!("{url}: {e}"))?;
-    read_json(url, answer)
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(
-    url: &str,
-    answer: reqwest::blocking::Response,
-) -> Result<T, String> {
-    let status = answer.status();
-    let text = answer.text().map_err(|e| format!("{url}: {e}"))?;
-    if !status.is_success() {
-        let refusal: Option<TokenRefusal> = serde_json::from_str(&text).ok();
-        return Err(match refusal {
-            Some(r) => format!(
-                "{url}: {}{}",
-                r.error,
-                r.error_description
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default()
-            ),
-            None => format!("{url} answered {status}"),
-        });
-    }
-    serde_json::from_str(&text).map_err(|e| format!("{url}: {e}"))
+    send_json(http.post(url).form(form), url)?.map_err(|refusal| format!("{url}: {refusal}"))
 }
 
 #[cfg(test)]
