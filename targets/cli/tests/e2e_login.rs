@@ -13,7 +13,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tollgate_conformance::process::{free_port, Proc};
 use tollgate_conformance::world::{header, text, World};
 
 /// The value of the first `name="NAME" value="..."` in `page`.
@@ -126,23 +125,8 @@ fn stored(home: &Path, gateway: &str) -> Value {
 #[test]
 fn login_then_git_through_the_credential_helper_with_refreshed_tokens() {
     let world = World::start();
-    std::fs::write(world.path("policy.toml"), world.policy()).expect("policy");
-    std::fs::write(world.path("secrets.json"), world.secrets_json()).expect("secrets");
-    let port = free_port();
-    let _serve = Proc::start(
-        "tollgate serve",
-        Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["serve", "--policy"])
-            .arg(world.path("policy.toml"))
-            .arg("--secrets")
-            .arg(world.path("secrets.json"))
-            .args(["--origin", &world.origin_url()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--audit-log", "/dev/null"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-        port,
-    );
+    let tollgate = Path::new(env!("CARGO_BIN_EXE_tollgate"));
+    let (_serve, port) = world.serve(tollgate, &["--audit-log", "/dev/null"]);
     let gateway = format!("http://127.0.0.1:{port}");
     let idp = format!("http://127.0.0.1:{}", world.idp_port);
     let home = world.home();

@@ -514,22 +514,10 @@ fn audit_records_reach_a_kafka_topic_and_audit_required_refuses_without_it() {
 fn audit_records_of_a_real_git_push_are_read_back_from_the_topic() {
     let kafka = KafkaTopic::start("tollgate-audit");
     let world = World::start();
-    std::fs::write(world.path("policy.toml"), world.policy()).expect("policy");
-    std::fs::write(world.path("secrets.json"), world.secrets_json()).expect("secrets");
-    let port = free_port();
-    let _serve = Proc::start(
-        "tollgate serve",
-        Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["serve", "--policy"])
-            .arg(world.path("policy.toml"))
-            .arg("--secrets")
-            .arg(world.path("secrets.json"))
-            .args(["--origin", &world.origin_url()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--audit-log", &kafka.address, "--audit-required"])
-            .stdout(Stdio::null())
-            .stderr(File::create(world.path("serve.stderr")).expect("stderr")),
-        port,
+    let tollgate = Path::new(env!("CARGO_BIN_EXE_tollgate"));
+    let (_serve, port) = world.serve(
+        tollgate,
+        &["--audit-log", &kafka.address, "--audit-required"],
     );
     let work = world.path("work");
     std::fs::create_dir_all(&work).expect("work");

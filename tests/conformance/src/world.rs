@@ -231,6 +231,30 @@ period_seconds = 3600
         )
     }
 
+    /// `tollgate serve` (the binary at `tollgate`) in front of this world, deciding with
+    /// [`World::policy`] and [`World::secrets_json`], with `extra` flags, on a free port it
+    /// returns; its stderr goes to `serve.stderr` in the world.
+    pub fn serve(&self, tollgate: &Path, extra: &[&str]) -> (Proc, u16) {
+        std::fs::write(self.path("policy.toml"), self.policy()).expect("policy");
+        std::fs::write(self.path("secrets.json"), self.secrets_json()).expect("secrets");
+        let port = free_port();
+        let serve = Proc::start(
+            "tollgate serve",
+            Command::new(tollgate)
+                .args(["serve", "--policy"])
+                .arg(self.path("policy.toml"))
+                .arg("--secrets")
+                .arg(self.path("secrets.json"))
+                .args(["--origin", &self.origin_url()])
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(self.path("serve.stderr")).expect("stderr")),
+            port,
+        );
+        (serve, port)
+    }
+
     /// The origin secrets for [`World::policy`], as a JSON object.
     pub fn secrets_json(&self) -> String {
         let secrets: serde_json::Map<String, Value> = ORIGIN_TOKENS
