@@ -23,7 +23,8 @@ struct EverySecret;
 
 impl SecretStore for EverySecret {
     fn secret(&self, _name: &str) -> Option<Cow<'_, str>> {
-        Some(Cow::Borrowed("origin-secret"))
+        // Long enough to key `[sso]` session cookies too.
+        Some(Cow::Borrowed("origin-secret-long-enough-to-sign-sessions"))
     }
 }
 
@@ -54,10 +55,29 @@ fn routes_engine() -> &'static Engine {
     )
 }
 
+/// The sign-in corpus policy (`[sso]`): redirects, callbacks and session cookies.
+fn sso_engine() -> &'static Engine {
+    static CELL: OnceLock<Engine> = OnceLock::new();
+    engine(
+        &CELL,
+        include_str!("../../tests/corpus/sso.toml"),
+        "tests/corpus/sso.toml",
+    )
+}
+
 /// The promises every decision keeps, whatever the input.
 fn check(decision: &Decision) {
     // 200 is an allow, except for a document the gateway publishes itself (`[login]`).
     let published = decision.reason == Reason::Published;
+    // A 302 is only ever the edge's own sign-in answer (`[sso]`), never an allow.
+    let redirect = matches!(
+        decision.reason,
+        Reason::SignInRequired
+            | Reason::SessionExpired
+            | Reason::SessionInvalid
+            | Reason::SignedIn
+            | Reason::SignedOut
+    ) && decision.status == 302;
     assert_eq!(
         decision.allow,
         decision.status == 200 && !published,
@@ -65,9 +85,15 @@ fn check(decision: &Decision) {
     );
     assert!(!published || decision.status == 200, "{decision:?}");
     assert!(
-        decision.status == 200 || (400..600).contains(&decision.status),
+        decision.status == 200 || redirect || (400..600).contains(&decision.status),
         "{decision:?}"
     );
+    if redirect {
+        assert!(
+            decision.headers.iter().any(|h| h.name() == "location"),
+            "a redirect without a location: {decision:?}"
+        );
+    }
     if !decision.allow {
         assert!(
             decision.set.is_empty(),
@@ -258,7 +284,9 @@ pub fn request_decision(data: &[u8]) -> Option<Decision> {
         headers: &request.headers,
         body: request.body,
         client_ip: Some("192.0.2.1"),
+        entropy: Some([7; 32]),
     };
+    check(&decide(sso_engine(), &facts, &NoTokenCache));
     let decision = decide(routes_engine(), &facts, &NoTokenCache);
     check(&decision);
     if decision.allow {

@@ -20,7 +20,7 @@ use crate::route::{RepoName, RouteClass};
 use crate::time::UnixTime;
 
 /// The interface version this crate speaks. Bump it with any change to these types.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// Every operation answers `Ok` or a message (for `init`, the positioned policy error).
 pub type Answer<T> = Result<T, String>;
@@ -40,6 +40,8 @@ pub struct Loaded {
     pub jwks_urls: Vec<(String, String)>,
     /// `origin.user_header`, lowercase.
     pub user_header: String,
+    /// Whether requests must carry the host's random bytes (`[sso]`).
+    pub wants_entropy: bool,
 }
 
 /// `tollgate_set_keys`: an issuer's JWKS document, or `None` to forget its keys.
@@ -67,6 +69,44 @@ pub struct Decide<'a> {
     pub explain: bool,
 }
 
+/// `tollgate_complete_sign_in`: the provider's answer to the token request a sign-in
+/// callback made ([`crate::Engine::complete_sign_in`]), with that callback request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CompleteSignIn<'a> {
+    #[serde(borrow)]
+    pub request: WireRequest<'a>,
+    pub now_nanos: u64,
+    pub response: WireTokenResponse<'a>,
+    pub explain: bool,
+}
+
+/// [`crate::TokenResponse`] on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum WireTokenResponse<'a> {
+    Answered { status: u16, body: &'a [u8] },
+    Failed,
+}
+
+impl<'a> WireTokenResponse<'a> {
+    pub fn from_response(response: crate::TokenResponse<'a>) -> Self {
+        match response {
+            crate::TokenResponse::Answered { status, body } => {
+                WireTokenResponse::Answered { status, body }
+            }
+            crate::TokenResponse::Failed => WireTokenResponse::Failed,
+        }
+    }
+
+    pub fn response(&self) -> crate::TokenResponse<'a> {
+        match *self {
+            WireTokenResponse::Answered { status, body } => {
+                crate::TokenResponse::Answered { status, body }
+            }
+            WireTokenResponse::Failed => crate::TokenResponse::Failed,
+        }
+    }
+}
+
 /// [`crate::RequestFacts`] on the wire.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WireRequest<'a> {
@@ -77,6 +117,7 @@ pub struct WireRequest<'a> {
     pub headers: Vec<(&'a str, &'a str)>,
     pub body: Option<&'a [u8]>,
     pub client_ip: Option<&'a str>,
+    pub entropy: Option<[u8; 32]>,
 }
 
 impl<'a> WireRequest<'a> {
@@ -88,6 +129,7 @@ impl<'a> WireRequest<'a> {
             headers: facts.headers.to_vec(),
             body: facts.body,
             client_ip: facts.client_ip,
+            entropy: facts.entropy,
         }
     }
 
@@ -100,6 +142,7 @@ impl<'a> WireRequest<'a> {
             headers: &self.headers,
             body: self.body,
             client_ip: self.client_ip,
+            entropy: self.entropy,
         }
     }
 }
@@ -109,6 +152,15 @@ impl<'a> WireRequest<'a> {
 pub enum WireVerdict {
     Decided(WireDecision),
     Pending(WirePending),
+    Exchange(WireExchange),
+}
+
+/// [`crate::TokenExchange`] on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireExchange {
+    pub url: String,
+    pub headers: Vec<WireHeader>,
+    pub body: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -173,6 +225,11 @@ pub enum WireVia {
     ApiKey {
         key: String,
     },
+    Session {
+        issuer: String,
+        binding: Option<String>,
+        claims: BTreeMap<String, String>,
+    },
 }
 
 /// A wire value that does not describe a decision (a module of another build).
@@ -189,6 +246,11 @@ impl From<&Verdict> for WireVerdict {
                 allowed: (&p.allowed).into(),
                 explain: p.explain,
             }),
+            Verdict::Exchange(e) => WireVerdict::Exchange(WireExchange {
+                url: e.url.clone(),
+                headers: e.headers.iter().map(wire_header).collect(),
+                body: e.body.clone(),
+            }),
         }
     }
 }
@@ -203,6 +265,11 @@ impl TryFrom<WireVerdict> for Verdict {
                 now: UnixTime::from_nanos(p.now_nanos),
                 allowed: p.allowed.try_into()?,
                 explain: p.explain,
+            }),
+            WireVerdict::Exchange(e) => Verdict::Exchange(crate::TokenExchange {
+                url: e.url,
+                headers: e.headers.into_iter().map(header).collect(),
+                body: e.body,
             }),
         })
     }
@@ -250,6 +317,15 @@ impl From<&Decision> for WireDecision {
                         claims: claims.clone(),
                     },
                     Via::ApiKey { key } => WireVia::ApiKey { key: key.clone() },
+                    Via::Session {
+                        issuer,
+                        binding,
+                        claims,
+                    } => WireVia::Session {
+                        issuer: issuer.clone(),
+                        binding: binding.clone(),
+                        claims: claims.clone(),
+                    },
                 },
             }),
             class: d.class,
@@ -324,6 +400,15 @@ impl TryFrom<WireDecision> for Decision {
                         claims,
                     },
                     WireVia::ApiKey { key } => Via::ApiKey { key },
+                    WireVia::Session {
+                        issuer,
+                        binding,
+                        claims,
+                    } => Via::Session {
+                        issuer,
+                        binding,
+                        claims,
+                    },
                 },
             }),
             class: w.class,

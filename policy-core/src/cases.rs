@@ -13,10 +13,28 @@ use crate::origin::SecretStore;
 use crate::policy::{Policy, Position};
 use crate::rate::{RateState, RateStore, RateStoreError};
 use crate::request::OwnedRequest;
+use crate::sso::OwnedTokenResponse;
 use crate::time::UnixTime;
 
 /// The time a case runs at when it names none: 2026-01-01T00:00:00Z.
 pub const DEFAULT_TEST_NOW: u64 = 1_767_225_600;
+
+/// The randomness a case's requests carry when they name none (`entropy`), so that a
+/// sign-in redirect is the same on every host: bytes 0 to 31.
+pub const DEFAULT_TEST_ENTROPY: [u8; 32] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+    26, 27, 28, 29, 30, 31,
+];
+
+/// One request a case sends, at the case's time.
+#[derive(Clone, Copy, Debug)]
+pub struct Step<'c> {
+    pub request: &'c OwnedRequest,
+    pub now: UnixTime,
+    /// The answer to the token request, if the request is a sign-in callback: only the
+    /// case's own requests carry it, not those sent `before`.
+    pub exchange: Option<&'c OwnedTokenResponse>,
+}
 
 #[derive(Clone, Debug)]
 pub struct TestCase {
@@ -31,15 +49,26 @@ pub struct TestCase {
     /// (their answers are not checked): two clients sharing one limit, say.
     pub before: Vec<OwnedRequest>,
     pub request: OwnedRequest,
+    /// What the identity provider answers the token request the request makes, if it is
+    /// a sign-in callback (`[sso]`); without it, the token request is the answer checked.
+    pub exchange: Option<OwnedTokenResponse>,
     pub expect: Expectation,
 }
 
 impl TestCase {
     /// The requests the case sends, in order; the expectation applies to the last.
-    pub fn sequence(&self) -> impl Iterator<Item = &OwnedRequest> {
-        self.before
-            .iter()
-            .chain(core::iter::repeat_n(&self.request, self.repeat as usize))
+    pub fn steps(&self) -> impl Iterator<Item = Step<'_>> {
+        let before = self.before.iter().map(|request| Step {
+            request,
+            now: self.now,
+            exchange: None,
+        });
+        let own = core::iter::repeat_n(&self.request, self.repeat as usize).map(|request| Step {
+            request,
+            now: self.now,
+            exchange: self.exchange.as_ref(),
+        });
+        before.chain(own)
     }
 }
 
@@ -66,6 +95,17 @@ pub struct Expectation {
     pub set: Option<BTreeMap<String, String>>,
     pub strip: Option<Vec<String>>,
     pub shadow: Option<ShadowExpectation>,
+    /// The token request a sign-in callback makes (`{"token_request": ...}`), checked
+    /// field by field: `url`, `body`, and `headers` exactly (secrets redacted).
+    pub token_request: Option<TokenRequestExpectation>,
+}
+
+/// What a case expects of a token request; fields left `None` are not checked.
+#[derive(Clone, Debug, Default)]
+pub struct TokenRequestExpectation {
+    pub url: Option<String>,
+    pub body: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 /// What a case expects of the decision's shadow outcome ([`crate::Decision::shadow`]).
@@ -183,6 +223,33 @@ impl Expectation {
                 );
             }
         }
+        if let Some(expected) = &self.token_request {
+            match decision.get("token_request") {
+                None => mismatches.push(String::from(
+                    "token_request: expected a token request, got a decision",
+                )),
+                Some(request) => {
+                    let headers = expected.headers.as_ref().map(|h| {
+                        h.iter()
+                            .map(|(k, v)| (k.to_ascii_lowercase(), Value::from(v.as_str())))
+                            .collect()
+                    });
+                    for (key, expected) in [
+                        ("url", expected.url.clone().map(Value::from)),
+                        ("body", expected.body.clone().map(Value::from)),
+                        ("headers", headers),
+                    ] {
+                        let actual = request.get(key).cloned().unwrap_or(Value::Null);
+                        match expected {
+                            Some(expected) if expected != actual => mismatches.push(format!(
+                                "token_request.{key}: expected {expected}, got {actual}"
+                            )),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
         for (key, expected) in [("headers", &self.headers), ("set", &self.set)] {
             let Some(expected) = expected else { continue };
             let lower = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
@@ -230,6 +297,7 @@ impl Expectation {
             && self.set.is_none()
             && self.strip.is_none()
             && self.shadow.is_none()
+            && self.token_request.is_none()
     }
 }
 
@@ -268,20 +336,21 @@ impl CaseResult<'_> {
     }
 }
 
-/// Runs `cases` in order: each sends its requests ([`TestCase::sequence`]) at its time
-/// through `decide`, which answers with a decision's JSON, resolving rate limits in the
-/// store it is given (the case's own, empty at the start). The last answer is checked.
+/// Runs `cases` in order: each sends its requests ([`TestCase::steps`]) through `decide`,
+/// which answers with a decision's JSON (or a token request's, for a sign-in callback
+/// whose step carries no exchange), resolving rate limits in the store it is given (the
+/// case's own, empty at the start). The last answer is checked.
 pub fn run<'c>(
     cases: &'c [TestCase],
-    mut decide: impl FnMut(&OwnedRequest, UnixTime, &dyn RateStore) -> Result<Value, String>,
+    mut decide: impl FnMut(Step<'_>, &dyn RateStore) -> Result<Value, String>,
 ) -> Vec<CaseResult<'c>> {
     cases
         .iter()
         .map(|case| {
             let rates = CaseRates::default();
             let mut decision = Err(String::from("case never ran"));
-            for request in case.sequence() {
-                decision = decide(request, case.now, &rates);
+            for step in case.steps() {
+                decision = decide(step, &rates);
             }
             let mismatches = match &decision {
                 Ok(json) => case.expect.check(json),
@@ -300,14 +369,20 @@ impl Policy {
     /// Runs the policy's own `[[test]]` cases with its engine linked natively, with `keys`
     /// for issuers that fetch theirs and `secrets` for the origin credential.
     pub fn run_tests(&self, keys: &dyn KeyStore, secrets: &dyn SecretStore) -> Vec<CaseResult<'_>> {
-        run(&self.tests, |request, now, rates| {
-            let pairs = request.header_pairs();
-            let facts = request.facts(&pairs);
-            let decision = self
-                .engine
-                .decide(&facts, now, keys, secrets)
-                .resolve_in(rates);
-            serde_json::to_value(&decision).map_err(|e| format!("{e}"))
+        run(&self.tests, |step, rates| {
+            let pairs = step.request.header_pairs();
+            let facts = step.request.facts(&pairs);
+            let engine = &self.engine;
+            let json = match engine.decide(&facts, step.now, keys, secrets) {
+                crate::Verdict::Exchange(exchange) => match step.exchange {
+                    Some(answer) => engine
+                        .complete_sign_in(&facts, answer.response(), step.now, keys, secrets)
+                        .to_json(),
+                    None => exchange.to_json(),
+                },
+                verdict => verdict.resolve_in(rates).to_json(),
+            };
+            serde_json::from_str(&json).map_err(|e| format!("{e}"))
         })
     }
 }

@@ -8,6 +8,7 @@ use crate::identity::Identity;
 use crate::jwt::TokenRejection;
 use crate::rate::PendingRate;
 use crate::route::{RepoName, RouteClass};
+use crate::sso::{SignInFailure, TokenExchange};
 
 /// What [`crate::Engine::decide`] returns: a final decision, or an allow that still has to
 /// pass rate limits whose state only the host can load.
@@ -15,6 +16,9 @@ use crate::route::{RepoName, RouteClass};
 pub enum Verdict {
     Decided(Decision),
     Pending(PendingRate),
+    /// A browser's sign-in callback, checked: the host sends the token request and hands
+    /// the answer to [`crate::Engine::complete_sign_in`] (`[sso]`).
+    Exchange(TokenExchange),
 }
 
 impl Verdict {
@@ -23,11 +27,14 @@ impl Verdict {
         matches!(self, Verdict::Decided(d) if d.wants_fresh_keys())
     }
 
-    /// The final decision, resolving pending rate limits in `store`.
+    /// The final decision, resolving pending rate limits in `store`. A token exchange is
+    /// resolved as one that got no answer (hosts that can send it use
+    /// [`crate::Engine::complete_sign_in`] instead).
     pub fn resolve_in(self, store: &dyn crate::RateStore) -> Decision {
         match self {
             Verdict::Decided(decision) => decision,
             Verdict::Pending(pending) => pending.resolve_in(store),
+            Verdict::Exchange(_) => Decision::exchange_unsent(),
         }
     }
 
@@ -40,6 +47,7 @@ impl Verdict {
     ) -> Decision {
         match self {
             Verdict::Decided(decision) => decision,
+            Verdict::Exchange(_) => Decision::exchange_unsent(),
             Verdict::Pending(pending) => {
                 let priors: Vec<_> = pending
                     .checks()
@@ -101,11 +109,28 @@ pub enum Reason {
     /// (`[login]` at `/.well-known/tollgate-login`), status 200, the document as the
     /// message.
     Published,
+    /// A browser without a session sent to the identity provider to sign in (`[sso]`):
+    /// a 302 whose `location` is the provider's authorization endpoint.
+    SignInRequired,
+    /// A browser whose session cookie has ended: sent to sign in again (302) for a page,
+    /// refused (401) otherwise.
+    SessionExpired,
+    /// A session cookie the edge did not sign (tampered, or another key's): sent to sign
+    /// in again (302) for a page, refused (401) otherwise. Never taken for anonymous.
+    SessionInvalid,
+    /// The provider's callback checked and the ID token verified: a 302 back to the page
+    /// the sign-in began at, with the session cookie.
+    SignedIn,
+    /// The session cookie cleared (the logout path, or Gogs' sign-out form).
+    SignedOut,
+    /// A sign-in that could not complete, and why.
+    SignInFailed(SignInFailure),
 }
 
 impl Reason {
-    /// Every reason but the per-rejection ones (see [`TokenRejection::ALL`]).
-    const PLAIN: [Reason; 18] = [
+    /// Every reason but the per-rejection and per-failure ones (see [`TokenRejection::ALL`]
+    /// and [`SignInFailure::ALL`]).
+    const PLAIN: [Reason; 23] = [
         Reason::Allowed,
         Reason::BadPath,
         Reason::CredentialInQuery,
@@ -124,16 +149,23 @@ impl Reason {
         Reason::OriginCredentialMissing,
         Reason::PolicyModuleFailed,
         Reason::Published,
+        Reason::SignInRequired,
+        Reason::SessionExpired,
+        Reason::SessionInvalid,
+        Reason::SignedIn,
+        Reason::SignedOut,
     ];
 
     /// How many reasons there are: [`Reason::index`] is below it.
-    pub const COUNT: usize = Self::PLAIN.len() + TokenRejection::ALL.len();
+    pub const COUNT: usize =
+        Self::PLAIN.len() + TokenRejection::ALL.len() + SignInFailure::ALL.len();
 
     /// Every reason, in [`Reason::index`] order.
     pub fn all() -> impl Iterator<Item = Reason> {
         Self::PLAIN
             .into_iter()
             .chain(TokenRejection::ALL.map(Reason::InvalidCredential))
+            .chain(SignInFailure::ALL.map(Reason::SignInFailed))
     }
 
     /// The reason's position in [`Reason::all`], for hosts that count by reason in a
@@ -168,6 +200,12 @@ impl Reason {
             Reason::OriginCredentialMissing => "origin_credential_missing",
             Reason::PolicyModuleFailed => "policy_module_error",
             Reason::Published => "published",
+            Reason::SignInRequired => "sign_in_required",
+            Reason::SessionExpired => "session_expired",
+            Reason::SessionInvalid => "session_invalid",
+            Reason::SignedIn => "signed_in",
+            Reason::SignedOut => "signed_out",
+            Reason::SignInFailed(failure) => failure.code(),
         }
     }
 }
@@ -360,11 +398,26 @@ impl Decision {
     /// The refusal when the policy module failed (500, `policy_module_error`). What went
     /// wrong belongs in the host's log, not in the answer.
     pub fn policy_module_failed() -> Decision {
+        Decision::refusal(500, Reason::PolicyModuleFailed, "policy evaluation failed")
+    }
+
+    /// A sign-in whose token request a host could not send: the refusal a failed exchange
+    /// gets, without the policy's revision (no policy completed it).
+    pub(crate) fn exchange_unsent() -> Decision {
+        let failure = SignInFailure::ExchangeFailed;
+        Decision::refusal(
+            failure.status(),
+            Reason::SignInFailed(failure),
+            "the token request was not sent",
+        )
+    }
+
+    fn refusal(status: u16, reason: Reason, message: &str) -> Decision {
         Decision {
             allow: false,
-            status: 500,
-            reason: Reason::PolicyModuleFailed,
-            message: String::from("policy evaluation failed"),
+            status,
+            reason,
+            message: String::from(message),
             rule: None,
             identity: None,
             class: None,

@@ -14,6 +14,7 @@ use crate::rate::{Gcra, PendingRate, RateCheck};
 use crate::request::RequestFacts;
 use crate::route::{self, RepoName, RepoNeed, Route, RouteClass, RouteError, SiteKind};
 use crate::scope::{self, any_matches, Grant, Principal};
+use crate::sso::{self, Owned, Session, Sso, TokenResponse};
 use crate::time::UnixTime;
 use crate::token_cache::{NoTokenCache, TokenCacheStore};
 use sha2::{Digest, Sha256};
@@ -117,6 +118,8 @@ pub struct Engine {
     pub(crate) webhooks: Vec<crate::webhook::Webhook>,
     /// `[login]` as the JSON document published at [`LOGIN_METADATA_PATH`].
     pub(crate) login: Option<String>,
+    /// Browser single sign-on (`[sso]`).
+    pub(crate) sso: Option<Box<Sso>>,
     /// The Gogs versions whose routes requests are classified against (`origin.gogs`).
     pub(crate) gogs: Vec<&'static route::Version>,
     /// Where RS256, PS256 and ES256 signatures are verified.
@@ -284,6 +287,163 @@ impl Engine {
         self.decide_recording(facts, now, keys, secrets, tokens, Explain::new(true))
     }
 
+    /// Does deciding need [`RequestFacts::entropy`]? Only a policy with `[sso]` signs
+    /// browsers in; hosts draw 32 random bytes per request for it, and none otherwise.
+    pub fn wants_entropy(&self) -> bool {
+        self.sso.is_some()
+    }
+
+    /// Completes the browser sign-in `facts` (the provider's callback) began, with what
+    /// came of the token request [`Verdict::Exchange`] described: a 302 back to the page
+    /// with the session cookie, or the refusal. When the decision wants fresh keys (an ID
+    /// token signed by a key not yet fetched), the host fetches them and completes again
+    /// with the same response: the code cannot be exchanged twice.
+    pub fn complete_sign_in(
+        &self,
+        facts: &RequestFacts<'_>,
+        response: TokenResponse<'_>,
+        now: UnixTime,
+        keys: &dyn KeyStore,
+        secrets: &dyn SecretStore,
+    ) -> Decision {
+        self.complete_recording(facts, response, now, keys, secrets, Explain::new(false))
+    }
+
+    /// [`Engine::complete_sign_in`], explaining its steps.
+    pub fn complete_sign_in_explained(
+        &self,
+        facts: &RequestFacts<'_>,
+        response: TokenResponse<'_>,
+        now: UnixTime,
+        keys: &dyn KeyStore,
+        secrets: &dyn SecretStore,
+    ) -> Decision {
+        self.complete_recording(facts, response, now, keys, secrets, Explain::new(true))
+    }
+
+    fn complete_recording(
+        &self,
+        facts: &RequestFacts<'_>,
+        response: TokenResponse<'_>,
+        now: UnixTime,
+        keys: &dyn KeyStore,
+        secrets: &dyn SecretStore,
+        explain: Explain,
+    ) -> Decision {
+        let mut draft = self.draft(explain);
+        let Some(sso) = self.sso.as_deref() else {
+            return Decision::exchange_unsent();
+        };
+        let answer = sso.complete(facts, response, now, secrets, |id_token, nonce| {
+            jwt::verify(
+                id_token,
+                core::slice::from_ref(&sso.issuer),
+                keys,
+                now,
+                self.gateway.max_token_bytes,
+                self.crypto,
+                Some(nonce),
+            )
+            .map(|verified| verified.identity)
+            .map_err(|refusal| refusal.rejection)
+        });
+        draft.explain.step(|| {
+            ExplainStep::new(
+                "sso",
+                match &answer.identity {
+                    Some(identity) => {
+                        format!("ID token verified for `{}`: session started", identity.user)
+                    }
+                    None => format!("sign-in refused: {}", answer.message),
+                },
+            )
+        });
+        draft.identity = answer.identity.clone();
+        self.answer(draft, answer)
+    }
+
+    fn draft(&self, explain: Explain) -> Draft {
+        Draft {
+            class: None,
+            repo: None,
+            access: None,
+            identity: None,
+            explain,
+            policy_revision: self.revision.clone(),
+        }
+    }
+
+    /// A decision the edge answers itself for `[sso]`.
+    fn answer(&self, draft: Draft, answer: sso::Answer) -> Decision {
+        let mut decision = draft.finish(
+            false,
+            answer.status,
+            answer.reason,
+            answer.message,
+            Some(String::from("sso")),
+        );
+        decision.headers = answer.headers;
+        decision
+    }
+
+    /// A web page refused to an anonymous browser, or to one whose session is not valid,
+    /// becomes a sign-in at the identity provider that returns to the page. Everything
+    /// else (git, LFS, the API, other methods) keeps its refusal and challenge.
+    fn sign_in_instead(
+        &self,
+        facts: &RequestFacts<'_>,
+        now: UnixTime,
+        secrets: &dyn SecretStore,
+        denial: Decision,
+    ) -> Decision {
+        let Some(sso) = self.sso.as_deref() else {
+            return denial;
+        };
+        let page = denial.status == 401
+            && denial.class == Some(RouteClass::Web)
+            && (facts.method.eq_ignore_ascii_case("GET")
+                || facts.method.eq_ignore_ascii_case("HEAD"));
+        let reason = match denial.reason {
+            Reason::MissingCredential if page => Reason::SignInRequired,
+            Reason::SessionExpired | Reason::SessionInvalid if page => denial.reason,
+            _ => return denial,
+        };
+        let return_to = if facts.query.is_empty() {
+            String::from(facts.path)
+        } else {
+            format!("{}?{}", facts.path, facts.query)
+        };
+        let message = match reason {
+            Reason::SessionExpired => "the session has ended: sign in again",
+            Reason::SessionInvalid => "the session cookie is not valid: sign in again",
+            _ => "sign in at the identity provider",
+        };
+        let answer = sso.sign_in(
+            facts,
+            &return_to,
+            now,
+            secrets,
+            reason,
+            String::from(message),
+        );
+        let mut explain = Explain::new(!denial.explain.is_empty());
+        for step in denial.explain {
+            explain.step(|| step);
+        }
+        explain.step(|| ExplainStep::new("sso", answer.message.clone()));
+        let draft = Draft {
+            class: denial.class,
+            repo: denial.repo,
+            access: denial.access,
+            identity: None,
+            explain,
+            policy_revision: self.revision.clone(),
+        };
+        let mut decision = self.answer(draft, answer);
+        decision.shadow = denial.shadow;
+        decision
+    }
+
     /// The policy's revision, `sha256:` and 16 hex digits of the policy text's SHA-256;
     /// every decision carries it ([`Decision::policy_revision`]).
     pub fn revision(&self) -> &str {
@@ -299,14 +459,7 @@ impl Engine {
         tokens: &dyn TokenCacheStore,
         explain: Explain,
     ) -> Verdict {
-        let mut draft = Draft {
-            class: None,
-            repo: None,
-            access: None,
-            identity: None,
-            explain,
-            policy_revision: self.revision.clone(),
-        };
+        let mut draft = self.draft(explain);
 
         if let Some(published) = self.published(facts) {
             draft
@@ -319,6 +472,9 @@ impl Engine {
                 String::from(published),
                 Some(String::from("login")),
             ));
+        }
+        if let Some(verdict) = self.sso_owned(facts, now, secrets, &mut draft) {
+            return verdict;
         }
         let route = match route::classify(
             &self.gogs,
@@ -365,7 +521,15 @@ impl Engine {
             )
         });
 
-        let identity = match self.authenticate(facts, now, keys, tokens, &mut draft.explain) {
+        let identity = match self.authenticate(
+            facts,
+            route.class,
+            now,
+            keys,
+            secrets,
+            tokens,
+            &mut draft.explain,
+        ) {
             Ok(identity) => identity,
             Err(Unauthenticated {
                 reason,
@@ -381,7 +545,7 @@ impl Engine {
                 if status == 401 {
                     decision.headers = self.challenge(route.class, true);
                 }
-                return Verdict::Decided(decision);
+                return Verdict::Decided(self.sign_in_instead(facts, now, secrets, decision));
             }
         };
         draft.identity = identity;
@@ -406,7 +570,7 @@ impl Engine {
                     None => None,
                 };
                 note_shadow(&mut denial);
-                return Verdict::Decided(*denial);
+                return Verdict::Decided(self.sign_in_instead(facts, now, secrets, *denial));
             }
         };
         let shadow_denial = match shadow {
@@ -436,13 +600,15 @@ impl Engine {
         };
         if route.class == RouteClass::Web {
             if let Some(cookies) = self.origin.web_cookies(facts.header_values("cookie")) {
-                draft.explain.step(|| ExplainStep::new(
-                    "origin",
-                    format!(
-                        "Gogs sign-in cookie `{}` removed: the origin must act as the verified caller",
+                draft.explain.step(|| {
+                    ExplainStep::new(
+                        "origin",
+                        format!(
+                        "sign-in cookie `{}` removed: the origin must act as the verified caller",
                         cookies.removed.join("`, `")
                     ),
-                ));
+                    )
+                });
                 strip.push(String::from("cookie"));
                 set.extend(cookies.header);
             }
@@ -507,18 +673,52 @@ impl Engine {
         self.decide(facts, now, keys, secrets).resolve_with(state)
     }
 
-    fn authenticate(
+    /// A request to a path `[sso]` owns (the callback, sign-out, Gogs' sign-in page),
+    /// answered by the edge.
+    fn sso_owned(
         &self,
         facts: &RequestFacts<'_>,
         now: UnixTime,
+        secrets: &dyn SecretStore,
+        draft: &mut Draft,
+    ) -> Option<Verdict> {
+        // Every request passes here: a policy without `[sso]` pays one branch.
+        let sso = self.sso.as_deref()?;
+        let answer = match sso.owns(facts)? {
+            Owned::Callback => match sso.callback(facts, now, secrets) {
+                Ok(exchange) => return Some(Verdict::Exchange(exchange)),
+                Err(failure) => sso::Answer::failed(failure),
+            },
+            Owned::SignOut => sso.sign_out(),
+            Owned::SignIn { return_to } => sso.sign_in(
+                facts,
+                &return_to,
+                now,
+                secrets,
+                Reason::SignInRequired,
+                String::from("sign in at the identity provider"),
+            ),
+        };
+        draft
+            .explain
+            .step(|| ExplainStep::new("sso", answer.message.clone()));
+        Some(Verdict::Decided(self.answer(draft_take(draft), answer)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn authenticate(
+        &self,
+        facts: &RequestFacts<'_>,
+        class: RouteClass,
+        now: UnixTime,
         keys: &dyn KeyStore,
+        secrets: &dyn SecretStore,
         tokens: &dyn TokenCacheStore,
         explain: &mut Explain,
     ) -> Result<Option<Identity>, Unauthenticated> {
         let candidates = match credential::extract(facts) {
             Ok(Presented::Nothing) => {
-                explain.step(|| ExplainStep::new("credential", "none presented: anonymous"));
-                return Ok(None);
+                return self.session(facts, class, now, secrets, explain);
             }
             Ok(Presented::Candidates(c)) => c,
             Err(e) => {
@@ -551,6 +751,7 @@ impl Engine {
                     now,
                     self.gateway.max_token_bytes,
                     self.crypto,
+                    None,
                 ) {
                     Ok(verified) => {
                         let identity = verified.identity;
@@ -597,6 +798,50 @@ impl Engine {
             Reason::InvalidCredential(rejection),
             rejection.message(),
         ))
+    }
+
+    /// The identity of a web request's `[sso]` session, if it has one; anonymous without.
+    fn session(
+        &self,
+        facts: &RequestFacts<'_>,
+        class: RouteClass,
+        now: UnixTime,
+        secrets: &dyn SecretStore,
+        explain: &mut Explain,
+    ) -> Result<Option<Identity>, Unauthenticated> {
+        let session = match self.sso.as_deref() {
+            Some(sso) if class == RouteClass::Web => sso.session(facts, now, secrets),
+            _ => Session::None,
+        };
+        match session {
+            Session::None => {
+                explain.step(|| ExplainStep::new("credential", "none presented: anonymous"));
+                Ok(None)
+            }
+            Session::Valid(identity) => {
+                explain.step(|| {
+                    ExplainStep::new(
+                        format!("session:{}", identity.via.issuer().unwrap_or_default()),
+                        format!("session cookie verified for `{}`", identity.user),
+                    )
+                });
+                Ok(Some(identity))
+            }
+            Session::Expired => {
+                explain.step(|| ExplainStep::new("credential", "session cookie has expired"));
+                Err(Unauthenticated::new(
+                    Reason::SessionExpired,
+                    "the session has ended",
+                ))
+            }
+            Session::Invalid => {
+                explain.step(|| ExplainStep::new("credential", "session cookie is not valid"));
+                Err(Unauthenticated::new(
+                    Reason::SessionInvalid,
+                    "the session cookie is not valid",
+                ))
+            }
+        }
     }
 
     /// `Ok` with the deciding rule when the request may proceed; the denial otherwise. A
@@ -856,7 +1101,9 @@ impl Unauthenticated {
 
 fn issuer_name(identity: &Identity) -> &str {
     match &identity.via {
-        crate::identity::Via::Jwt { issuer, .. } => issuer,
+        crate::identity::Via::Jwt { issuer, .. } | crate::identity::Via::Session { issuer, .. } => {
+            issuer
+        }
         crate::identity::Via::ApiKey { key } => key,
     }
 }

@@ -3,8 +3,9 @@ use serde::Serialize;
 
 use crate::keys::Algorithm;
 
-/// A caller whose credential was verified. Only [`crate::jwt`] and [`crate::apikey`] make
-/// these, so holding one means verification happened.
+/// A caller whose credential was verified. Only [`crate::jwt`], [`crate::apikey`] and
+/// [`crate::sso`] (a session cookie the edge signed) make these, so holding one means
+/// verification happened.
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Identity {
@@ -39,6 +40,34 @@ pub enum Via {
     ApiKey {
         key: String,
     },
+    /// A browser session the edge signed (`[sso]`), made from an ID token of `issuer`.
+    Session {
+        issuer: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "ts", ts(optional))]
+        binding: Option<String>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        #[cfg_attr(feature = "ts", ts(as = "Option<BTreeMap<String, String>>", optional))]
+        claims: BTreeMap<String, String>,
+    },
+}
+
+impl Via {
+    /// The `[[issuer]]` whose token established the identity, directly or through a session.
+    pub fn issuer(&self) -> Option<&str> {
+        match self {
+            Via::Jwt { issuer, .. } | Via::Session { issuer, .. } => Some(issuer),
+            Via::ApiKey { .. } => None,
+        }
+    }
+
+    /// The `[[binding]]` that made the identity, when one did.
+    pub fn binding(&self) -> Option<&str> {
+        match self {
+            Via::Jwt { binding, .. } | Via::Session { binding, .. } => binding.as_deref(),
+            Via::ApiKey { .. } => None,
+        }
+    }
 }
 
 /// Longest user or group name taken from a token.

@@ -63,11 +63,13 @@ pub enum TokenRejection {
     InvalidGroups,
     NoBinding,
     UnknownApiKey,
+    /// An ID token whose `nonce` is not the sign-in's (`[sso]`).
+    WrongNonce,
 }
 
 impl TokenRejection {
     /// Every rejection, for mapping codes back (the policy module's wire form).
-    pub const ALL: [TokenRejection; 21] = [
+    pub const ALL: [TokenRejection; 22] = [
         TokenRejection::TooLarge,
         TokenRejection::Malformed,
         TokenRejection::DuplicateMember,
@@ -89,6 +91,7 @@ impl TokenRejection {
         TokenRejection::InvalidGroups,
         TokenRejection::NoBinding,
         TokenRejection::UnknownApiKey,
+        TokenRejection::WrongNonce,
     ];
 
     pub const fn code(self) -> &'static str {
@@ -114,6 +117,7 @@ impl TokenRejection {
             TokenRejection::InvalidGroups => "token_invalid_groups",
             TokenRejection::NoBinding => "no_binding",
             TokenRejection::UnknownApiKey => "unknown_api_key",
+            TokenRejection::WrongNonce => "token_wrong_nonce",
         }
     }
 
@@ -144,6 +148,7 @@ impl TokenRejection {
             TokenRejection::InvalidGroups => "token groups claim is not a list of names",
             TokenRejection::NoBinding => "token matches none of its issuer's bindings",
             TokenRejection::UnknownApiKey => "credentials are not recognised",
+            TokenRejection::WrongNonce => "token was not issued for this sign-in (`nonce`)",
         }
     }
 }
@@ -191,7 +196,9 @@ impl From<TokenRejection> for Refusal {
     }
 }
 
-/// Verifies `token` against the configured issuers.
+/// Verifies `token` against the configured issuers. With `nonce`, the token is an OpenID
+/// Connect ID token: its `nonce` claim must be exactly that, and its `azp`, when present,
+/// one of the issuer's audiences (the client id).
 pub(crate) fn verify(
     token: &str,
     issuers: &[Issuer],
@@ -199,6 +206,7 @@ pub(crate) fn verify(
     now: UnixTime,
     max_bytes: usize,
     crypto: &dyn CryptoProvider,
+    nonce: Option<&str>,
 ) -> Result<Verified, Refusal> {
     if token.len() > max_bytes {
         return Err(TokenRejection::TooLarge.into());
@@ -227,6 +235,19 @@ pub(crate) fn verify(
     let verified = validate_signature(&untrusted, alg, key, crypto)?;
     let (header, claims) = verified.into_parts();
     check_claims(issuer, &claims, header.token_type.as_deref(), now)?;
+    if let Some(nonce) = nonce {
+        if string_claim(&claims.custom, "nonce") != Some(nonce) {
+            return Err(TokenRejection::WrongNonce.into());
+        }
+        if let Some(azp) = claims.custom.get("azp") {
+            if !azp
+                .as_str()
+                .is_some_and(|a| issuer.audiences.iter().any(|x| x == a))
+            {
+                return Err(TokenRejection::WrongAudience.into());
+            }
+        }
+    }
     let matching = issuer.bindings.iter().find(|b| b.matches(&claims.custom));
     let (user, mut groups, binding) = match matching {
         Some(binding) => (

@@ -17,6 +17,12 @@
 //!                                                     Verdict::Pending --resolve(states)--> Decision + RateUpdates
 //! ```
 //!
+//! A browser signing in (`[sso]`) comes back to the callback path with a code: its verdict
+//! is a [`TokenExchange`] the host sends (as it fetches a JWKS), and the provider's answer
+//! goes to [`Engine::complete_sign_in`], which verifies the ID token and starts a session
+//! cookie the edge signs. The randomness a sign-in needs comes in with the request
+//! ([`RequestFacts::entropy`]).
+//!
 //! Gogs webhook deliveries to a `[[webhook]]` path are checked by
 //! [`Engine::webhook_at`] and [`WebhookRoute::receive`] instead (signature, event,
 //! repository), and a policy's own `[[test]]` cases run through [`cases::run`] (the
@@ -74,6 +80,7 @@ mod request;
 mod route;
 mod scope;
 mod serde_util;
+mod sso;
 mod time;
 mod token_cache;
 #[cfg(feature = "ts")]
@@ -92,12 +99,13 @@ pub use jwks_schedule::{
 };
 pub use jwt::TokenRejection;
 pub use keys::{Algorithm, KeySet, KeySetError, KeyStore, NoKeys};
-pub use origin::{NoSecrets, PlaceholderSecrets, SecretStore};
+pub use origin::{NoSecrets, PlaceholderSecrets, SecretStore, PLACEHOLDER};
 pub use policy::{PolicyError, Position, SecretUse};
 pub use rate::{Gcra, PendingRate, RateCheck, RateState, RateStore, RateStoreError, RateUpdate};
 pub use request::{EvalRequest, OwnedRequest, RequestFacts};
 pub use route::{RepoName, RouteClass};
 pub use serde_util::OneOrMany;
+pub use sso::{OwnedTokenResponse, SignInFailure, TokenExchange, TokenResponse};
 pub use time::UnixTime;
 pub use token_cache::{NoTokenCache, TokenCache, TokenCacheStore};
 pub use webhook::{

@@ -31,9 +31,13 @@ impl SecretStore for NoSecrets {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PlaceholderSecrets;
 
+/// The stand-in every name holds in [`PlaceholderSecrets`]: long enough to serve as a
+/// signing key (`[sso]`'s session key), so a policy's sign-in cases run as its hosts would.
+pub const PLACEHOLDER: &str = "placeholder-secret-for-policy-test-cases";
+
 impl SecretStore for PlaceholderSecrets {
     fn secret(&self, _name: &str) -> Option<Cow<'_, str>> {
-        Some(Cow::Borrowed("placeholder"))
+        Some(Cow::Borrowed(PLACEHOLDER))
     }
 }
 

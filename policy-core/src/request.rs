@@ -15,6 +15,11 @@ pub struct RequestFacts<'a> {
     pub body: Option<&'a [u8]>,
     /// The client's address as the host saw it; keys anonymous rate limits.
     pub client_ip: Option<&'a str>,
+    /// 32 bytes fresh from the host's random source, for the values a browser sign-in
+    /// must not be able to guess (`[sso]`: state, nonce, PKCE verifier). Hosts of a policy
+    /// with `[sso]` draw them for every request ([`crate::Engine::wants_entropy`]);
+    /// without them a sign-in fails closed. Never taken from the client.
+    pub entropy: Option<[u8; 32]>,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -30,6 +35,7 @@ impl<'a> RequestFacts<'a> {
             headers: &[],
             body: None,
             client_ip: None,
+            entropy: None,
         }
     }
 
@@ -72,6 +78,10 @@ pub struct EvalRequest {
     pub now: u64,
     #[serde(default)]
     pub rate_namespace: alloc::string::String,
+    /// For a sign-in callback: what the provider answered the token request, so a test
+    /// decides the whole sign-in without a provider (`None`: the token request is the answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<crate::OwnedTokenResponse>,
 }
 
 /// An owned request in the JSON shape `tollgate eval` reads and `[[test]]` cases use:
@@ -104,6 +114,36 @@ pub struct OwnedRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "ts", ts(optional = nullable))]
     pub client_ip: Option<alloc::string::String>,
+    /// The host's 32 random bytes for this request, as 64 hex digits (see
+    /// [`RequestFacts::entropy`]): given by test cases so that a sign-in redirect is the
+    /// same on every host. A host deciding real traffic draws its own.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_bytes")]
+    #[cfg_attr(feature = "ts", ts(type = "string", optional = nullable))]
+    pub entropy: Option<[u8; 32]>,
+}
+
+mod hex_bytes {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        bytes: &Option<[u8; 32]>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(bytes) => s.serialize_str(&hex::encode(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<[u8; 32]>, D::Error> {
+        let text = alloc::string::String::deserialize(d)?;
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(&text, &mut bytes)
+            .map_err(|_| D::Error::custom("entropy must be 64 hex digits"))?;
+        Ok(Some(bytes))
+    }
 }
 
 fn default_method() -> alloc::string::String {
@@ -128,6 +168,7 @@ impl OwnedRequest {
             headers: pairs,
             body: self.body.as_deref().map(str::as_bytes),
             client_ip: self.client_ip.as_deref(),
+            entropy: self.entropy,
         }
     }
 }

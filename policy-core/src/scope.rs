@@ -40,32 +40,15 @@ impl Principal {
             | (Principal::Authenticated, Some(_)) => true,
             (Principal::User { name, user_issuers }, Some(id)) => {
                 id.user == *name
-                    && match &id.via {
-                        Via::ApiKey { .. }
-                        | Via::Jwt {
-                            binding: Some(_), ..
-                        } => true,
-                        Via::Jwt { issuer, .. } => user_issuers.contains(issuer),
+                    && match (&id.via, id.via.issuer()) {
+                        (Via::ApiKey { .. }, _) => true,
+                        _ if id.via.binding().is_some() => true,
+                        (_, Some(issuer)) => user_issuers.iter().any(|i| i == issuer),
+                        (_, None) => false,
                     }
             }
-            (
-                Principal::Binding(name),
-                Some(Identity {
-                    via:
-                        Via::Jwt {
-                            binding: Some(binding),
-                            ..
-                        },
-                    ..
-                }),
-            ) => binding == name,
-            (
-                Principal::Issuer(name),
-                Some(Identity {
-                    via: Via::Jwt { issuer, .. },
-                    ..
-                }),
-            ) => issuer == name,
+            (Principal::Binding(name), Some(id)) => id.via.binding() == Some(name.as_str()),
+            (Principal::Issuer(name), Some(id)) => id.via.issuer() == Some(name.as_str()),
             (Principal::Group(group), Some(id)) => id.groups.iter().any(|g| g == group),
             (
                 Principal::Key(name),

@@ -270,6 +270,7 @@ fn every_gogs_route_is_decided_at_least_as_strictly_as_gogs_guards_it() {
             ) {
                 Verdict::Decided(d) => d,
                 Verdict::Pending(_) => unreachable!("no rate limits"),
+                Verdict::Exchange(_) => unreachable!("no [sso]"),
             };
             checked += 1;
             let want = expected(&handlers);

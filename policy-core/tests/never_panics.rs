@@ -71,7 +71,7 @@ proptest! {
     ) {
         let engine = engine();
         let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-        let facts = RequestFacts { method, path: &path, query: &query, headers: &headers, body: body.as_deref(), client_ip: None };
+        let facts = RequestFacts { method, path: &path, query: &query, headers: &headers, body: body.as_deref(), client_ip: None, entropy: None };
         let decision = engine.decide_with_state(&facts, UnixTime::from_nanos(now), &NoKeys, &NoSecrets, &mut |_, s| s);
         check(&decision);
     }

@@ -71,6 +71,15 @@ const XML_DELETES: [&str; 4] = [
     "cookie",
 ];
 const XML_SETS: [&str; 3] = ["authorization", "x-webauth-user", "cookie"];
+/// The response headers apim-policy.xml's `return-response` sets from a denial's answer.
+const XML_RESPONSE_HEADERS: [&str; 6] = [
+    "www-authenticate",
+    "lfs-authenticate",
+    "retry-after",
+    "location",
+    "set-cookie",
+    "cache-control",
+];
 
 /// At load: the policy's reverse-proxy header must be the one the XML handles. The
 /// per-request check in [`Answer::from_decision`] stays as the backstop.
@@ -122,6 +131,22 @@ impl Answer {
                         "the decision needs header `{name}` removed or set, which \
                          apim-policy.xml cannot do; under APIM the policy's \
                          origin.user_header must be X-WEBAUTH-USER"
+                    ),
+                );
+            }
+        }
+        if !decision.allow {
+            let returned = |name: &str| {
+                XML_RESPONSE_HEADERS
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(name))
+            };
+            if let Some(header) = decision.headers.iter().find(|h| !returned(h.name())) {
+                return Answer::refusal(
+                    "apim_unsupported_header",
+                    &format!(
+                        "the answer needs response header `{}`, which apim-policy.xml does not return",
+                        header.name()
                     ),
                 );
             }
@@ -195,6 +220,14 @@ impl Answer {
             decision: json!({ "allow": false, "status": 500, "reason": reason }),
             audit: json!({ "allow": false, "status": 500, "reason": reason }).to_string(),
         }
+    }
+
+    /// Test endpoints only: a sign-in callback's token request, shown instead of sent
+    /// (`{"token_request": ...}` as `decision`), never something APIM acts on.
+    pub fn token_request(request: &policy_core::TokenExchange) -> Answer {
+        let mut answer = Answer::refusal("token_request", "the test gave no token endpoint answer");
+        answer.decision = serde_json::from_str(&request.to_json()).unwrap_or(Value::Null);
+        answer
     }
 
     pub fn to_json(&self) -> String {

@@ -16,7 +16,8 @@
 //!   `redis://HOST:PORT/DB` (exact GCRA with the state in Redis, shared by every instance;
 //!   `TOLLGATE_RATE_PREFIX` (`tollgate:`), `TOLLGATE_RATE_TIMEOUT_MS` (250) and
 //!   `TOLLGATE_RATE_FAILURE` (`deny`, or `allow` to admit unchecked when Redis is down)).
-//! - `TOLLGATE_TEST_ENDPOINTS=true`: accept `now` in the input. Never in production.
+//! - `TOLLGATE_TEST_ENDPOINTS=true`: accept `now`, the request's `entropy` and a sign-in's
+//!   `exchange` (the provider's answer) in the input. Never in production.
 
 mod answer;
 mod reload;
@@ -28,9 +29,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use policy_core::{JwksTimings, OwnedRequest, UnixTime, Verdict};
+use policy_core::{
+    JwksTimings, OwnedRequest, OwnedTokenResponse, TokenExchange, UnixTime, Verdict,
+};
 use tollgate_host_kit::{
-    complete_now, Fetched, Gate, KeyRing, Namespaced, RedisRates, ShardedRates,
+    complete_now, Decider, Fetched, Gate, KeyRing, Namespaced, RedisRates, ShardedRates,
 };
 use tollgate_wasmtime::{CompiledModule, ModulePool};
 
@@ -120,6 +123,9 @@ struct Input {
     now: Option<u64>,
     /// Separates rate-limit state between test cases (memory and Redis modes).
     rate_namespace: Option<String>,
+    /// The provider's answer to a sign-in's token request; honoured only with
+    /// `TOLLGATE_TEST_ENDPOINTS=true` (otherwise the handler sends the request itself).
+    exchange: Option<OwnedTokenResponse>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -225,17 +231,69 @@ impl Handler {
         Ok(text)
     }
 
-    fn decide(&self, input: Input) -> Answer {
+    /// Sends a sign-in's token request (blocking, as JWKS fetches are): the status and
+    /// body, or `None` when no whole answer came.
+    fn send_token_request(&self, request: &TokenExchange) -> Option<(u16, Vec<u8>)> {
+        let mut post = self
+            .jwks_client
+            .post(&request.url)
+            .body(request.body.clone());
+        for header in &request.headers {
+            post = post.header(header.name(), header.value());
+        }
+        let sent = post.send().map_err(|e| e.to_string()).and_then(|response| {
+            let status = response.status().as_u16();
+            let mut body = Vec::new();
+            // One byte over the limit is enough for the gate to refuse the answer.
+            response
+                .take(TokenExchange::MAX_RESPONSE_BYTES as u64 + 1)
+                .read_to_end(&mut body)
+                .map(|_| (status, body))
+                .map_err(|e| e.to_string())
+        });
+        match sent {
+            Ok(answer) => Some(answer),
+            Err(e) => {
+                eprintln!(
+                    "tollgate-azure-handler: sign-in token request to {}: {e}",
+                    request.url
+                );
+                None
+            }
+        }
+    }
+
+    fn decide(&self, mut input: Input) -> Answer {
         let at = match (self.test_endpoints, input.now) {
             (true, Some(secs)) => UnixTime::from_secs(secs),
             _ => now(),
         };
+        let gate = self.gate.load_full();
+        // A sign-in's randomness is the handler's own, never the caller's (but in tests).
+        if !(self.test_endpoints && input.request.entropy.is_some()) {
+            input.request.entropy = gate
+                .decider
+                .wants_entropy()
+                .then(tollgate_host_kit::os_entropy)
+                .flatten();
+        }
         let pairs = input.request.header_pairs();
         let facts = input.request.facts(&pairs);
         let fetch = |url: String| std::future::ready(self.fetch_jwks(&url));
         // Every fetch is blocking, so the future is complete when polled once.
-        let gate = self.gate.load_full();
-        let Some(decided) = complete_now(gate.decide(&facts, at, false, fetch)) else {
+        let decided = if self.test_endpoints {
+            let given = input.exchange.as_ref();
+            match complete_now(gate.decide_with_given_answer(&facts, at, false, fetch, given)) {
+                Some(Err(request)) => return Answer::token_request(&request),
+                Some(Ok(decided)) => Some(decided),
+                None => None,
+            }
+        } else {
+            let send =
+                |request: TokenExchange| std::future::ready(self.send_token_request(&request));
+            complete_now(gate.decide_signing_in(&facts, at, false, fetch, send))
+        };
+        let Some(decided) = decided else {
             let refusal = policy_core::Decision::policy_module_failed();
             return Answer::from_decision(
                 &refusal,
@@ -257,6 +315,10 @@ impl Handler {
         let namespace = input.rate_namespace.as_deref().unwrap_or("live");
         let (decision, limits) = match (decided.verdict, &self.rates) {
             (Verdict::Decided(decision), _) => (decision, Vec::new()),
+            // The gate completed every sign-in; one that was not counts as unanswered.
+            (verdict @ Verdict::Exchange(_), _) => {
+                (verdict.resolve_with(&mut |_, _| None), Vec::new())
+            }
             (Verdict::Pending(pending), Rates::Memory(rates)) => {
                 let store = Namespaced {
                     prefix: namespace,

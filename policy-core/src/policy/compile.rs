@@ -16,13 +16,18 @@ use super::{Policy, PolicyError, SecretUse, Source};
 use crate::access::Access;
 use crate::apikey::ApiKey;
 #[cfg(feature = "testing")]
-use crate::cases::{Expectation, ShadowExpectation, TestCase, DEFAULT_TEST_NOW};
+use crate::cases::{
+    Expectation, ShadowExpectation, TestCase, TokenRequestExpectation, DEFAULT_TEST_ENTROPY,
+    DEFAULT_TEST_NOW,
+};
 use crate::engine::{Engine, Gateway, RateLimit, RatePer, SiteAccess, SiteSwitch};
 use crate::identity::{valid_user, MAX_NAME_LEN};
 use crate::jwt::Issuer;
 use crate::keys::{Algorithm, KeySet};
 use crate::origin::{CredentialMode, OriginConfig, DEFAULT_SESSION_COOKIES};
 use crate::rate::Gcra;
+#[cfg(feature = "testing")]
+use crate::request::OwnedRequest;
 use crate::route::RouteClass;
 use crate::scope::{Effect, Grant, Principal, RepoPattern};
 #[cfg(feature = "testing")]
@@ -83,14 +88,33 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
                 name: w.secret.get_ref().clone(),
                 position: Some(at.position(w.secret.span().start)),
                 purpose: format!("the secret of webhook `{}`", w.name.get_ref()),
+                min_bytes: 1,
             }
         })
         .collect();
     let webhooks = webhooks(raw.webhooks, at)?;
+    let mut origin = origin;
+    let mut sso_secrets = Vec::new();
+    let sso = match raw.sso {
+        Some(raw_sso) => {
+            let mut taken: Vec<&str> = webhooks.iter().map(|w| w.path.as_str()).collect();
+            taken.push(crate::LOGIN_METADATA_PATH);
+            let (sso, secrets) = super::sso::sso(raw_sso, &issuers, &taken, at)?;
+            sso_secrets = secrets;
+            // The session cookie is the edge's own: like Gogs' sign-in cookies, it never
+            // reaches the origin.
+            if !origin.session_cookies.contains(&sso.cookie) {
+                origin.session_cookies.push(sso.cookie.clone());
+            }
+            Some(sso)
+        }
+        None => None,
+    };
     #[cfg(feature = "testing")]
     let tests = tests(raw.tests, at)?;
     let mut origin_secrets = origin_secrets(&origin, service_secret_span, &user_spans, at);
     origin_secrets.extend(webhook_secrets);
+    origin_secrets.extend(sso_secrets);
     Ok(Policy {
         origin_secrets,
         engine: Engine {
@@ -103,6 +127,7 @@ pub(super) fn compile(raw: RawPolicy, at: At<'_>) -> Result<Policy, PolicyError>
             rate_limits,
             webhooks,
             login,
+            sso,
             gogs,
             crypto: &crate::RustCrypto,
             revision: revision_of(at.text),
@@ -202,6 +227,7 @@ fn origin_secrets(
             name: name.clone(),
             position: service_secret_span.map(|s| at.position(s.start)),
             purpose: String::from("the service account's Gogs token"),
+            min_bytes: 1,
         });
     }
     if modes.contains(&CredentialMode::UserToken) {
@@ -212,6 +238,7 @@ fn origin_secrets(
                     name,
                     position: Some(at.position(span.start)),
                     purpose: format!("the Gogs token of `{user}`"),
+                    min_bytes: 1,
                 });
             }
         }
@@ -328,7 +355,7 @@ fn gateway(raw: &RawPolicy, at: At<'_>) -> Result<Gateway, PolicyError> {
 }
 
 /// An RFC 6265 cookie name: a token, so no separators, spaces or controls.
-fn cookie_name_ok(name: &str) -> bool {
+pub(super) fn cookie_name_ok(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()
@@ -507,11 +534,11 @@ pub(super) fn unique_name(
     Ok(name.get_ref().clone())
 }
 
-/// Where a JWKS may be fetched from: `https://`, or plain `http://` to a loopback
+/// Where the edge may fetch from or send a browser to (JWKS, the `[sso]` endpoints): `https://`, or plain `http://` to a loopback
 /// address. Parsed as an RFC 3986 URI, and anything a host's own URL parser might read
 /// differently is refused outright: user info (`http://127.0.0.1:80@evil.example/`),
 /// percent-encoded or empty hosts, fragments, an upper-case scheme.
-fn jwks_url_problem(url: &str) -> Option<&'static str> {
+pub(super) fn fetch_url_problem(url: &str) -> Option<&'static str> {
     use fluent_uri::component::Host;
     let Ok(uri) = fluent_uri::Uri::parse(url) else {
         return Some("is not a valid URI");
@@ -611,7 +638,7 @@ fn issuers(
             None => None,
         };
         if let Some(url) = &r.jwks_url {
-            if let Some(problem) = jwks_url_problem(url.get_ref()) {
+            if let Some(problem) = fetch_url_problem(url.get_ref()) {
                 return err(
                     at,
                     url.span(),
@@ -930,6 +957,20 @@ const GOGS_EVENTS: [&str; 11] = [
     "ping",
 ];
 
+/// A path the gateway answers itself (a webhook, sign-in's callback and logout): absolute,
+/// of letters, digits, `-`, `_`, `.` and `/`, with no `.` or `..` segment, no `//` and no
+/// trailing `/`, so the edge and every HTTP stack read it alike.
+pub(super) fn plain_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() > 1
+        && !path.ends_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+        && !path.split('/').any(|s| s == "." || s == "..")
+        && !path.contains("//")
+}
+
 fn webhooks(raw: Vec<Spanned<RawWebhook>>, at: At<'_>) -> Result<Vec<Webhook>, PolicyError> {
     let mut names = BTreeSet::new();
     let mut paths = BTreeSet::new();
@@ -938,15 +979,7 @@ fn webhooks(raw: Vec<Spanned<RawWebhook>>, at: At<'_>) -> Result<Vec<Webhook>, P
         let r = spanned.into_inner();
         let name = unique_name(&mut names, &r.name, "webhook", at)?;
         let path = r.path.get_ref();
-        let plain = path.starts_with('/')
-            && path.len() > 1
-            && !path.ends_with('/')
-            && path
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
-            && !path.split('/').any(|s| s == "." || s == "..")
-            && !path.contains("//");
-        if !plain {
+        if !plain_path(path) {
             return err(at, r.path.span(), format!("webhook path `{path}` must be an absolute path of letters, digits, `-`, `_`, `.` and `/` (no `..`, no trailing `/`)"));
         }
         if !paths.insert(path.clone()) {
@@ -1108,6 +1141,11 @@ fn tests(raw: Vec<Spanned<RawTestCase>>, at: At<'_>) -> Result<Vec<TestCase>, Po
                     rule: f.rule,
                 }),
             },
+            token_request: e.token_request.map(|t| TokenRequestExpectation {
+                url: t.url,
+                body: t.body,
+                headers: t.headers,
+            }),
         };
         if expect.is_empty() {
             return err(at, expect_span, format!("test `{}` expects nothing; name at least one field (allow, status, reason, ...)", r.name));
@@ -1123,13 +1161,19 @@ fn tests(raw: Vec<Spanned<RawTestCase>>, at: At<'_>) -> Result<Vec<TestCase>, Po
             Some(n) => *n.get_ref(),
             None => 1,
         };
+        // Every request carries the same randomness on every host unless the case says.
+        let with_entropy = |mut request: OwnedRequest| {
+            request.entropy.get_or_insert(DEFAULT_TEST_ENTROPY);
+            request
+        };
         out.push(TestCase {
             name: r.name,
             position: at.position(table.start),
             now: UnixTime::from_secs(r.now.unwrap_or(DEFAULT_TEST_NOW)),
             repeat,
-            before: r.before,
-            request: r.request,
+            before: r.before.into_iter().map(with_entropy).collect(),
+            request: with_entropy(r.request),
+            exchange: r.exchange,
             expect,
         });
     }

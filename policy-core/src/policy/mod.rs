@@ -5,6 +5,7 @@
 mod compile;
 mod identities;
 mod schema;
+mod sso;
 
 use alloc::{string::String, vec::Vec};
 use core::fmt;
@@ -62,8 +63,8 @@ pub struct Policy {
     #[cfg(feature = "testing")]
     pub tests: Vec<TestCase>,
     /// Secrets the policy itself names (the service token, the Gogs tokens of the users
-    /// its API keys and grants name, each webhook's secret), for hosts to check they hold
-    /// them. Users known only from tokens at request time are not here.
+    /// its API keys and grants name, each webhook's secret, `[sso]`'s keys), for hosts to
+    /// check they hold them. Users known only from tokens at request time are not here.
     pub origin_secrets: Vec<SecretUse>,
 }
 
@@ -75,6 +76,8 @@ pub struct SecretUse {
     pub position: Option<Position>,
     /// What the secret is for, as a phrase: "the Gogs token of `ci-bot`".
     pub purpose: String,
+    /// The fewest bytes it may have (a signing key must not be guessable); 1 for most.
+    pub min_bytes: usize,
 }
 
 impl Policy {

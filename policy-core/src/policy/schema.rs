@@ -33,6 +33,7 @@ pub(crate) struct RawPolicy {
     #[serde(default, rename = "webhook")]
     pub(crate) webhooks: Vec<Spanned<RawWebhook>>,
     pub(crate) login: Option<Spanned<RawLogin>>,
+    pub(crate) sso: Option<Spanned<RawSso>>,
     #[cfg(feature = "testing")]
     #[serde(default, rename = "test")]
     pub(crate) tests: Vec<Spanned<RawTestCase>>,
@@ -176,6 +177,28 @@ pub(crate) struct RawLogin {
     pub(crate) resource: Option<Spanned<String>>,
 }
 
+/// `[sso]`: browser single sign-on with an OpenID provider.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSso {
+    /// The `[[issuer]]` whose ID tokens sign people in, by name.
+    pub(crate) issuer: Spanned<String>,
+    pub(crate) client_id: Spanned<String>,
+    /// The client secret, by name in the host's secrets; none for a public client.
+    pub(crate) client_secret: Option<Spanned<String>>,
+    pub(crate) authorization_endpoint: Spanned<String>,
+    pub(crate) token_endpoint: Spanned<String>,
+    pub(crate) redirect_uri: Spanned<String>,
+    pub(crate) scopes: Option<Spanned<Vec<String>>>,
+    pub(crate) cookie: Option<Spanned<String>>,
+    pub(crate) lifetime_seconds: Option<Spanned<u64>>,
+    /// The key that signs session cookies, by name in the host's secrets.
+    pub(crate) session_key: Spanned<String>,
+    pub(crate) logout_path: Option<Spanned<String>>,
+    pub(crate) end_session_endpoint: Option<Spanned<String>>,
+    pub(crate) post_logout_redirect_uri: Option<Spanned<String>>,
+}
+
 #[cfg(feature = "testing")]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,7 +209,18 @@ pub(crate) struct RawTestCase {
     #[serde(default)]
     pub(crate) before: Vec<OwnedRequest>,
     pub(crate) request: OwnedRequest,
+    /// `{ status = 200, body = '...' }`, or `{ failed = true }`.
+    pub(crate) exchange: Option<crate::sso::OwnedTokenResponse>,
     pub(crate) expect: Spanned<RawExpect>,
+}
+
+#[cfg(feature = "testing")]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTokenRequestExpect {
+    pub(crate) url: Option<String>,
+    pub(crate) body: Option<String>,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
 }
 
 #[cfg(feature = "testing")]
@@ -208,6 +242,7 @@ pub(crate) struct RawExpect {
     pub(crate) set: Option<BTreeMap<String, String>>,
     pub(crate) strip: Option<Vec<String>>,
     pub(crate) shadow: Option<RawShadowExpect>,
+    pub(crate) token_request: Option<RawTokenRequestExpect>,
 }
 
 /// `shadow = false` (no shadow outcome), or a table of the shadow outcome's fields.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use policy_core::policy::Policy;
-use policy_core::{NoTokenCache, OwnedRequest, RateStore, UnixTime};
+use policy_core::{NoTokenCache, OwnedRequest, OwnedTokenResponse, RateStore, UnixTime, Verdict};
 use serde_json::Value;
 use tollgate_wasmtime::{CompiledModule, PolicyInstance};
 
@@ -65,12 +65,15 @@ impl<'p> Decider<'p> {
     }
 
     /// The decision and its audit record, as JSON with every object's keys sorted; a rate
-    /// limit is resolved in `rates`.
+    /// limit is resolved in `rates`. A sign-in callback completes with `exchange` (the
+    /// provider's answer) when given; without it the answer is the token request the
+    /// callback makes, and there is no audit record.
     pub fn decide(
         &mut self,
         request: &OwnedRequest,
         now: UnixTime,
         explain: bool,
+        exchange: Option<&OwnedTokenResponse>,
         rates: &dyn RateStore,
     ) -> Result<(Value, Value), String> {
         let pairs = request.header_pairs();
@@ -93,10 +96,57 @@ impl<'p> Decider<'p> {
                 .decide(&facts, now, explain)
                 .map_err(|e| e.to_string())?,
         };
-        let decision = verdict.resolve_in(rates);
+        let decision = match (verdict, exchange) {
+            (Verdict::Exchange(exchange), None) => {
+                let request =
+                    serde_json::from_str(&exchange.to_json()).map_err(|e| e.to_string())?;
+                return Ok((request, Value::Null));
+            }
+            (Verdict::Exchange(_), Some(answer)) => {
+                self.complete_sign_in(&facts, answer, now, explain)?
+            }
+            (verdict, _) => verdict.resolve_in(rates),
+        };
         let audit = serde_json::to_value(decision.audit(&facts, now)).map_err(|e| e.to_string())?;
         let decision = serde_json::to_value(&decision).map_err(|e| e.to_string())?;
         Ok((sorted_keys(decision), sorted_keys(audit)))
+    }
+
+    fn complete_sign_in(
+        &mut self,
+        facts: &policy_core::RequestFacts<'_>,
+        answer: &OwnedTokenResponse,
+        now: UnixTime,
+        explain: bool,
+    ) -> Result<policy_core::Decision, String> {
+        let response = answer.response();
+        Ok(match self {
+            Decider::Native {
+                policy,
+                keys,
+                secrets,
+            } if explain => policy
+                .engine
+                .complete_sign_in_explained(facts, response, now, keys, secrets),
+            Decider::Native {
+                policy,
+                keys,
+                secrets,
+            } => policy
+                .engine
+                .complete_sign_in(facts, response, now, keys, secrets),
+            Decider::Wasm(instance) => instance
+                .complete_sign_in(facts, response, now, explain)
+                .map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// Does the policy sign browsers in, so that requests need random bytes?
+    pub fn wants_entropy(&self) -> bool {
+        match self {
+            Decider::Native { policy, .. } => policy.engine.wants_entropy(),
+            Decider::Wasm(instance) => instance.wants_entropy(),
+        }
     }
 }
 

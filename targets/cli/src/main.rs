@@ -565,16 +565,21 @@ fn eval(args: EvalArgs<'_>) -> Result<ExitCode, String> {
     std::io::stdin()
         .read_to_string(&mut input)
         .map_err(|e| format!("stdin: {e}"))?;
-    let request: OwnedRequest = serde_json::from_str(&input).map_err(|e| format!("stdin: {e}"))?;
+    let mut request: OwnedRequest =
+        serde_json::from_str(&input).map_err(|e| format!("stdin: {e}"))?;
+    if request.entropy.is_none() && decider.wants_entropy() {
+        request.entropy =
+            Some(tollgate_host_kit::os_entropy().ok_or("the system's random source failed")?);
+    }
     let now = match args.now {
         Some(secs) => UnixTime::from_secs(secs),
         None => host::system_now(),
     };
-    let (decision, audit) = decider.decide(&request, now, args.explain, &state)?;
+    let (decision, audit) = decider.decide(&request, now, args.explain, None, &state)?;
     if let Some(path) = args.state {
         state.save(path)?;
     }
-    if args.audit {
+    if args.audit && !audit.is_null() {
         eprintln!("{audit}");
     }
     println!("{decision}");

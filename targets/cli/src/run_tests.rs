@@ -9,9 +9,9 @@ use policy_core::policy::Policy;
 use crate::decider::Decider;
 
 pub fn run(policy: &Policy, path: &Path, decider: &mut Decider<'_>, verbose: bool) -> ExitCode {
-    let results = cases::run(&policy.tests, |request, now, rates| {
+    let results = cases::run(&policy.tests, |step, rates| {
         decider
-            .decide(request, now, verbose, rates)
+            .decide(step.request, step.now, verbose, step.exchange, rates)
             .map(|(decision, _audit)| decision)
     });
     let (mut passed, mut failed) = (0usize, 0usize);

@@ -3,8 +3,9 @@
 //! A thin host: it turns the incoming request into `RequestFacts`, reads the clock, keeps
 //! JWKS in an isolate-local cache, keeps rate-limit state in a Durable Object, and turns
 //! the engine's decision into a response or an origin fetch; Gogs webhook deliveries go
-//! to a Cloudflare Queue (`webhook.rs`). All policy logic is in
-//! `policy-core`.
+//! to a Cloudflare Queue (`webhook.rs`), and a browser sign-in's randomness and token
+//! request come from the isolate's `crypto` and `fetch` (`sign_in.rs`). All policy logic
+//! is in `policy-core`.
 //!
 //! Configuration (wrangler.toml `[vars]` and secrets):
 //! - `TOLLGATE_POLICY`: the policy TOML.
@@ -23,9 +24,13 @@ mod config;
 mod forward;
 mod jwks;
 mod rate;
+mod sign_in;
 mod webhook;
 
-use policy_core::{Decision, EvalRequest, RequestFacts, UnixTime, Verdict};
+use policy_core::{
+    Decision, EvalRequest, OwnedTokenResponse, RequestFacts, TokenExchange, UnixTime, Verdict,
+};
+use tollgate_host_kit::Decider;
 use worker::{console_log, event, Context, Env, Method, Request, Response, Result};
 
 pub use rate::RateLimiter;
@@ -55,6 +60,9 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         Ok(ingested) => ingested,
         Err(e) => return Response::error(e.message(), e.status()),
     };
+    if config.gate.decider.wants_entropy() {
+        ingested.set_entropy(sign_in::entropy());
+    }
     // LFS batch bodies decide the access they need; a request no body could get through is
     // refused before its body is read.
     if ingested.wants_body() {
@@ -81,7 +89,10 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let pairs = ingested.header_pairs();
     let facts = ingested.facts(&pairs);
     let at = now();
-    let decision = decide(&env, &config, &facts, at, "").await?;
+    let decision = match decide(&env, &config, &facts, at, None).await? {
+        Ok(decision) => decision,
+        Err(_) => return Response::error("sign-in incomplete\n", 500),
+    };
     console_log!("{}", decision.audit(&facts, at).to_json());
     if !decision.allow {
         return forward::deny(&decision);
@@ -91,17 +102,36 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     forward::to_origin(req, &config.origin, client_ip.as_deref(), &decision, body).await
 }
 
-/// Decides through the gate (keys fetched when due, one retry after a key miss) and
+/// Decides through the gate (keys fetched when due, one retry after a key miss), completes
+/// a browser sign-in (its token request sent, or for a test the answer `given`), and
 /// resolves a rate limit in the Durable Object for the limit's key. `rate_namespace`
-/// separates test cases' state.
+/// separates test cases' state. `Err` is the token request, for a test that gave no answer.
 async fn decide(
     env: &Env,
     config: &config::Config,
     facts: &RequestFacts<'_>,
     at: UnixTime,
-    rate_namespace: &str,
-) -> Result<Decision> {
-    let decided = config.gate.decide(facts, at, false, jwks::download).await;
+    test: Option<(&str, Option<&OwnedTokenResponse>)>,
+) -> Result<std::result::Result<Decision, TokenExchange>> {
+    let gate = &config.gate;
+    let (decided, rate_namespace) = match test {
+        None => {
+            let send = |request| async move { sign_in::send(&request).await };
+            let decided = gate
+                .decide_signing_in(facts, at, false, jwks::download, send)
+                .await;
+            (decided, "")
+        }
+        Some((namespace, given)) => {
+            match gate
+                .decide_with_given_answer(facts, at, false, jwks::download, given)
+                .await
+            {
+                Ok(decided) => (decided, namespace),
+                Err(request) => return Ok(Err(request)),
+            }
+        }
+    };
     for report in &decided.fetches {
         if let Some(error) = &report.error {
             console_log!(
@@ -111,8 +141,8 @@ async fn decide(
         }
     }
     match decided.verdict {
-        Verdict::Decided(decision) => Ok(decision),
-        Verdict::Pending(pending) => rate::resolve(env, &pending, rate_namespace).await,
+        Verdict::Pending(pending) => rate::resolve(env, &pending, rate_namespace).await.map(Ok),
+        verdict => Ok(Ok(verdict.resolve_with(&mut |_, _| None))),
     }
 }
 
@@ -125,15 +155,12 @@ async fn eval_endpoint(req: &mut Request, env: &Env, config: &config::Config) ->
     };
     let pairs = input.request.header_pairs();
     let facts = input.request.facts(&pairs);
-    let decision = decide(
-        env,
-        config,
-        &facts,
-        UnixTime::from_secs(input.now),
-        &input.rate_namespace,
-    )
-    .await?;
-    let mut response = Response::ok(decision.to_json())?;
+    let test = Some((input.rate_namespace.as_str(), input.exchange.as_ref()));
+    let json = match decide(env, config, &facts, UnixTime::from_secs(input.now), test).await? {
+        Ok(decision) => decision.to_json(),
+        Err(request) => request.to_json(),
+    };
+    let mut response = Response::ok(json)?;
     response
         .headers_mut()
         .set("content-type", "application/json")?;

@@ -14,10 +14,12 @@ use fastly::{Request, Response};
 use policy_core::forwarding::{client_address_headers, connection_tokens};
 use policy_core::policy::Policy;
 use policy_core::{
-    Decision, EvalRequest, JwksTimings, RequestFacts, SecretStore, UnixTime, Verdict,
+    Decision, EvalRequest, JwksTimings, OwnedTokenResponse, RequestFacts, SecretStore,
+    TokenExchange, UnixTime, Verdict,
 };
 use tollgate_host_kit::{
-    complete_now, Fetched, Gate, Ingested, KeyRing, NativeDecider, SharedTokenCache,
+    complete_now, Decided, Decider, Fetched, Gate, Ingested, KeyRing, NativeDecider,
+    SharedTokenCache,
 };
 
 use crate::rate::{Erl, KvGcra, Limiter};
@@ -31,6 +33,9 @@ const SECRET_STORE: &str = "tollgate_secrets";
 const KV_STORE: &str = "tollgate_rate";
 /// The backend that is the Gogs origin.
 const BACKEND: &str = "origin";
+/// The backend that is the identity provider's token endpoint, for a policy with `[sso]`
+/// (Fastly sends requests only to backends the service names).
+const SSO_BACKEND: &str = "sso";
 /// Verified tokens an instance remembers, and for how long at most.
 const TOKEN_CACHE_ENTRIES: usize = 1000;
 const TOKEN_CACHE_MAX_AGE_SECS: u64 = 60;
@@ -178,16 +183,23 @@ impl Setup {
             .ok_or_else(|| format!("the config store has no `jwks.{issuer}`"))
     }
 
-    /// Decides through the gate and settles a rate limit with the limiter. Every fetch
-    /// is a Config Store read, so the gate's futures are complete when polled once.
-    fn decide(&self, facts: &RequestFacts<'_>, at: UnixTime, namespace: &str) -> Decision {
+    /// Decides through the gate (a browser sign-in's token request sent to the `sso`
+    /// backend) and settles a rate limit with the limiter. Every fetch is a Config Store
+    /// read and every send blocks, so the gate's futures are complete when polled once.
+    fn decide(&self, facts: &RequestFacts<'_>, at: UnixTime) -> Decision {
         let fetch = |url: String| std::future::ready(self.read_keys(&url));
-        let Some(decided) = complete_now(self.gate.decide(facts, at, false, fetch)) else {
+        let send = |request: TokenExchange| std::future::ready(send_token_request(&request));
+        let decided = complete_now(self.gate.decide_signing_in(facts, at, false, fetch, send));
+        self.settle(decided, "")
+    }
+
+    fn settle(&self, decided: Option<Decided>, namespace: &str) -> Decision {
+        let Some(decided) = decided else {
             return Decision::policy_module_failed();
         };
         match decided.verdict {
-            Verdict::Decided(decision) => decision,
             Verdict::Pending(pending) => self.limiter.check(&pending, namespace),
+            verdict => verdict.resolve_with(&mut |_, _| None),
         }
     }
 
@@ -253,10 +265,13 @@ impl Setup {
                 );
             }
         }
+        if self.gate.decider.wants_entropy() {
+            ingested.set_entropy(tollgate_host_kit::os_entropy());
+        }
         let at = now();
         let pairs = ingested.header_pairs();
         let facts = ingested.facts(&pairs);
-        let decision = self.decide(&facts, at, "");
+        let decision = self.decide(&facts, at);
         println!("{}", decision.audit(&facts, at).to_json());
         if !decision.allow {
             return deny(&decision);
@@ -308,14 +323,50 @@ impl Setup {
         };
         let pairs = input.request.header_pairs();
         let facts = input.request.facts(&pairs);
-        let decision = self.decide(
-            &facts,
-            UnixTime::from_secs(input.now),
-            &input.rate_namespace,
-        );
+        let at = UnixTime::from_secs(input.now);
+        let fetch = |url: String| std::future::ready(self.read_keys(&url));
+        let given: Option<&OwnedTokenResponse> = input.exchange.as_ref();
+        let json = match complete_now(
+            self.gate
+                .decide_with_given_answer(&facts, at, false, fetch, given),
+        ) {
+            Some(Err(request)) => request.to_json(),
+            Some(Ok(decided)) => self.settle(Some(decided), &input.rate_namespace).to_json(),
+            None => Decision::policy_module_failed().to_json(),
+        };
         Response::from_status(StatusCode::OK)
             .with_header("content-type", "application/json")
-            .with_body(decision.to_json())
+            .with_body(json)
+    }
+}
+
+/// Sends a sign-in's token request to the `sso` backend: the status and body, or `None`
+/// when no whole answer came.
+fn send_token_request(request: &TokenExchange) -> Option<(u16, Vec<u8>)> {
+    let mut post = Request::post(&request.url).with_body(request.body.clone());
+    for header in &request.headers {
+        post.set_header(header.name(), header.value());
+    }
+    match post.send(SSO_BACKEND) {
+        Ok(mut response) => {
+            let status = response.get_status().as_u16();
+            // One byte over the limit is enough for the gate to refuse the answer.
+            let limit = TokenExchange::MAX_RESPONSE_BYTES as u64 + 1;
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(response.take_body(), limit),
+                &mut body,
+            )
+            .ok()?;
+            Some((status, body))
+        }
+        Err(e) => {
+            println!(
+                "{}",
+                serde_json::json!({ "tollgate_error": format!("sign-in token request to {}: {e}", request.url) })
+            );
+            None
+        }
     }
 }
 

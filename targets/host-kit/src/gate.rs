@@ -8,7 +8,10 @@
 
 use std::future::Future;
 
-use policy_core::{Decision, Engine, RequestFacts, SecretStore, UnixTime, Verdict};
+use policy_core::{
+    Decision, Engine, OwnedTokenResponse, RequestFacts, SecretStore, TokenExchange, TokenResponse,
+    UnixTime, Verdict,
+};
 
 use crate::keys::{FetchReport, Fetched, KeyRing};
 use crate::tokens::SharedTokenCache;
@@ -27,6 +30,21 @@ pub trait Decider {
         keys: &KeyRing,
         explain: bool,
     ) -> Result<Verdict, DecideFailure>;
+
+    /// Completes the browser sign-in `facts` (the provider's callback) began, with the
+    /// answer to its token request ([`policy_core::Engine::complete_sign_in`]).
+    fn complete_sign_in(
+        &self,
+        facts: &RequestFacts<'_>,
+        response: TokenResponse<'_>,
+        now: UnixTime,
+        keys: &KeyRing,
+        explain: bool,
+    ) -> Result<Decision, DecideFailure>;
+
+    /// Does every request need the host's random bytes ([`RequestFacts::entropy`])? Only
+    /// for a policy that signs browsers in.
+    fn wants_entropy(&self) -> bool;
 }
 
 impl<D: Decider + ?Sized> Decider for Box<D> {
@@ -38,6 +56,21 @@ impl<D: Decider + ?Sized> Decider for Box<D> {
         explain: bool,
     ) -> Result<Verdict, DecideFailure> {
         (**self).decide(facts, now, keys, explain)
+    }
+
+    fn complete_sign_in(
+        &self,
+        facts: &RequestFacts<'_>,
+        response: TokenResponse<'_>,
+        now: UnixTime,
+        keys: &KeyRing,
+        explain: bool,
+    ) -> Result<Decision, DecideFailure> {
+        (**self).complete_sign_in(facts, response, now, keys, explain)
+    }
+
+    fn wants_entropy(&self) -> bool {
+        (**self).wants_entropy()
     }
 }
 
@@ -100,6 +133,28 @@ impl<S: SecretStore> Decider for NativeDecider<S> {
             ),
         })
     }
+
+    fn complete_sign_in(
+        &self,
+        facts: &RequestFacts<'_>,
+        response: TokenResponse<'_>,
+        now: UnixTime,
+        keys: &KeyRing,
+        explain: bool,
+    ) -> Result<Decision, DecideFailure> {
+        let usable = keys.keys(now);
+        Ok(if explain {
+            self.engine
+                .complete_sign_in_explained(facts, response, now, &usable, &self.secrets)
+        } else {
+            self.engine
+                .complete_sign_in(facts, response, now, &usable, &self.secrets)
+        })
+    }
+
+    fn wants_entropy(&self) -> bool {
+        self.engine.wants_entropy()
+    }
 }
 
 /// One decision as a host acts on it.
@@ -111,6 +166,35 @@ pub struct Decided {
     pub fetches: Vec<FetchReport>,
     /// Why the decider failed, when it did, for the host's log.
     pub failure: Option<DecideFailure>,
+}
+
+impl Decided {
+    /// A failed decider's verdict is its refusal.
+    fn from(result: Result<Verdict, DecideFailure>, fetches: Vec<FetchReport>) -> Decided {
+        match result {
+            Ok(verdict) => Decided {
+                verdict,
+                fetches,
+                failure: None,
+            },
+            Err(failure) => Decided {
+                verdict: Verdict::Decided(Decision::policy_module_failed()),
+                fetches,
+                failure: Some(failure),
+            },
+        }
+    }
+}
+
+/// Where the answer to a browser sign-in's token request comes from.
+enum TokenAnswer<'a, S> {
+    /// Live traffic: `S` posts the request with the host's HTTP client and gives the
+    /// status and body (`None` when no whole answer came).
+    Send(S),
+    /// A test endpoint, given the provider's answer.
+    Given(&'a OwnedTokenResponse),
+    /// A test endpoint, given none: the token request itself is the answer.
+    Show,
 }
 
 /// A decider and the keys it decides with.
@@ -143,18 +227,112 @@ impl<D: Decider> Gate<D> {
                 self.decider.decide(facts, now, &self.keys, explain)
             })
             .await;
-        match result {
-            Ok(verdict) => Decided {
-                verdict,
-                fetches,
-                failure: None,
-            },
-            Err(failure) => Decided {
-                verdict: Verdict::Decided(Decision::policy_module_failed()),
-                fetches,
-                failure: Some(failure),
-            },
+        Decided::from(result, fetches)
+    }
+
+    /// [`Gate::decide`], and for a browser's sign-in callback ([`Verdict::Exchange`]) the
+    /// rest of the sign-in: `send` posts the token request with the host's HTTP client and
+    /// gives the status and body (`None` when no whole answer came), then the decider
+    /// verifies the ID token, with keys fetched as for any decision. The request is sent
+    /// once whatever happens: a code is good for one exchange.
+    pub async fn decide_signing_in<F, Fut, S, SFut>(
+        &self,
+        facts: &RequestFacts<'_>,
+        now: UnixTime,
+        explain: bool,
+        fetch: F,
+        send: S,
+    ) -> Decided
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Fetched>,
+        S: FnOnce(TokenExchange) -> SFut,
+        SFut: Future<Output = Option<(u16, Vec<u8>)>>,
+    {
+        match self
+            .decide_answering(facts, now, explain, fetch, TokenAnswer::Send(send))
+            .await
+        {
+            Ok(decided) => decided,
+            // Only `Show` gives the request back.
+            Err(_) => Decided::from(
+                Ok(Verdict::Decided(Decision::policy_module_failed())),
+                Vec::new(),
+            ),
         }
+    }
+
+    /// For test endpoints: [`Gate::decide_signing_in`] with the provider's answer `given`
+    /// by the test instead of sent for; without one, `Err` is the token request itself.
+    pub async fn decide_with_given_answer<F, Fut>(
+        &self,
+        facts: &RequestFacts<'_>,
+        now: UnixTime,
+        explain: bool,
+        fetch: F,
+        given: Option<&OwnedTokenResponse>,
+    ) -> Result<Decided, TokenExchange>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Fetched>,
+    {
+        // Nothing is sent: the type of the sender that never runs.
+        type Unsent = fn(TokenExchange) -> std::future::Ready<Option<(u16, Vec<u8>)>>;
+        let answer: TokenAnswer<'_, Unsent> = match given {
+            Some(given) => TokenAnswer::Given(given),
+            None => TokenAnswer::Show,
+        };
+        self.decide_answering(facts, now, explain, fetch, answer)
+            .await
+    }
+
+    async fn decide_answering<F, Fut, S, SFut>(
+        &self,
+        facts: &RequestFacts<'_>,
+        now: UnixTime,
+        explain: bool,
+        fetch: F,
+        answer: TokenAnswer<'_, S>,
+    ) -> Result<Decided, TokenExchange>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Fetched>,
+        S: FnOnce(TokenExchange) -> SFut,
+        SFut: Future<Output = Option<(u16, Vec<u8>)>>,
+    {
+        let decided = self.decide(facts, now, explain, &fetch).await;
+        let Verdict::Exchange(request) = decided.verdict else {
+            return Ok(decided);
+        };
+        let answer = match answer {
+            TokenAnswer::Show => return Err(request),
+            TokenAnswer::Send(send) => send(request).await,
+            TokenAnswer::Given(given) => match given.response() {
+                TokenResponse::Answered { status, body } => Some((status, body.to_vec())),
+                TokenResponse::Failed => None,
+            },
+        };
+        let response = match &answer {
+            Some((status, body)) if body.len() <= TokenExchange::MAX_RESPONSE_BYTES => {
+                TokenResponse::Answered {
+                    status: *status,
+                    body,
+                }
+            }
+            _ => TokenResponse::Failed,
+        };
+        let (result, mut fetches) = self
+            .keys
+            .decide(now, &fetch, || {
+                self.decider
+                    .complete_sign_in(facts, response, now, &self.keys, explain)
+                    .map(Verdict::Decided)
+            })
+            .await;
+        let mut completed = Decided::from(result, Vec::new());
+        fetches.splice(0..0, decided.fetches);
+        completed.fetches = fetches;
+        Ok(completed)
     }
 
     /// For a request whose body counts ([`RequestFacts::wants_body`]), decided before the

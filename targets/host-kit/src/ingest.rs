@@ -40,6 +40,7 @@ pub struct Ingested<S> {
     headers: Vec<(S, S)>,
     client_ip: Option<String>,
     body: Option<Vec<u8>>,
+    entropy: Option<[u8; 32]>,
 }
 
 impl<S: AsRef<str>> Ingested<S> {
@@ -51,7 +52,15 @@ impl<S: AsRef<str>> Ingested<S> {
             headers: Vec::new(),
             client_ip,
             body: None,
+            entropy: None,
         }
+    }
+
+    /// The host's fresh random bytes for this request, which a browser sign-in draws its
+    /// state, nonce and PKCE verifier from; hosts set them when the decider
+    /// [wants them](crate::Decider::wants_entropy).
+    pub fn set_entropy(&mut self, entropy: Option<[u8; 32]>) {
+        self.entropy = entropy;
     }
 
     /// Adds one header line; its value must already be visible ASCII (see [`visible`]).
@@ -115,6 +124,7 @@ impl<S: AsRef<str>> Ingested<S> {
             headers: pairs,
             body: self.body.as_deref(),
             client_ip: self.client_ip.as_deref(),
+            entropy: self.entropy,
         }
     }
 
@@ -130,6 +140,7 @@ impl<S: AsRef<str>> Ingested<S> {
                 .body
                 .as_deref()
                 .map(|b| String::from_utf8_lossy(b).into_owned()),
+            entropy: self.entropy,
             ..OwnedRequest::default()
         };
         for (name, value) in &self.headers {
@@ -155,6 +166,7 @@ impl Ingested<&str> {
             headers: &self.headers,
             body: self.body.as_deref(),
             client_ip: self.client_ip.as_deref(),
+            entropy: self.entropy,
         }
     }
 }

@@ -12,6 +12,8 @@
 
 #[cfg(feature = "aws-lc")]
 pub mod crypto;
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub mod entropy;
 pub mod gate;
 pub mod ingest;
 pub mod keys;
@@ -24,6 +26,8 @@ pub mod tokens;
 
 #[cfg(feature = "aws-lc")]
 pub use crypto::AWS_LC;
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub use entropy::os_entropy;
 pub use gate::{DecideFailure, Decided, Decider, Gate, NativeDecider};
 pub use ingest::{IngestError, Ingested};
 pub use keys::{complete_now, FetchReport, Fetched, KeyRing};

@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 
 use policy_core::policy::Policy as CompiledPolicy;
 use policy_core::{
-    KeySet, KeyStore, OwnedRequest, PlaceholderSecrets, RateState, SecretStore, UnixTime,
+    KeySet, KeyStore, OwnedRequest, OwnedTokenResponse, PlaceholderSecrets, RateState, SecretStore,
+    UnixTime,
 };
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
@@ -180,6 +181,35 @@ impl Policy {
         Ok(Verdict { verdict })
     }
 
+    /// Completes a browser sign-in (`[sso]`): `request` is the provider's callback whose
+    /// verdict had a `tokenRequest`, `response` what the token endpoint answered it
+    /// (`{status, body}`, or `{failed: true}` when no answer came). The decision is a 302
+    /// back to the page with the session cookie, or the refusal; one that `wants fresh
+    /// keys` may be completed again, with the same response, once the keys are given.
+    #[wasm_bindgen(js_name = completeSignIn, unchecked_return_type = "Decision")]
+    pub fn complete_sign_in(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Request")] request: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "TokenResponse")] response: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "Options")] options: Option<JsValue>,
+    ) -> Result<JsValue, JsValue> {
+        let request: OwnedRequest = from_js(&request, "request")?;
+        let response: OwnedTokenResponse = from_js(&response, "response")?;
+        let options = Options::read(options)?;
+        let keys = options.key_sets()?;
+        let now = unix_time(options.now.unwrap_or_else(|| js_sys::Date::now() / 1000.0));
+        let pairs = request.header_pairs();
+        let facts = request.facts(&pairs);
+        let secrets = Secrets(options.secrets);
+        let engine = &self.policy.engine;
+        let decision = if options.explain {
+            engine.complete_sign_in_explained(&facts, response.response(), now, &keys, &secrets)
+        } else {
+            engine.complete_sign_in(&facts, response.response(), now, &keys, &secrets)
+        };
+        to_js(&decision)
+    }
+
     /// Runs the policy's own `[[test]]` cases, as `tollgate test` does:
     /// `[{name, line, passed, mismatches}]`. `options.keys` and `options.secrets` as for
     /// `decide`.
@@ -241,6 +271,20 @@ pub struct Verdict {
     verdict: policy_core::Verdict,
 }
 
+/// The request a sign-in callback needs sent to the provider's token endpoint, as
+/// `tollgate eval` shows it (the client secret redacted; `tokenRequestHeaders()` has the
+/// values to send).
+#[derive(Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "TokenRequest"))]
+struct TokenRequest<'t> {
+    /// The token endpoint; POST to it.
+    url: &'t str,
+    #[cfg_attr(test, ts(type = "Record<string, string>"))]
+    headers: BTreeMap<&'t str, &'t str>,
+    /// `application/x-www-form-urlencoded`.
+    body: &'t str,
+}
+
 /// A rate-limit state to store.
 #[derive(Serialize)]
 #[cfg_attr(test, derive(ts_rs::TS), ts(rename = "RateUpdate"))]
@@ -275,13 +319,47 @@ struct Resolved<'d> {
 
 #[wasm_bindgen]
 impl Verdict {
-    /// The decision, when no rate limit is left to check; `undefined` otherwise.
+    /// The decision, when no rate limit is left to check and no sign-in to complete;
+    /// `undefined` otherwise.
     #[wasm_bindgen(getter, unchecked_return_type = "Decision | undefined")]
     pub fn decision(&self) -> Result<JsValue, JsValue> {
         match &self.verdict {
             policy_core::Verdict::Decided(decision) => to_js(decision),
-            policy_core::Verdict::Pending(_) => Ok(JsValue::UNDEFINED),
+            _ => Ok(JsValue::UNDEFINED),
         }
+    }
+
+    /// For a browser's sign-in callback (`[sso]`): the request to POST to the provider's
+    /// token endpoint, whose answer goes to `Policy.completeSignIn`; `undefined` otherwise.
+    #[wasm_bindgen(getter, js_name = tokenRequest, unchecked_return_type = "TokenRequest | undefined")]
+    pub fn token_request(&self) -> Result<JsValue, JsValue> {
+        match &self.verdict {
+            policy_core::Verdict::Exchange(request) => to_js(&TokenRequest {
+                url: &request.url,
+                headers: request
+                    .headers
+                    .iter()
+                    .map(|h| (h.name(), h.display_value()))
+                    .collect(),
+                body: &request.body,
+            }),
+            _ => Ok(JsValue::UNDEFINED),
+        }
+    }
+
+    /// The token request's headers, `[name, value]` pairs with their real values (the
+    /// client secret included: never log them). Empty when there is no token request.
+    #[wasm_bindgen(js_name = tokenRequestHeaders, unchecked_return_type = "[string, string][]")]
+    pub fn token_request_headers(&self) -> Result<JsValue, JsValue> {
+        let headers: Vec<(&str, &str)> = match &self.verdict {
+            policy_core::Verdict::Exchange(request) => request
+                .headers
+                .iter()
+                .map(|h| (h.name(), h.value()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        to_js(&headers)
     }
 
     /// The headers to set on the origin request, `[name, value]` pairs with their real
@@ -297,6 +375,7 @@ impl Verdict {
                 admitted = pending.admit();
                 &admitted
             }
+            policy_core::Verdict::Exchange(_) => return to_js(&Vec::<(&str, &str)>::new()),
         };
         let headers: Vec<(&str, &str)> = if decision.allow {
             decision.set.iter().map(|h| (h.name(), h.value())).collect()
@@ -311,7 +390,7 @@ impl Verdict {
     #[wasm_bindgen(getter, unchecked_return_type = "RateCheck[]")]
     pub fn checks(&self) -> Result<JsValue, JsValue> {
         let checks: Vec<Check<'_>> = match &self.verdict {
-            policy_core::Verdict::Decided(_) => Vec::new(),
+            policy_core::Verdict::Decided(_) | policy_core::Verdict::Exchange(_) => Vec::new(),
             policy_core::Verdict::Pending(pending) => pending
                 .checks()
                 .iter()
@@ -342,6 +421,11 @@ impl Verdict {
                 })
             }
             policy_core::Verdict::Pending(pending) => pending,
+            policy_core::Verdict::Exchange(_) => {
+                return Err(JsValue::from_str(
+                    "a sign-in callback: send `tokenRequest` and call `Policy.completeSignIn`",
+                ))
+            }
         };
         let priors: Vec<Option<String>> = match prior_states {
             Some(states) => from_js(&states, "priorStates")?,

@@ -23,6 +23,12 @@ export type Request = {
      */
     body?: string | null,
     client_ip?: string | null,
+    /**
+     * The host's 32 random bytes for this request, as 64 hex digits (see
+     * `entropy`): given by test cases so that a sign-in redirect is the
+     * same on every host. A host deciding real traffic draws its own.
+     */
+    entropy?: string,
 };
 
 /**
@@ -126,6 +132,11 @@ export type Reason =
     | "origin_credential_missing"
     | "policy_module_error"
     | "published"
+    | "sign_in_required"
+    | "session_expired"
+    | "session_invalid"
+    | "signed_in"
+    | "signed_out"
     | "token_too_large"
     | "token_malformed"
     | "token_duplicate_member"
@@ -146,11 +157,22 @@ export type Reason =
     | "token_invalid_user"
     | "token_invalid_groups"
     | "no_binding"
-    | "unknown_api_key";
+    | "unknown_api_key"
+    | "token_wrong_nonce"
+    | "sign_in_not_started"
+    | "sign_in_bad_cookie"
+    | "sign_in_expired"
+    | "sign_in_state_mismatch"
+    | "sign_in_refused"
+    | "sign_in_exchange_failed"
+    | "sign_in_nonce_mismatch"
+    | "sign_in_session_too_large"
+    | "sign_in_unavailable";
 
 /**
- * A caller whose credential was verified. Only `jwt` and `apikey` make
- * these, so holding one means verification happened.
+ * A caller whose credential was verified. Only `jwt`, `apikey` and
+ * `sso` (a session cookie the edge signed) make these, so holding one means
+ * verification happened.
  */
 export type Identity = {
     /**
@@ -172,7 +194,12 @@ export type Identity = {
      * traced to its pipeline.
      */
     claims?: { [key in string]: string },
-} | { "via": "api_key", key: string });
+} | { "via": "api_key", key: string } | {
+    "via": "session",
+    issuer: string,
+    binding?: string,
+    claims?: { [key in string]: string },
+});
 
 /**
  * Signature algorithms the engine verifies. `none` is deliberately not representable.
@@ -245,6 +272,29 @@ export type RateUpdate = {
  * What `resolve` answers: the final decision and the states to store.
  */
 export type Resolved = { decision: Decision, updates: Array<RateUpdate> };
+
+/**
+ * The request a sign-in callback needs sent to the provider's token endpoint, as
+ * `tollgate eval` shows it (the client secret redacted; `tokenRequestHeaders()` has the
+ * values to send).
+ */
+export type TokenRequest = {
+    /**
+     * The token endpoint; POST to it.
+     */
+    url: string,
+    headers: Record<string, string>,
+    /**
+     * `application/x-www-form-urlencoded`.
+     */
+    body: string,
+};
+
+/**
+ * A `TokenResponse` that owns its body: what a test case or a test endpoint says the
+ * provider answered (`{"status": 200, "body": "..."}`, or `{"failed": true}`).
+ */
+export type TokenResponse = { status: number, body: string } | { failed: true };
 
 /**
  * One `[[test]]` case's result.

@@ -5,11 +5,13 @@
 
 use std::path::Path;
 
-use policy_core::{Access, Algorithm, Decision, ExplainStep, Identity, OwnedRequest, Reason};
+use policy_core::{
+    Access, Algorithm, Decision, ExplainStep, Identity, OwnedRequest, OwnedTokenResponse, Reason,
+};
 use policy_core::{RouteClass, Shadow};
 use ts_rs::{Config, TS};
 
-use crate::{Check, Options, PositionedError, Resolved, TestOutcome, Update};
+use crate::{Check, Options, PositionedError, Resolved, TestOutcome, TokenRequest, Update};
 
 /// `T`'s declaration, exported, after its doc comment (rustdoc links shown as code).
 fn declaration<T: TS>(cfg: &Config) -> String {
@@ -166,6 +168,8 @@ fn declarations() -> String {
         declaration::<Check<'static>>(&cfg),
         declaration::<Update<'static>>(&cfg),
         declaration::<Resolved<'static>>(&cfg),
+        declaration::<TokenRequest<'static>>(&cfg),
+        declaration::<OwnedTokenResponse>(&cfg),
         declaration::<TestOutcome<'static>>(&cfg),
         declaration::<PositionedError<'static>>(&cfg),
     ];

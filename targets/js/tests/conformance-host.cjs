@@ -5,9 +5,13 @@
 //   node conformance-host.cjs PACKAGE_DIR
 //   {"op": "load", "source": "...", "file": "..."}     -> {"ok": true} | {"error": {...}}
 //   {"op": "reset"}                                     -> {"ok": true}
-//   {"op": "decide", "request": {...}, "now": SECS, "secrets": {...}}
+//   {"op": "decide", "request": {...}, "options": {now, keys, secrets, explain},
+//    "exchange": {status, body} | {failed: true} | null}
 //                                                       -> {"decision": "<decision JSON>",
 //                                                           "origin_headers": [[name, value], ...]}
+//     (a sign-in callback: the decision completing it with `exchange`, or without one
+//      "{\"token_request\": ...}")
+//   {"op": "run_tests", "options": {keys, secrets}}     -> {"outcomes": [{name, line, passed, mismatches}]}
 "use strict";
 const readline = require("node:readline");
 const { Policy } = require(require("node:path").resolve(process.argv[2]));
@@ -28,7 +32,14 @@ function answer(op) {
       state.clear();
       return { ok: true };
     case "decide": {
-      const verdict = policy.decide(op.request, { now: op.now, secrets: op.secrets });
+      const verdict = policy.decide(op.request, op.options);
+      if (verdict.tokenRequest !== undefined) {
+        if (op.exchange == null) {
+          return { decision: JSON.stringify({ token_request: verdict.tokenRequest }), origin_headers: [] };
+        }
+        const decision = policy.completeSignIn(op.request, op.exchange, op.options);
+        return { decision: JSON.stringify(decision), origin_headers: [] };
+      }
       let decision = verdict.decision;
       if (decision === undefined) {
         const priors = verdict.checks.map((check) => state.get(check.key) ?? null);
@@ -42,6 +53,8 @@ function answer(op) {
       const origin_headers = decision.allow ? verdict.originHeaders() : [];
       return { decision: JSON.stringify(decision), origin_headers };
     }
+    case "run_tests":
+      return { outcomes: policy.runTests(op.options) };
     default:
       return { error: `unknown op ${op.op}` };
   }

@@ -8,7 +8,8 @@
 //!
 //! Deciding, the key schedule, the token cache and rate state come from the host kit
 //! (`tollgate-host-kit`); this crate owns the I/O around them: the clock, the HTTP
-//! listeners and origin client, JWKS fetches, audit output, metrics and shutdown.
+//! listeners and origin client, JWKS fetches and a browser sign-in's token request, audit
+//! output, metrics and shutdown.
 
 mod audit;
 mod config;
@@ -19,6 +20,7 @@ mod policy_url;
 mod proxy;
 mod reload;
 mod server;
+mod sign_in;
 mod webhooks;
 
 pub use config::{

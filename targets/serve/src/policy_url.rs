@@ -169,7 +169,7 @@ impl Shared {
         let Some(source) = &self.policy_url else {
             return;
         };
-        match source.pull(&self.jwks_client).await {
+        match source.pull(&self.fetch_client).await {
             Ok(None) => self.metrics.policy_pull(None),
             Ok(Some(text)) => {
                 self.metrics.policy_pull(None);

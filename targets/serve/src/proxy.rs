@@ -86,7 +86,9 @@ pub struct Shared {
     pub audit: AuditLog,
     pub audit_required: bool,
     pub metrics: Metrics,
-    pub jwks_client: reqwest::Client,
+    /// What serve fetches on the policy's behalf: JWKS documents, `--policy-url`, and a
+    /// browser sign-in's token request. No redirects, 10 s.
+    pub fetch_client: reqwest::Client,
     /// One permit per request body buffered at once.
     pub body_slots: tokio::sync::Semaphore,
     /// One permit per request being handled.
@@ -113,7 +115,7 @@ impl Shared {
         const MAX_JWKS_BYTES: usize = 1 << 20;
         async move {
             let response = self
-                .jwks_client
+                .fetch_client
                 .get(&url)
                 .send()
                 .await
@@ -305,11 +307,17 @@ async fn decide(
     let fetch = |url| shared.fetch_jwks_promptly(url);
     // One policy decides the whole request, even if a reload lands meanwhile.
     let gate = shared.gate.load_full();
+    if gate.decider.wants_entropy() {
+        ingested.set_entropy(tollgate_host_kit::os_entropy());
+    }
 
     if !ingested.wants_body() {
         let now = now();
         let facts = ingested.borrowed_facts();
-        let decided = gate.decide(&facts, now, false, fetch).await;
+        let send = |request| async move { shared.send_token_request(&request).await };
+        let decided = gate
+            .decide_signing_in(&facts, now, false, fetch, send)
+            .await;
         return match conclude(shared, exchange, &facts, now, decided, started).await {
             Ok(decision) => Outcome::Forward(decision, body.map_err(BoxError::from).boxed()),
             Err(answer) => Outcome::Answer(*answer),

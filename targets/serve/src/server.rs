@@ -123,7 +123,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
             .map_err(|e| format!("audit log: {e}"))?,
         audit_required: config.audit_required,
         metrics: Metrics::new(&revision),
-        jwks_client: reqwest::Client::builder()
+        fetch_client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(10))

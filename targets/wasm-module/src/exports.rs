@@ -71,3 +71,4 @@ export!(tollgate_init, Op::Init);
 export!(tollgate_set_keys, Op::SetKeys);
 export!(tollgate_set_secrets, Op::SetSecrets);
 export!(tollgate_decide, Op::Decide);
+export!(tollgate_complete_sign_in, Op::CompleteSignIn);

@@ -4,7 +4,10 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use policy_core::abi::{self, Answer, Decide, Init, Loaded, SetKeys, SetSecrets, WireVerdict};
+use policy_core::abi::{
+    self, Answer, CompleteSignIn, Decide, Init, Loaded, SetKeys, SetSecrets, WireDecision,
+    WireVerdict,
+};
 use policy_core::{Engine, KeySet, KeyStore, SecretStore, TokenCache, UnixTime};
 
 /// The exported operations.
@@ -14,6 +17,7 @@ pub enum Op {
     SetKeys,
     SetSecrets,
     Decide,
+    CompleteSignIn,
 }
 
 #[derive(Default)]
@@ -36,7 +40,7 @@ impl SecretStore for Secrets {
     fn secret(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         match self.values.get(name) {
             Some(value) => Some(std::borrow::Cow::Borrowed(value)),
-            None if self.placeholder => Some(std::borrow::Cow::Borrowed("placeholder")),
+            None if self.placeholder => Some(std::borrow::Cow::Borrowed(policy_core::PLACEHOLDER)),
             None => None,
         }
     }
@@ -82,6 +86,7 @@ pub fn call(op: Op, input: &[u8]) -> Vec<u8> {
             Op::SetKeys => abi::encode(&set_keys(&mut state, input)),
             Op::SetSecrets => abi::encode(&set_secrets(&mut state, input)),
             Op::Decide => abi::encode(&decide(&state, input)),
+            Op::CompleteSignIn => abi::encode(&complete_sign_in(&state, input)),
         }
     })
 }
@@ -95,6 +100,7 @@ fn init(state: &mut State, input: &[u8]) -> Answer<Loaded> {
             .map(|(n, u)| (n.to_owned(), u.to_owned()))
             .collect(),
         user_header: engine.user_header().to_owned(),
+        wants_entropy: engine.wants_entropy(),
     };
     *state = State {
         engine: Some(engine),
@@ -130,12 +136,30 @@ fn set_secrets(state: &mut State, input: &[u8]) -> Answer<usize> {
     Ok(state.secrets.values.len())
 }
 
-fn decide(state: &State, input: &[u8]) -> Answer<WireVerdict> {
-    let input: Decide<'_> = abi::decode(input).map_err(|e| e.0)?;
-    let engine = state
+fn engine(state: &State) -> Answer<&Engine> {
+    state
         .engine
         .as_ref()
-        .ok_or("no policy loaded: call tollgate_init first")?;
+        .ok_or_else(|| "no policy loaded: call tollgate_init first".to_owned())
+}
+
+fn complete_sign_in(state: &State, input: &[u8]) -> Answer<WireDecision> {
+    let input: CompleteSignIn<'_> = abi::decode(input).map_err(|e| e.0)?;
+    let engine = engine(state)?;
+    let now = UnixTime::from_nanos(input.now_nanos);
+    let facts = input.request.facts();
+    let response = input.response.response();
+    let decision = if input.explain {
+        engine.complete_sign_in_explained(&facts, response, now, &state.keys, &state.secrets)
+    } else {
+        engine.complete_sign_in(&facts, response, now, &state.keys, &state.secrets)
+    };
+    Ok(WireDecision::from(&decision))
+}
+
+fn decide(state: &State, input: &[u8]) -> Answer<WireVerdict> {
+    let input: Decide<'_> = abi::decode(input).map_err(|e| e.0)?;
+    let engine = engine(state)?;
     let now = UnixTime::from_nanos(input.now_nanos);
     let facts = input.request.facts();
     let verdict = if input.explain {

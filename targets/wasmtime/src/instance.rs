@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use policy_core::abi::{
-    self, Answer, Decide, Init, Loaded, SetKeys, SetSecrets, WireRequest, WireVerdict, ABI_VERSION,
+    self, Answer, CompleteSignIn, Decide, Init, Loaded, SetKeys, SetSecrets, WireDecision,
+    WireRequest, WireTokenResponse, WireVerdict, ABI_VERSION,
 };
-use policy_core::{RequestFacts, UnixTime, Verdict};
+use policy_core::{Decision, RequestFacts, TokenResponse, UnixTime, Verdict};
 use serde::{de::DeserializeOwned, Serialize};
 use wasmtime::{Instance, Memory, Store, StoreLimits, StoreLimitsBuilder, TypedFunc};
 
@@ -23,6 +24,7 @@ struct Exports {
     set_keys: TypedFunc<(u32, u32), u64>,
     set_secrets: TypedFunc<(u32, u32), u64>,
     decide: TypedFunc<(u32, u32), u64>,
+    complete_sign_in: TypedFunc<(u32, u32), u64>,
 }
 
 /// One instance of the module with a policy loaded. Not shared between threads: give each
@@ -82,6 +84,11 @@ impl PolicyInstance {
         &self.loaded.user_header
     }
 
+    /// Whether requests must carry the host's random bytes (a policy with `[sso]`).
+    pub fn wants_entropy(&self) -> bool {
+        self.loaded.wants_entropy
+    }
+
     /// Hands the module an issuer's JWKS; `None` makes it forget them (stale keys).
     pub fn set_keys(&mut self, issuer: &str, jwks: Option<&str>) -> Result<(), WasmError> {
         self.call::<_, usize>("set_keys", &SetKeys { issuer, jwks })
@@ -135,6 +142,28 @@ impl PolicyInstance {
         })
     }
 
+    /// Completes a browser sign-in with the provider's answer to its token request: the
+    /// same decision as `Engine::complete_sign_in`.
+    pub fn complete_sign_in(
+        &mut self,
+        facts: &RequestFacts<'_>,
+        response: TokenResponse<'_>,
+        now: UnixTime,
+        explain: bool,
+    ) -> Result<Decision, WasmError> {
+        let input = CompleteSignIn {
+            request: WireRequest::from_facts(facts),
+            now_nanos: now.as_nanos(),
+            response: WireTokenResponse::from_response(response),
+            explain,
+        };
+        let wire: WireDecision = self.call("complete_sign_in", &input)?;
+        Decision::try_from(wire).map_err(|e| WasmError::Call {
+            op: "complete_sign_in",
+            message: e.0,
+        })
+    }
+
     fn call<I: Serialize, O: DeserializeOwned>(
         &mut self,
         op: &'static str,
@@ -158,6 +187,7 @@ impl PolicyInstance {
             "init" => &e.init,
             "set_keys" => &e.set_keys,
             "set_secrets" => &e.set_secrets,
+            "complete_sign_in" => &e.complete_sign_in,
             _ => &e.decide,
         };
         let packed = func.call(&mut self.store, (ptr, len)).map_err(trap)?;
@@ -199,6 +229,7 @@ impl Exports {
             set_keys: op(store, "tollgate_set_keys")?,
             set_secrets: op(store, "tollgate_set_secrets")?,
             decide: op(store, "tollgate_decide")?,
+            complete_sign_in: op(store, "tollgate_complete_sign_in")?,
         })
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use policy_core::{KeysGeneration, RequestFacts, UnixTime, Verdict};
+use policy_core::{Decision, KeysGeneration, RequestFacts, TokenResponse, UnixTime, Verdict};
 use tollgate_host_kit::{DecideFailure, Decider, KeyRing};
 
 use crate::error::WasmError;
@@ -28,6 +28,7 @@ pub struct ModulePool {
     idle: Mutex<Vec<Slot>>,
     jwks_urls: Vec<(String, String)>,
     user_header: String,
+    wants_entropy: bool,
 }
 
 impl ModulePool {
@@ -48,10 +49,12 @@ impl ModulePool {
             idle: Mutex::new(Vec::new()),
             jwks_urls: Vec::new(),
             user_header: String::new(),
+            wants_entropy: false,
         };
         let slot = pool.instantiate()?;
         pool.jwks_urls = slot.instance.jwks_urls().to_vec();
         pool.user_header = slot.instance.user_header().to_owned();
+        pool.wants_entropy = slot.instance.wants_entropy();
         pool.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -92,6 +95,29 @@ impl ModulePool {
         explain: bool,
         keys: &KeyRing,
     ) -> Result<Verdict, WasmError> {
+        self.with_instance(now, keys, |instance| instance.decide(facts, now, explain))
+    }
+
+    /// Completes a browser sign-in in an idle instance, as [`ModulePool::decide`] decides.
+    pub fn complete_sign_in(
+        &self,
+        facts: &RequestFacts<'_>,
+        response: TokenResponse<'_>,
+        now: UnixTime,
+        explain: bool,
+        keys: &KeyRing,
+    ) -> Result<Decision, WasmError> {
+        self.with_instance(now, keys, |instance| {
+            instance.complete_sign_in(facts, response, now, explain)
+        })
+    }
+
+    fn with_instance<T>(
+        &self,
+        now: UnixTime,
+        keys: &KeyRing,
+        call: impl FnOnce(&mut PolicyInstance) -> Result<T, WasmError>,
+    ) -> Result<T, WasmError> {
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut slot = match pooled {
             Some(slot) => slot,
@@ -103,12 +129,12 @@ impl ModulePool {
             Self::sync_keys(&mut slot, &documents)?;
             slot.generation = Some(generation);
         }
-        let verdict = slot.instance.decide(facts, now, explain)?;
+        let answer = call(&mut slot.instance)?;
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(slot);
-        Ok(verdict)
+        Ok(answer)
     }
 
     fn sync_keys(slot: &mut Slot, keys: &[(String, u64, Arc<str>)]) -> Result<(), WasmError> {
@@ -142,5 +168,21 @@ impl Decider for ModulePool {
     ) -> Result<Verdict, DecideFailure> {
         ModulePool::decide(self, facts, now, explain, keys)
             .map_err(|e| DecideFailure(e.to_string()))
+    }
+
+    fn complete_sign_in(
+        &self,
+        facts: &RequestFacts<'_>,
+        response: TokenResponse<'_>,
+        now: UnixTime,
+        keys: &KeyRing,
+        explain: bool,
+    ) -> Result<Decision, DecideFailure> {
+        ModulePool::complete_sign_in(self, facts, response, now, explain, keys)
+            .map_err(|e| DecideFailure(e.to_string()))
+    }
+
+    fn wants_entropy(&self) -> bool {
+        self.wants_entropy
     }
 }

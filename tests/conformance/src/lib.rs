@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use policy_core::cases::TestCase;
 use policy_core::policy::Policy;
-use policy_core::{NoKeys, RateState, SecretStore};
+use policy_core::{NoKeys, RateState, SecretStore, Verdict};
 use serde_json::Value;
 
 /// A rate-state accessor over a map, for [`policy_core::Verdict::resolve_with`].
@@ -95,7 +95,7 @@ impl Report {
 }
 
 /// Cases the corpus holds at least; raise it as the corpus grows.
-pub const MIN_CORPUS_CASES: usize = 187;
+pub const MIN_CORPUS_CASES: usize = 228;
 
 /// Runs every corpus file against `target`.
 pub fn run(target: &mut dyn Target) -> Report {
@@ -116,9 +116,10 @@ pub fn run(target: &mut dyn Target) -> Report {
         for case in &policy.tests {
             target.reset();
             let mut last = Err(String::from("case never ran"));
-            for request in case.sequence() {
+            for step in case.steps() {
                 let step = TestCase {
-                    request: request.clone(),
+                    request: step.request.clone(),
+                    exchange: step.exchange.cloned(),
                     ..case.clone()
                 };
                 last = target.decide(&step);
@@ -126,9 +127,10 @@ pub fn run(target: &mut dyn Target) -> Report {
             let problems = match last {
                 Ok(json) => {
                     let mut problems = case.expect.check(&json);
-                    // Every host names the revision of the policy text it was given.
+                    // Every host names the revision of the policy text it was given (a
+                    // token request is no decision and names none).
                     let revision = policy.engine.revision();
-                    if json["policy_revision"] != revision {
+                    if json.get("token_request").is_none() && json["policy_revision"] != revision {
                         problems.push(format!(
                             "policy_revision: expected `{revision}`, got {}",
                             json["policy_revision"]
@@ -224,23 +226,36 @@ impl Target for Native {
     }
 
     fn decide(&mut self, case: &TestCase) -> Result<Value, String> {
-        serde_json::to_value(self.decision(case)?).map_err(|e| e.to_string())
+        serde_json::from_str(&self.answer(case)?.0).map_err(|e| e.to_string())
     }
 }
 
 impl Native {
-    /// The typed decision on the case's request, rate state kept as for [`Target::decide`].
-    pub fn decision(&mut self, case: &TestCase) -> Result<policy_core::Decision, String> {
+    /// The answer to the case's request as JSON text, rate state kept as for
+    /// [`Target::decide`]: the decision (also returned typed), or for a sign-in callback
+    /// the token request (or, given the case's `exchange`, the decision completing it).
+    pub fn answer(
+        &mut self,
+        case: &TestCase,
+    ) -> Result<(String, Option<policy_core::Decision>), String> {
         let policy = self.policy.as_ref().ok_or("no policy loaded")?;
         let pairs = case.request.header_pairs();
         let facts = case.request.facts(&pairs);
-        Ok(policy.engine.decide_with_state(
-            &facts,
-            case.now,
-            &NoKeys,
-            &self.secrets,
-            &mut map_rate_state(&mut self.state),
-        ))
+        let engine = &policy.engine;
+        let decision = match engine.decide(&facts, case.now, &NoKeys, &self.secrets) {
+            Verdict::Exchange(exchange) => match &case.exchange {
+                Some(answer) => engine.complete_sign_in(
+                    &facts,
+                    answer.response(),
+                    case.now,
+                    &NoKeys,
+                    &self.secrets,
+                ),
+                None => return Ok((exchange.to_json(), None)),
+            },
+            verdict => verdict.resolve_with(&mut map_rate_state(&mut self.state)),
+        };
+        Ok((decision.to_json(), Some(decision)))
     }
 }
 
@@ -308,11 +323,22 @@ impl Target for Wasm {
         let instance = self.instance.as_mut().ok_or("no policy loaded")?;
         let pairs = case.request.header_pairs();
         let facts = case.request.facts(&pairs);
-        let decision = instance
+        let verdict = instance
             .decide(&facts, case.now, false)
-            .map_err(|e| e.to_string())?
-            .resolve_with(&mut map_rate_state(&mut self.state));
-        serde_json::to_value(&decision).map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let json = match verdict {
+            Verdict::Exchange(exchange) => match &case.exchange {
+                Some(answer) => instance
+                    .complete_sign_in(&facts, answer.response(), case.now, false)
+                    .map_err(|e| e.to_string())?
+                    .to_json(),
+                None => exchange.to_json(),
+            },
+            verdict => verdict
+                .resolve_with(&mut map_rate_state(&mut self.state))
+                .to_json(),
+        };
+        serde_json::from_str(&json).map_err(|e| e.to_string())
     }
 }
 
@@ -323,6 +349,7 @@ pub fn eval_over_http(base_url: &str, case: &TestCase, namespace: &str) -> Resul
         request: case.request.clone(),
         now: case.now.as_secs(),
         rate_namespace: namespace.to_owned(),
+        exchange: case.exchange.clone(),
     };
     let body = serde_json::to_string(&body).map_err(|e| e.to_string())?;
     let response = reqwest::blocking::Client::new()
@@ -391,7 +418,21 @@ impl Target for NativeCached {
         };
         // Warm the cache, leaving the rate state alone, then decide for real.
         let _ = decide().resolve_with(&mut |_, _| None);
-        let decision = decide().resolve_in(&self.rates);
+        let decision = match decide() {
+            Verdict::Exchange(exchange) => {
+                let Some(answer) = &case.exchange else {
+                    return serde_json::from_str(&exchange.to_json()).map_err(|e| e.to_string());
+                };
+                policy.engine.complete_sign_in_explained(
+                    &facts,
+                    answer.response(),
+                    case.now,
+                    &NoKeys,
+                    &self.inner.secrets,
+                )
+            }
+            verdict => verdict.resolve_in(&self.rates),
+        };
         if decision
             .explain
             .iter()

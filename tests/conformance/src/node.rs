@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use policy_core::cases::TestCase;
 use serde_json::{json, Value};
 
+use crate::process::node22;
 use crate::{corpus_secrets, Native, Target};
 
 /// Builds the Node flavour of the package (`scripts/js-package node`) and returns its
@@ -17,18 +18,26 @@ use crate::{corpus_secrets, Native, Target};
 pub fn build_js_package() -> PathBuf {
     // Once per test binary: two tests building into one folder at once would race.
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-            let status = Command::new(root.join("scripts/js-package"))
-                .arg("node")
-                .current_dir(&root)
-                .status()
-                .expect("run scripts/js-package");
-            assert!(status.success(), "scripts/js-package node failed");
-            root.join("targets/js/pkg/node")
-        })
-        .clone()
+    BUILT.get_or_init(|| build_flavour("node")).clone()
+}
+
+/// Builds the bundler flavour (`scripts/js-package bundler`: ES modules importing the
+/// WASM as a module, for webpack, Vite and the like) and returns its folder.
+pub fn build_bundler_package() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_flavour("bundler")).clone()
+}
+
+fn build_flavour(flavour: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let status = Command::new(root.join("scripts/js-package"))
+        .arg(flavour)
+        .current_dir(&root)
+        .env("PATH", crate::process::path_with_node22())
+        .status()
+        .expect("run scripts/js-package");
+    assert!(status.success(), "scripts/js-package {flavour} failed");
+    root.join("targets/js/pkg").join(flavour)
 }
 
 /// Type-checks `targets/js/tsconfig.json`'s files (the README's Worker example and the
@@ -45,7 +54,7 @@ pub fn type_check(package: &Path) -> (bool, String) {
             .expect("run npm ci in targets/js");
         assert!(status.success(), "npm ci in targets/js failed");
     }
-    let output = Command::new("node")
+    let output = Command::new(node22())
         .args(["node_modules/typescript/bin/tsc", "-p", "tsconfig.json"])
         .current_dir(&js)
         .output()
@@ -68,7 +77,7 @@ pub struct NodePackage {
 impl NodePackage {
     pub fn start(package: &Path) -> NodePackage {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let mut child = Command::new("node")
+        let mut child = Command::new(node22())
             .arg(root.join("targets/js/tests/conformance-host.cjs"))
             .arg(package)
             .stdin(Stdio::piped())
@@ -84,6 +93,23 @@ impl NodePackage {
             native: Native::default(),
             secrets: serde_json::to_value(corpus_secrets()).unwrap_or_default(),
         }
+    }
+
+    /// The package's `runTests()` on the policy last loaded, `options` as it takes them:
+    /// `[{name, line, passed, mismatches}]`.
+    pub fn run_tests(&mut self, options: &Value) -> Result<Value, String> {
+        self.ask(&json!({"op": "run_tests", "options": options}))
+            .map(|reply| reply["outcomes"].clone())
+    }
+
+    /// The package's decision (its JSON text) on `request` at `now` under `options`, with
+    /// no rate-limit state.
+    pub fn decide_with(&mut self, request: &Value, options: &Value) -> Result<String, String> {
+        let reply = self.ask(&json!({"op": "decide", "request": request, "options": options}))?;
+        reply["decision"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| String::from("no decision"))
     }
 
     fn ask(&mut self, op: &Value) -> Result<Value, String> {
@@ -128,13 +154,12 @@ impl Target for NodePackage {
         let reply = self.ask(&json!({
             "op": "decide",
             "request": case.request,
-            "now": case.now.as_secs(),
-            "secrets": self.secrets,
+            "options": {"now": case.now.as_secs(), "secrets": self.secrets},
+            "exchange": case.exchange,
         }))?;
         let text = reply["decision"].as_str().ok_or("no decision")?.to_owned();
-        // Byte for byte: the package's JSON text against the native decision's.
-        let native = self.native.decision(case)?;
-        let native_text = native.to_json();
+        // Byte for byte: the package's JSON text against the native answer's.
+        let (native_text, native) = self.native.answer(case)?;
         if text != native_text {
             return Err(format!(
                 "differs from native:\n      node:   {text}\n      native: {native_text}"
@@ -142,10 +167,11 @@ impl Target for NodePackage {
         }
         // The decision shows origin secrets redacted; what the host forwards must carry
         // the real values the native engine sets.
-        let native_headers: Vec<(&str, &str)> = if native.allow {
-            native.set.iter().map(|h| (h.name(), h.value())).collect()
-        } else {
-            Vec::new()
+        let native_headers: Vec<(&str, &str)> = match &native {
+            Some(native) if native.allow => {
+                native.set.iter().map(|h| (h.name(), h.value())).collect()
+            }
+            _ => Vec::new(),
         };
         if reply["origin_headers"] != json!(native_headers) {
             return Err(format!(

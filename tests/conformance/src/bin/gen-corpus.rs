@@ -24,6 +24,12 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 const HMAC_SECRET: &[u8] = b"conformance-corpus-hmac-secret-0123456789";
+/// The corpus' `[sso]` session key: tests/corpus/secrets.json's `sso-session`, the same
+/// stand-in `tollgate test` uses for every secret.
+const SSO_SESSION_KEY: &str = policy_core::PLACEHOLDER;
+const SSO_OTHER_KEY: &str = "another-key-that-is-at-least-32-bytes-long";
+const DEFAULT_NOW: i64 = 1_767_225_600;
+const SSO_LIFETIME: i64 = 3600;
 const FAR_FUTURE: i64 = 4_102_444_800; // 2100-01-01
 const PAST: i64 = 1_700_000_000; // 2023-11-14
 
@@ -551,6 +557,26 @@ fn main() {
         ),
     );
 
+    // ID tokens for `[sso]`: issued to the client `tollgate-web` for the sign-in the
+    // default test randomness starts.
+    let nonce = Sso::of(policy_core::cases::DEFAULT_TEST_ENTROPY).nonce;
+    let id = |changes: Value| {
+        let claims = with(
+            base_claims("alice", &["developers"]),
+            json!({"aud": "tollgate-web", "nonce": nonce}),
+        );
+        mint(&keys, &spec("ES256", "es1", "es1", with(claims, changes)))
+    };
+    tokens.insert("id-alice".into(), id(json!({})));
+    tokens.insert(
+        "id-wrong-nonce".into(),
+        id(json!({"nonce": "another-sign-in"})),
+    );
+    tokens.insert("id-gogs-audience".into(), id(json!({"aud": "gogs"})));
+    tokens.insert("id-other-azp".into(), id(json!({"azp": "another-client"})));
+    tokens.insert("id-expired".into(), id(json!({"exp": PAST})));
+    tokens.insert("id-bad-signature".into(), tamper(&id(json!({}))));
+
     let src = root.join("tests/conformance/corpus-src");
     let out_dir = root.join("tests/corpus");
     let mut entries: Vec<_> = std::fs::read_dir(&src)
@@ -590,6 +616,7 @@ fn fill(text: &str, keys: &Keys, tokens: &BTreeMap<String, String>, path: &Path)
                 let keys: Vec<Value> = names.split(',').map(|n| keys.jwk(n)).collect();
                 serde_json::to_string(&json!({ "keys": keys })).expect("json")
             }
+            Some(("sso", what)) => sso_value(what),
             Some(("basic", spec)) => {
                 // {{basic:USER:PASSWORD}}: each part a token name or a literal.
                 let (user, password) = spec.split_once(':').expect("basic:USER:PASSWORD");
@@ -604,4 +631,106 @@ fn fill(text: &str, keys: &Keys, tokens: &BTreeMap<String, String>, path: &Path)
     }
     out.push_str(rest);
     out
+}
+
+/// The values a sign-in started with `entropy` carries, derived as the edge derives them:
+/// SHA-256 of a label and the randomness; state and nonce its first 16 bytes, the PKCE
+/// verifier all 32, base64url; the challenge the SHA-256 of the verifier (RFC 7636 S256).
+struct Sso {
+    state: String,
+    nonce: String,
+    verifier: String,
+    challenge: String,
+}
+
+impl Sso {
+    fn of(entropy: [u8; 32]) -> Sso {
+        use sha2::Digest;
+        let derive = |label: &str| -> Vec<u8> {
+            let mut hash = Sha256::new();
+            hash.update(label.as_bytes());
+            hash.update(entropy);
+            hash.finalize().to_vec()
+        };
+        let b64 = |b: &[u8]| Base64UrlUnpadded::encode_string(b);
+        let verifier = b64(&derive("tollgate sso verifier"));
+        Sso {
+            state: b64(&derive("tollgate sso state")[..16]),
+            nonce: b64(&derive("tollgate sso nonce")[..16]),
+            challenge: b64(&Sha256::digest(verifier.as_bytes())),
+            verifier,
+        }
+    }
+}
+
+/// `{{sso:...}}`: `state`, `nonce`, `challenge`, `verifier` (each `:ff` for randomness of
+/// all 0xff bytes), `login:PATH[:ff]` (the login cookie a sign-in returning to PATH sets),
+/// `session:USER` (the session cookie signing in as USER sets), each optionally prefixed
+/// by `tampered:` (one payload character changed) or `other-key:` (signed with another key).
+fn sso_value(what: &str) -> String {
+    let (what, key) = match what.strip_prefix("other-key:") {
+        Some(rest) => (rest, SSO_OTHER_KEY),
+        None => (what, SSO_SESSION_KEY),
+    };
+    let (what, tampered) = match what.strip_prefix("tampered:") {
+        Some(rest) => (rest, true),
+        None => (what, false),
+    };
+    let (what, entropy) = match what.strip_suffix(":ff") {
+        Some(rest) => (rest, [0xff; 32]),
+        None => (what, policy_core::cases::DEFAULT_TEST_ENTROPY),
+    };
+    let sso = Sso::of(entropy);
+    let text = |s: &str| serde_json::to_string(s).expect("json string");
+    let sealed = match what.split_once(':') {
+        None => {
+            return match what {
+                "state" => sso.state,
+                "nonce" => sso.nonce,
+                "challenge" => sso.challenge,
+                "verifier" => sso.verifier,
+                other => panic!("unknown sso value `{other}`"),
+            }
+        }
+        Some(("login", to)) => seal(
+            "l1",
+            &format!(
+                r#"{{"state":{},"nonce":{},"verifier":{},"to":{},"exp":{}}}"#,
+                text(&sso.state),
+                text(&sso.nonce),
+                text(&sso.verifier),
+                text(to),
+                DEFAULT_NOW + 600
+            ),
+            key,
+        ),
+        Some(("session", "alice")) => seal(
+            "s1",
+            &format!(
+                r#"{{"user":"alice","groups":["developers"],"issuer":"corp","exp":{}}}"#,
+                DEFAULT_NOW + SSO_LIFETIME
+            ),
+            key,
+        ),
+        Some(other) => panic!("unknown sso value `{other:?}`"),
+    };
+    if !tampered {
+        return sealed;
+    }
+    // One character of the payload changed: still base64url, no longer what was signed.
+    let (kind, rest) = sealed.split_once('.').expect("kind.payload.mac");
+    let mut payload: Vec<char> = rest.chars().collect();
+    payload[4] = if payload[4] == 'A' { 'B' } else { 'A' };
+    format!("{kind}.{}", payload.into_iter().collect::<String>())
+}
+
+/// A cookie value as the edge seals it: `kind.payload.mac`, base64url, the HMAC-SHA256
+/// (keyed by the session key) over `kind.payload`.
+fn seal(kind: &str, json: &str, key: &str) -> String {
+    let signed = format!(
+        "{kind}.{}",
+        Base64UrlUnpadded::encode_string(json.as_bytes())
+    );
+    let mac = hmac(key.as_bytes(), signed.as_bytes());
+    format!("{signed}.{}", Base64UrlUnpadded::encode_string(&mac))
 }
