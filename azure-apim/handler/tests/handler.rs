@@ -33,7 +33,6 @@ impl Handler {
         let proc = Proc::start(
             "azure handler",
             Command::new(env!("CARGO_BIN_EXE_tollgate-azure-handler"))
-                .envs(env.iter().copied())
                 .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
                 .env("TOLLGATE_POLICY_FILE", &policy_file)
                 .env("TOLLGATE_MODULE", &module)
@@ -43,6 +42,7 @@ impl Handler {
                 )
                 .env("TOLLGATE_RATE", rate)
                 .env("TOLLGATE_TEST_ENDPOINTS", "true")
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(stderr),
             port,
@@ -130,12 +130,17 @@ impl Target for Azure {
             "request": case.request,
             "now": case.now.as_secs(),
             "rate_namespace": format!("case-{}", self.case),
+            "exchange": case.exchange,
         }));
         if status != 200 {
             return Err(format!("handler answered {status}: {answer}"));
         }
-        // The flat fields APIM reads must agree with the decision they summarise.
         let d = &answer["decision"];
+        if d.get("token_request").is_some() {
+            // A sign-in callback's token request, shown because the case gave no answer.
+            return Ok(d.clone());
+        }
+        // The flat fields APIM reads must agree with the decision they summarise.
         if answer["allow"] != d["allow"]
             || answer["status"] != d["status"]
             || answer["reason"] != d["reason"]
@@ -144,6 +149,64 @@ impl Target for Azure {
         }
         Ok(d.clone())
     }
+}
+
+/// The response headers of a denial (challenges, Retry-After, a sign-in's redirect and
+/// cookie) that apim-policy.xml's return-response sets from the handler's answer.
+const RETURNED_HEADERS: [&str; 6] = [
+    "www-authenticate",
+    "lfs-authenticate",
+    "retry-after",
+    "location",
+    "set-cookie",
+    "cache-control",
+];
+
+/// A browser sign-in under APIM: the redirect's location and login cookie reach the
+/// answer APIM returns, and the handler draws the sign-in's randomness itself (two
+/// anonymous page views get two states) even when the caller names some.
+#[test]
+fn sign_in_redirects_carry_the_handlers_own_randomness() {
+    let policy = std::fs::read_to_string(repo().join("tests/corpus/sso.toml")).expect("sso corpus");
+    let handler = Handler::start(&policy, "apim");
+    let page = json!({ "request": { "path": "/acme/app" }, "now": 1_767_225_600u64 });
+    let state_of = |answer: &Value| -> String {
+        assert_eq!(
+            (answer["allow"].clone(), answer["status"].clone()),
+            (json!(false), json!(302)),
+            "{answer}"
+        );
+        let location = answer["response_headers"]["location"]
+            .as_str()
+            .expect("location");
+        assert!(
+            location.starts_with(
+                "https://idp.conformance.test/auth?response_type=code&client_id=tollgate-web&"
+            ),
+            "{location}"
+        );
+        let cookie = answer["response_headers"]["set-cookie"]
+            .as_str()
+            .expect("set-cookie");
+        assert!(
+            cookie.starts_with("tollgate_session=l1.")
+                && cookie.ends_with("; Path=/; Max-Age=600; HttpOnly; Secure; SameSite=Lax"),
+            "{cookie}"
+        );
+        assert_eq!(answer["response_headers"]["cache-control"], "no-store");
+        let state = location.split("&state=").nth(1).expect("state");
+        state.split('&').next().unwrap_or_default().to_owned()
+    };
+    let (_, first) = handler.ask(&page);
+    let (_, second) = handler.ask(&page);
+    assert_ne!(state_of(&first), state_of(&second));
+    // The corpus' fixed randomness is taken only from a test harness, never from APIM's
+    // description of a live request.
+    let production = Handler::start_with(&policy, "apim", &[("TOLLGATE_TEST_ENDPOINTS", "false")]);
+    let named = json!({ "request": { "path": "/acme/app", "entropy": "00".repeat(32) } });
+    let (_, answer) = production.ask(&named);
+    let (_, again) = production.ask(&named);
+    assert_ne!(state_of(&answer), state_of(&again));
 }
 
 #[test]
@@ -302,10 +365,10 @@ fn apim_mode_answers_what_the_policy_xml_reads() {
         "x-webauth-user",
         "proxy-authorization",
         "cookie",
-        "www-authenticate",
-        "lfs-authenticate",
-        "retry-after",
-    ] {
+    ]
+    .into_iter()
+    .chain(RETURNED_HEADERS)
+    {
         assert!(
             header_names.contains(name),
             "the policy never sets or deletes `{name}`"
@@ -395,7 +458,7 @@ fn apim_mode_answers_what_the_policy_xml_reads() {
     for field in &fields {
         let known = answers.iter().any(|a| a.get(field).is_some())
             || ["key", "calls", "renewal_period"].contains(&field.as_str())
-            || ["www-authenticate", "lfs-authenticate", "retry-after"].contains(&field.as_str());
+            || RETURNED_HEADERS.contains(&field.as_str());
         assert!(
             known,
             "the policy XML reads `{field}`, which the handler never answers"
