@@ -9,8 +9,11 @@ authenticated when the password is that user's token, or when the user name or t
 password is any user's token; API requests may also send `Authorization: token <token>`.
 Anything else gets 401 with `WWW-Authenticate: Basic realm="."`. Authenticated git
 requests are served by the real `git http-backend` (CGI); of Gogs' API, only
-`GET /api/v1/repos/OWNER/REPO` is answered (`{"full_name", "private"}`, or 404). Every request's method, path, headers and
-the SHA-256 and size of its body are appended to LOG_FILE as one JSON line.
+`GET /api/v1/repos/OWNER/REPO` is answered (`{"full_name", "private"}`, or 404). Every
+other path is a page of the web UI, which signs people in as Gogs' reverse-proxy
+authentication does: an HTML page naming the path and the user in `X-WEBAUTH-USER` (or
+"anonymous"). Every request's method, path, headers and the SHA-256 and size of its body
+are appended to LOG_FILE as one JSON line.
 
 Faults for serve's fault tests: when the environment names a file in GIT_ORIGIN_FAULTS,
 each request reads it, and its content injects one:
@@ -21,6 +24,7 @@ each request reads it, and its content injects one:
 """
 import base64
 import hashlib
+import html
 import json
 import os
 import socket
@@ -36,6 +40,14 @@ TOKENS = json.loads(TOKENS_JSON)
 BY_TOKEN = {token: user for user, token in TOKENS.items()}
 LOG_LOCK = threading.Lock()
 FAULT_AFTER = 8192
+
+
+GIT_SERVICES = ("info/", "git-upload-pack", "git-receive-pack", "objects/", "HEAD")
+
+
+def is_git(path):
+    parts = path.lstrip("/").split("/", 2)
+    return len(parts) == 3 and parts[2].startswith(GIT_SERVICES)
 
 
 def fault():
@@ -106,6 +118,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_any(self):
         api = self.path.startswith("/api/v1/")
+        if not api and not is_git(self.path.partition("?")[0]):
+            self.answer_web()
+            return
         user = authenticate(self.headers.get("Authorization"), api)
         if user is None:
             drained = hashlib.sha256()
@@ -195,6 +210,19 @@ class Handler(BaseHTTPRequestHandler):
                 return
         self.wfile.write(b"0\r\n\r\n")
         proc.wait()
+
+    def answer_web(self):
+        self.record(None, 0)
+        user = self.headers.get("X-WEBAUTH-USER")
+        user = user if user in TOKENS else "anonymous"
+        path = html.escape(self.path.partition("?")[0])
+        body = (f'<!DOCTYPE html><html><head><title>{path}</title></head><body>'
+                f'<h1 id="page">{path}</h1><p id="user">{user}</p></body></html>').encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=UTF-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def answer_api(self, path):
         self.record(None, 0)

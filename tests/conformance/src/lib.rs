@@ -6,6 +6,7 @@
 //! Today's targets: the native engine (here) and the `tollgate` CLI (targets/cli/tests).
 //! Later hosts (the WASM module, the edge workers) implement [`Target`] the same way.
 
+pub mod browser;
 pub mod cloudflare;
 pub mod fastly;
 pub mod gogs_webhook;

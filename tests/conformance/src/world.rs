@@ -43,6 +43,9 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub origin_port: u16,
     pub idp_port: u16,
+    /// The port [`World::serve`] listens on: the identity provider knows it, as the
+    /// redirect URI of its web client (`tollgate-web`).
+    pub gateway_port: u16,
     pub idp: Proc,
     pub origin: Proc,
 }
@@ -79,12 +82,14 @@ impl World {
             origin_port,
         );
         let idp_port = free_port();
+        let gateway_port = free_port();
         let idp = Proc::start(
             "oidc-provider",
             Command::new("node")
                 .arg(idp_dir.join("idp.mjs"))
                 .arg(idp_port.to_string())
                 .arg(CLIENTS)
+                .arg(format!("http://127.0.0.1:{gateway_port}"))
                 .current_dir(&idp_dir)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
@@ -94,6 +99,7 @@ impl World {
             dir,
             origin_port,
             idp_port,
+            gateway_port,
             idp,
             origin,
         }
@@ -231,13 +237,53 @@ period_seconds = 3600
         )
     }
 
+    /// [`World::policy`] with people signing in to the web UI in their browsers (`[sso]`
+    /// with the provider's `tollgate-web` client): pages need a signed-in person, who
+    /// reaches Gogs as X-WEBAUTH-USER.
+    pub fn sso_policy(&self) -> String {
+        let policy = self.policy().replacen(
+            "[origin]\ngit = \"user-token\"\n",
+            "[origin]\ngit = \"user-token\"\nweb = \"reverse-proxy\"\n",
+            1,
+        );
+        let policy = policy.replacen(
+            "[gateway]\nrealm = \"Gogs\"\n",
+            "[gateway]\nrealm = \"Gogs\"\nsite_web = \"authenticated\"\n",
+            1,
+        );
+        format!(
+            r#"{policy}
+[sso]
+issuer = "e2e"
+client_id = "tollgate-web"
+client_secret = "sso-client"
+authorization_endpoint = "http://127.0.0.1:{idp}/auth"
+token_endpoint = "http://127.0.0.1:{idp}/token"
+end_session_endpoint = "http://127.0.0.1:{idp}/session/end"
+redirect_uri = "http://127.0.0.1:{gateway}/-/tollgate/callback"
+post_logout_redirect_uri = "http://127.0.0.1:{gateway}/"
+scopes = ["openid", "groups"]
+session_key = "sso-session"
+lifetime_seconds = 600
+"#,
+            idp = self.idp_port,
+            gateway = self.gateway_port,
+        )
+    }
+
     /// `tollgate serve` (the binary at `tollgate`) in front of this world, deciding with
-    /// [`World::policy`] and [`World::secrets_json`], with `extra` flags, on a free port it
-    /// returns; its stderr goes to `serve.stderr` in the world.
+    /// [`World::policy`] and [`World::secrets_json`], with `extra` flags, on
+    /// [`World::gateway_port`], which it returns; its stderr goes to `serve.stderr` in the
+    /// world.
     pub fn serve(&self, tollgate: &Path, extra: &[&str]) -> (Proc, u16) {
-        std::fs::write(self.path("policy.toml"), self.policy()).expect("policy");
+        self.serve_policy(tollgate, &self.policy(), extra)
+    }
+
+    /// [`World::serve`] deciding with `policy`.
+    pub fn serve_policy(&self, tollgate: &Path, policy: &str, extra: &[&str]) -> (Proc, u16) {
+        std::fs::write(self.path("policy.toml"), policy).expect("policy");
         std::fs::write(self.path("secrets.json"), self.secrets_json()).expect("secrets");
-        let port = free_port();
+        let port = self.gateway_port;
         let serve = Proc::start(
             "tollgate serve",
             Command::new(tollgate)
@@ -255,12 +301,18 @@ period_seconds = 3600
         (serve, port)
     }
 
-    /// The origin secrets for [`World::policy`], as a JSON object.
+    /// The origin secrets for [`World::policy`] and [`World::sso_policy`], as a JSON
+    /// object.
     pub fn secrets_json(&self) -> String {
-        let secrets: serde_json::Map<String, Value> = ORIGIN_TOKENS
+        let mut secrets: serde_json::Map<String, Value> = ORIGIN_TOKENS
             .iter()
             .map(|(u, t)| (format!("gogs-token/{u}"), Value::from(*t)))
             .collect();
+        secrets.insert("sso-client".into(), Value::from("tollgate-web-secret"));
+        secrets.insert(
+            "sso-session".into(),
+            Value::from("e2e-session-key-0123456789abcdef0123456789abcdef"),
+        );
         Value::Object(secrets).to_string()
     }
 }

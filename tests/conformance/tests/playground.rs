@@ -4,105 +4,11 @@
 //! shows the positioned error. A screenshot of each state is kept in
 //! `target/playground/`.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
+use tollgate_conformance::browser::Browser;
 use tollgate_conformance::process::{free_port, repo, Proc};
-
-struct WebDriver {
-    base: String,
-    client: reqwest::blocking::Client,
-}
-
-impl WebDriver {
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .timeout(Duration::from_secs(60));
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
-        }
-        let text = request
-            .send()
-            .expect("webdriver")
-            .text()
-            .expect("webdriver answer");
-        let answer: Value = serde_json::from_str(&text).expect("webdriver JSON");
-        assert!(
-            answer["value"].get("error").is_none(),
-            "webdriver {path}: {answer}"
-        );
-        answer["value"].clone()
-    }
-
-    fn post(&self, path: &str, body: Value) -> Value {
-        self.call(reqwest::Method::POST, path, Some(body))
-    }
-}
-
-struct Session<'d> {
-    driver: &'d WebDriver,
-    id: String,
-}
-
-impl Session<'_> {
-    /// Runs `script` in the page and returns what it returns.
-    fn run(&self, script: &str) -> Value {
-        self.driver.post(
-            &format!("/session/{}/execute/sync", self.id),
-            json!({"script": script, "args": []}),
-        )
-    }
-
-    fn text(&self, id: &str) -> String {
-        self.run(&format!(
-            "return document.getElementById('{id}').textContent;"
-        ))
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-    }
-
-    /// Waits up to 30 s for `script` to return true.
-    fn wait_for(&self, what: &str, script: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.run(script) != json!(true) {
-            assert!(
-                Instant::now() < deadline,
-                "{what}; status: {}",
-                self.text("status")
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn screenshot(&self, file: &Path) {
-        use base64ct::Encoding;
-        let png = self.driver.call(
-            reqwest::Method::GET,
-            &format!("/session/{}/screenshot", self.id),
-            None,
-        );
-        let bytes = base64ct::Base64::decode_vec(png.as_str().expect("screenshot")).expect("PNG");
-        assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
-        std::fs::write(file, bytes).expect("write screenshot");
-    }
-}
-
-impl Drop for Session<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .driver
-            .client
-            .delete(format!("{}/session/{}", self.driver.base, self.id))
-            .send();
-    }
-}
 
 #[test]
 fn the_playground_decides_in_chromium_and_points_at_policy_errors() {
@@ -126,40 +32,13 @@ fn the_playground_decides_in_chromium_and_points_at_policy_errors() {
             .stderr(Stdio::null()),
         site_port,
     );
-    let driver_port = free_port();
-    let _chromedriver = Proc::start(
-        "chromedriver",
-        Command::new("chromedriver")
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-        driver_port,
-    );
-    let driver = WebDriver {
-        base: format!("http://127.0.0.1:{driver_port}"),
-        client: reqwest::blocking::Client::new(),
-    };
-    let session = driver.post(
-        "/session",
-        json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"],
-        }}}}),
-    );
-    let session = Session {
-        driver: &driver,
-        id: session["sessionId"]
-            .as_str()
-            .expect("session id")
-            .to_owned(),
-    };
+    let session = Browser::start();
     let shots = root.join("target/playground");
     std::fs::create_dir_all(&shots).expect("screenshot folder");
 
-    driver.post(
-        &format!("/session/{}/url", session.id),
-        json!({"url": format!("http://127.0.0.1:{site_port}/targets/js/playground/index.html")}),
-    );
+    session.open(&format!(
+        "http://127.0.0.1:{site_port}/targets/js/playground/index.html"
+    ));
     session.wait_for(
         "the page never became ready",
         "return document.body.dataset.ready === 'true';",

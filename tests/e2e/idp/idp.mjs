@@ -6,7 +6,12 @@
 // signing algorithm (or a one-second lifetime), so one provider serves ES256, RS256 and
 // EdDSA tokens.
 //
-//   node idp.mjs PORT CLIENTS_JSON
+//   node idp.mjs PORT CLIENTS_JSON [GATEWAY_URL]
+//
+// With GATEWAY_URL, browsers sign in to the gateway through the confidential web client
+// `tollgate-web` (secret `tollgate-web-secret`): authorization code with PKCE, its redirect
+// URI GATEWAY_URL/-/tollgate/callback, RP-initiated logout back to GATEWAY_URL/. Its ID
+// tokens carry the person's groups (scope `groups`).
 //
 // CLIENTS_JSON: {"alice": {"secret": "...", "groups": ["developers"]}, ...}; the client id
 // becomes the token's `sub`, and a client's optional "claims" object is added to its tokens
@@ -14,7 +19,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
 
-const [port, clientsJson] = process.argv.slice(2);
+const [port, clientsJson, gateway] = process.argv.slice(2);
 const clients = JSON.parse(clientsJson);
 
 function jwk(type, options, kid, alg) {
@@ -52,12 +57,29 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
       redirect_uris: [],
       response_types: [],
     },
+    ...(gateway ? [{
+      client_id: 'tollgate-web',
+      client_secret: 'tollgate-web-secret',
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: [`${gateway}/-/tollgate/callback`],
+      post_logout_redirect_uris: [`${gateway}/`],
+    }] : []),
   ],
+  // A person's account: the login is the `sub`, with that client's groups.
+  findAccount: (ctx, id) => ({
+    accountId: id,
+    claims: () => ({ sub: id, groups: (clients[id] || {}).groups || [] }),
+  }),
+  claims: { openid: ['sub'], groups: ['groups'] },
+  // Scope-granted claims (groups) in the ID token itself, not only at userinfo.
+  conformIdTokenClaims: false,
   jwks: { keys },
   features: {
     devInteractions: { enabled: true },
     deviceFlow: { enabled: true },
     clientCredentials: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => 'urn:gogs:es256',
