@@ -1,7 +1,9 @@
 //! `tollgate login`: signs a person in to a gateway with their identity provider, through
-//! the OAuth 2.0 Device Authorization Grant (RFC 8628): the provider's endpoints come
-//! from OpenID discovery, the person opens the verification URL and enters the code
-//! shown, and the tokens are kept for `tollgate credential` (see `credentials.rs`).
+//! the OAuth 2.0 Device Authorization Grant (RFC 8628: the person opens the verification
+//! URL and enters the code shown) or, with `--browser` or a provider without device flow,
+//! the Authorization Code grant with PKCE on a loopback redirect (`loopback.rs`). The
+//! provider's endpoints come from OpenID discovery, and the tokens are kept for
+//! `tollgate credential` (see `credentials.rs`).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::credentials::{gateway_key, http_client, now, send_json, Store, Stored, TokenAnswer};
+use crate::loopback;
 
 /// What `tollgate login` was asked; what is not given comes from the gateway.
 #[derive(Debug)]
@@ -20,6 +23,8 @@ pub struct LoginArgs {
     /// A resource indicator (RFC 8707) naming the gateway's audience, when the provider
     /// wants one.
     pub resource: Option<String>,
+    /// Sign in in a browser (authorization code with PKCE) rather than with a device code.
+    pub browser: bool,
 }
 
 /// What a gateway with `[login]` publishes at `policy_core::LOGIN_METADATA_PATH`.
@@ -35,6 +40,7 @@ struct Published {
 struct Discovery {
     issuer: String,
     token_endpoint: String,
+    authorization_endpoint: Option<String>,
     device_authorization_endpoint: Option<String>,
 }
 
@@ -95,23 +101,41 @@ pub fn login(args: &LoginArgs) -> Result<ExitCode, String> {
         ));
     }
     require_https(&discovery.token_endpoint, "the token endpoint")?;
-    let device_endpoint = discovery
-        .device_authorization_endpoint
-        .ok_or_else(|| format!("`{issuer}` offers no device authorization endpoint (RFC 8628)"))?;
-    let mut form = vec![("client_id", client_id.as_str()), ("scope", scope.as_str())];
-    if let Some(resource) = &resource {
-        form.push(("resource", resource));
-    }
-    let device: DeviceAuthorization = post_json(&http, &device_endpoint, &form)?;
-    eprintln!(
-        "To sign in to {gateway}, open {} and enter the code {}",
-        device
-            .verification_uri_complete
-            .as_deref()
-            .unwrap_or(&device.verification_uri),
-        device.user_code
-    );
-    let answer = poll(&http, &discovery.token_endpoint, &client_id, &device)?;
+    let answer = match (&discovery.device_authorization_endpoint, args.browser) {
+        (Some(device_endpoint), false) => {
+            let mut form = vec![("client_id", client_id.as_str()), ("scope", scope.as_str())];
+            if let Some(resource) = &resource {
+                form.push(("resource", resource));
+            }
+            let device: DeviceAuthorization = post_json(&http, device_endpoint, &form)?;
+            eprintln!(
+                "To sign in to {gateway}, open {} and enter the code {}",
+                device
+                    .verification_uri_complete
+                    .as_deref()
+                    .unwrap_or(&device.verification_uri),
+                device.user_code
+            );
+            poll(&http, &discovery.token_endpoint, &client_id, &device)?
+        }
+        _ => {
+            let authorization_endpoint = discovery.authorization_endpoint.as_deref().ok_or_else(|| {
+                format!("`{issuer}` offers neither a device authorization endpoint (RFC 8628) nor an authorization endpoint")
+            })?;
+            require_https(authorization_endpoint, "the authorization endpoint")?;
+            loopback::sign_in(
+                &http,
+                &loopback::Flow {
+                    authorization_endpoint,
+                    token_endpoint: &discovery.token_endpoint,
+                    client_id: &client_id,
+                    scope: &scope,
+                    resource: resource.as_deref(),
+                    gateway: &gateway,
+                },
+            )?
+        }
+    };
     let mut stored = Stored {
         issuer: issuer.to_owned(),
         client_id,

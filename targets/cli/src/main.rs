@@ -7,6 +7,7 @@ mod credentials;
 mod decider;
 mod host;
 mod login;
+mod loopback;
 mod report;
 mod run_tests;
 
@@ -93,8 +94,9 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print the SHA-256 to put in an `[[api_key]]` for a key read from stdin.
     HashKey,
-    /// Sign in to a gateway with your identity provider (OAuth 2.0 device authorization):
-    /// open the URL shown, enter the code; the tokens are kept for `tollgate credential`.
+    /// Sign in to a gateway with your identity provider (OAuth 2.0 device authorization:
+    /// open the URL shown, enter the code; or `--browser`); the tokens are kept for
+    /// `tollgate credential`.
     Login {
         /// The gateway, e.g. `https://git.example.com`.
         gateway: String,
@@ -113,6 +115,11 @@ enum Command {
         /// wants one. Default: the gateway's.
         #[arg(long)]
         resource: Option<String>,
+        /// Sign in in a browser on this machine (authorization code with PKCE, redirected
+        /// to a listener on 127.0.0.1) instead of with a device code. Chosen by itself
+        /// when the provider has no device flow.
+        #[arg(long)]
+        browser: bool,
     },
     /// Git credential helper: `git config credential.https://GATEWAY.helper "tollgate
     /// credential"` gives git a fresh access token from `tollgate login`.
@@ -290,12 +297,14 @@ fn main() -> ExitCode {
             client_id,
             scope,
             resource,
+            browser,
         } => login::login(&login::LoginArgs {
             gateway,
             issuer,
             client_id,
             scope,
             resource,
+            browser,
         }),
         Command::Credential { operation } => credentials::helper(&operation),
     };
@@ -479,22 +488,26 @@ fn check(path: &Path, secrets: Option<&Path>) -> Result<ExitCode, String> {
     let (policy, source) = load_policy(path)?;
     if let Some(map) = host::Secrets::load(secrets)?.map() {
         let file = path.display().to_string();
+        let file_name = secrets.map_or(String::new(), |p| p.display().to_string());
         let missing: Vec<String> = policy
             .origin_secrets
             .iter()
-            .filter(|need| !map.contains_key(&need.name))
-            .map(|need| {
-                report::at_position(
+            .filter_map(|need| {
+                let problem = match map.get(&need.name) {
+                    None => format!("is not in {file_name}"),
+                    Some(value) if value.len() < need.min_bytes => format!(
+                        "has {} bytes in {file_name}; it needs at least {}",
+                        value.len(),
+                        need.min_bytes
+                    ),
+                    Some(_) => return None,
+                };
+                Some(report::at_position(
                     &file,
                     need.position,
                     &source,
-                    &format!(
-                        "origin secret `{}` ({}) is not in {}",
-                        need.name,
-                        need.purpose,
-                        secrets.map_or(String::new(), |p| p.display().to_string())
-                    ),
-                )
+                    &format!("origin secret `{}` ({}) {problem}", need.name, need.purpose),
+                ))
             })
             .collect();
         if !missing.is_empty() {

@@ -200,6 +200,15 @@ fn check_reports_file_line_and_column() {
         ("[[webhook]]\nname = \"w\"\npath = \"/hooks/gogs\"\nsecret = \"s\"\nevents = [\"push\", \"deploy\"]\nrepos = \"acme/*\"\n", "5:10: unknown event `deploy`; Gogs sends `create`"),
         ("[[grant]]\nwho = \"*\"\nrepos = \"acme/*\"\naccess = \"read\"\nmode = \"dry-run\"\n", "5:8: unknown mode `dry-run`; expected `enforce` or `shadow`"),
         ("[[rate_limit]]\nname = \"r\"\nwho = \"*\"\nrequests = 1\nperiod_seconds = 1\nmode = \"Shadow\"\n", "6:8: unknown mode `Shadow`; expected `enforce` or `shadow`"),
+        ("[[issuer]]\nname = \"corp\"\nissuer = \"https://id\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://id/jwks\"\n[sso]\nissuer = \"idp\"\nclient_id = \"web\"\nauthorization_endpoint = \"https://id/auth\"\ntoken_endpoint = \"https://id/token\"\nredirect_uri = \"https://git.example/-/tollgate/callback\"\nsession_key = \"sso-session\"\n", "8:10: sso.issuer `idp` names no [[issuer]] (there are: `corp`)"),
+        ("[[issuer]]\nname = \"corp\"\nissuer = \"https://id\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://id/jwks\"\n[sso]\nissuer = \"corp\"\nclient_id = \"web\"\nauthorization_endpoint = \"https://id/auth\"\ntoken_endpoint = \"http://id.example/token\"\nredirect_uri = \"https://git.example/-/tollgate/callback\"\nsession_key = \"sso-session\"\n", "11:18: sso.token_endpoint `http://id.example/token` must be https://"),
+        ("[[issuer]]\nname = \"corp\"\nissuer = \"https://id\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://id/jwks\"\n[sso]\nissuer = \"corp\"\nclient_id = \"web\"\nauthorization_endpoint = \"https://id/auth\"\ntoken_endpoint = \"https://id/token\"\nredirect_uri = \"https://git.example/cb?x=1\"\nsession_key = \"sso-session\"\n", "12:16: sso.redirect_uri `https://git.example/cb?x=1` must end in a path"),
+        ("[[issuer]]\nname = \"corp\"\nissuer = \"https://id\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://id/jwks\"\n[sso]\nissuer = \"corp\"\nclient_id = \"web\"\nauthorization_endpoint = \"https://id/auth\"\ntoken_endpoint = \"https://id/token\"\nredirect_uri = \"https://git.example/-/tollgate/callback\"\nsession_key = \"sso-session\"\nscopes = [\"profile\"]\n", "14:10: sso.scopes must include `openid`"),
+        ("[[issuer]]\nname = \"corp\"\nissuer = \"https://id\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://id/jwks\"\n[sso]\nissuer = \"corp\"\nclient_id = \"web\"\nauthorization_endpoint = \"https://id/auth\"\ntoken_endpoint = \"https://id/token\"\nredirect_uri = \"https://git.example/-/tollgate/callback\"\nsession_key = \"sso-session\"\nlifetime_seconds = 5\n", "14:20: sso.lifetime_seconds must be between 60 and 2592000"),
+        ("[[issuer]]\nname = \"corp\"\nissuer = \"https://id\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://id/jwks\"\n[sso]\nissuer = \"corp\"\nclient_id = \"web\"\nauthorization_endpoint = \"https://id/auth\"\ntoken_endpoint = \"https://id/token\"\nredirect_uri = \"https://git.example/-/tollgate/callback\"\nsession_key = \"sso-session\"\ncookie = \"a;b\"\n", "14:10: sso.cookie `a;b` is not a valid cookie name"),
+        ("[[issuer]]\nname = \"corp\"\nissuer = \"https://id\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://id/jwks\"\n[sso]\nissuer = \"corp\"\nclient_id = \"web\"\nauthorization_endpoint = \"https://id/auth\"\ntoken_endpoint = \"https://id/token\"\nredirect_uri = \"https://git.example/-/tollgate/callback\"\nsession_key = \"sso-session\"\nlogout_path = \"/-/tollgate/callback\"\n", "14:15: sso.logout_path: the gateway already answers `/-/tollgate/callback` itself"),
+        ("[[issuer]]\nname = \"corp\"\nissuer = \"https://id\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://id/jwks\"\n[sso]\nissuer = \"corp\"\nclient_id = \"web\"\nauthorization_endpoint = \"https://id/auth\"\ntoken_endpoint = \"https://id/token\"\nredirect_uri = \"https://git.example/-/tollgate/callback\"\nsession_key = \"sso-session\"\nend_session_endpoint = \"https://id/logout\"\npost_logout_redirect_uri = \"/\"\n", "15:28: sso.post_logout_redirect_uri `/` must be an https:// URL (the provider sends the browser there)"),
+        ("[[issuer]]\nname = \"corp\"\nissuer = \"https://id\"\naudiences = [\"g\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://id/jwks\"\n[sso]\nissuer = \"corp\"\nclient_id = \"web\"\nauthorization_endpoint = \"https://id/auth\"\ntoken_endpoint = \"https://id/token\"\nredirect_uri = \"https://git.example/-/tollgate/callback\"\n", "missing field `session_key`"),
         ("[[grant]]\nwho = \"*\"\nrepos = \"acme/*\"\naccess = \"read\"\n[[test]]\nname = \"t\"\nrequest = { path = \"/acme/a.git/info/refs\" }\nexpect = { shadow = true }\n", "8:10: test `t`: `shadow = true` says too little"),
     ];
     for (i, (policy, expected)) in cases.iter().enumerate() {
@@ -462,6 +471,20 @@ fn check_with_secrets_names_each_missing_one_where_the_policy_asks_for_it() {
         "",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // A signing key too short to trust is named with where the policy asks for it.
+    let short = write_temp(
+        &dir,
+        "short.json",
+        r#"{"gogs-service": "x", "sso-client": "x", "sso-session": "too-short"}"#,
+    );
+    let out = tollgate(&["check", "tests/corpus/sso.toml", "--secrets", &short], "");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("origin secret `sso-session` (the key that signs browser sessions ([sso])) has 9 bytes in {short}; it needs at least 32")),
+        "{stderr}"
+    );
 }
 
 #[test]

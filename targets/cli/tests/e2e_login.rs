@@ -4,7 +4,9 @@
 //! own sign-in and consent pages completed over HTTP as her browser would; then git, with
 //! `tollgate credential` as its credential helper, clones through `tollgate serve`, and
 //! fetches again after her one-second access token has expired, with a refreshed one.
-//! When the refresh is refused, git is told to sign in again.
+//! When the refresh is refused, git is told to sign in again. `tollgate login --browser`
+//! signs her in with the authorization code grant and PKCE instead, in headless Chromium
+//! redirected back to the command's loopback listener.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -13,7 +15,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tollgate_conformance::world::{header, text, World};
+use tollgate_conformance::browser::Browser;
+use tollgate_conformance::world::{finish_at_provider, header, text, World};
 
 /// The value of the first `name="NAME" value="..."` in `page`.
 fn field(page: &str, name: &str) -> String {
@@ -249,4 +252,75 @@ fn login_then_git_through_the_credential_helper_with_refreshed_tokens() {
         stderr.contains(&format!("run `tollgate login {gateway}`")),
         "{stderr}"
     );
+}
+
+#[test]
+fn login_in_a_browser_with_pkce_on_a_loopback_redirect() {
+    let world = World::start();
+    let tollgate = Path::new(env!("CARGO_BIN_EXE_tollgate"));
+    let (_serve, port) = world.serve(tollgate, &["--audit-log", "/dev/null"]);
+    let gateway = format!("http://127.0.0.1:{port}");
+    let idp = format!("http://127.0.0.1:{}", world.idp_port);
+    let home = world.home();
+
+    let mut login = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["login", &gateway, "--browser"])
+        // No desktop here: the test's Chromium opens the URL the command shows.
+        .env("BROWSER", "true")
+        .env("HOME", &home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("TOLLGATE_CREDENTIALS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tollgate login --browser");
+    let mut lines = BufReader::new(login.stderr.take().expect("stderr")).lines();
+    let line = lines.next().expect("a line").expect("stderr");
+    let url = line
+        .split_once(", open ")
+        .map(|(_, url)| url.trim().to_owned())
+        .unwrap_or_else(|| panic!("no URL in `{line}`"));
+    assert!(url.starts_with(&format!("{idp}/auth?response_type=code&client_id=tollgate-cli&redirect_uri=http%3A%2F%2F127.0.0.1%3A")), "{url}");
+    assert!(url.contains("&code_challenge_method=S256"), "{url}");
+    let loopback = reqwest::Url::parse(&url)
+        .expect("URL")
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned())
+        .expect("redirect_uri");
+
+    let browser = Browser::start();
+    browser.open(&url);
+    finish_at_provider(&browser, "alice", &loopback);
+    browser.wait_for(
+        "the loopback listener's answer",
+        "return document.body && document.body.innerText.startsWith('Signed in.');",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = login.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tollgate login --browser never finished"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let said: String = lines.map_while(Result::ok).collect::<Vec<_>>().join("\n");
+    assert!(status.success(), "{said}");
+    assert!(said.contains(&format!("Signed in to {gateway}.")), "{said}");
+    let kept = stored(&home, &gateway);
+    assert!(kept["refresh_token"].is_string(), "{kept:?}");
+    assert!(!said.contains(kept["access_token"].as_str().expect("token")));
+
+    // The same helper, the same clone.
+    let work = world.path("work");
+    std::fs::create_dir_all(&work).expect("work");
+    let out = git(
+        &home,
+        &work,
+        &["clone", "-q", &format!("{gateway}/acme/app.git"), "app"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

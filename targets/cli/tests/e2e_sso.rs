@@ -7,43 +7,11 @@
 //! sign-in form again and the origin sees nothing.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tollgate_conformance::browser::Browser;
 use tollgate_conformance::process::repo;
-use tollgate_conformance::world::{header, World};
-
-/// Drives the provider's pages until the browser is back at `done_prefix`: the sign-in
-/// form filled in as `user`, the consent given, the sign-out confirmed.
-fn complete_at_provider(browser: &Browser, user: &str, done_prefix: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !browser.url().starts_with(done_prefix) {
-        assert!(
-            Instant::now() < deadline,
-            "still at {} after 60 s: {}",
-            browser.url(),
-            browser.run("return document.body ? document.body.innerText : '';")
-        );
-        browser.run(&format!(
-            "if (document.readyState !== 'complete' || window.__tollgate_sent) return false;
-             const login = document.querySelector('input[name=login]');
-             const submit = (form) => {{ window.__tollgate_sent = true; form.submit(); }};
-             if (login) {{
-               login.value = '{user}';
-               document.querySelector('input[name=password]').value = 'any';
-               submit(login.form);
-             }} else if (document.querySelector('button[name=logout]')) {{
-               window.__tollgate_sent = true;
-               document.querySelector('button[name=logout]').click();
-             }} else if (document.querySelector('input[name=prompt][value=consent]')) {{
-               submit(document.querySelector('input[name=prompt][value=consent]').form);
-             }}
-             return true;"
-        ));
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use tollgate_conformance::world::{finish_at_provider, header, World};
 
 fn origin_pages(world: &World, path: &str) -> Vec<Value> {
     world
@@ -109,7 +77,7 @@ fn a_browser_signs_in_at_the_provider_reaches_gogs_as_the_person_and_signs_out()
         "{}",
         browser.url()
     );
-    complete_at_provider(&browser, "alice", &gateway);
+    finish_at_provider(&browser, "alice", &gateway);
     browser.wait_for(
         "the page after signing in",
         "return !!document.getElementById('user');",
@@ -184,7 +152,7 @@ fn a_browser_signs_in_at_the_provider_reaches_gogs_as_the_person_and_signs_out()
 
     // Signing out ends both sessions; the page is then refused.
     browser.open(&format!("{gateway}/-/tollgate/logout"));
-    complete_at_provider(&browser, "alice", &format!("{gateway}/"));
+    finish_at_provider(&browser, "alice", &format!("{gateway}/"));
     assert!(
         !browser
             .cookies()

@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use base64ct::{Base64, Encoding};
 use serde_json::Value;
 
+use crate::browser::Browser;
 use crate::process::{free_port, git_ok, repo, Proc};
+use std::time::{Duration, Instant};
 
 /// The identity provider's clients: the client id is the token's `sub`. The two `job-*`
 /// clients stand for GitLab CI jobs of acme/app on a release branch, one protected.
@@ -314,6 +316,38 @@ lifetime_seconds = 600
             Value::from("e2e-session-key-0123456789abcdef0123456789abcdef"),
         );
         Value::Object(secrets).to_string()
+    }
+}
+
+/// Drives the OpenID provider's own pages in `browser` until it is back at `done_prefix`:
+/// the sign-in form filled in as `user` (any password), the consent given, a sign-out
+/// confirmed.
+pub fn finish_at_provider(browser: &Browser, user: &str, done_prefix: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !browser.url().starts_with(done_prefix) {
+        assert!(
+            Instant::now() < deadline,
+            "still at {} after 60 s: {}",
+            browser.url(),
+            browser.run("return document.body ? document.body.innerText : '';")
+        );
+        browser.run(&format!(
+            "if (document.readyState !== 'complete' || window.__tollgate_sent) return false;
+             const login = document.querySelector('input[name=login]');
+             const submit = (form) => {{ window.__tollgate_sent = true; form.submit(); }};
+             if (login) {{
+               login.value = '{user}';
+               document.querySelector('input[name=password]').value = 'any';
+               submit(login.form);
+             }} else if (document.querySelector('button[name=logout]')) {{
+               window.__tollgate_sent = true;
+               document.querySelector('button[name=logout]').click();
+             }} else if (document.querySelector('input[name=prompt][value=consent]')) {{
+               submit(document.querySelector('input[name=prompt][value=consent]').form);
+             }}
+             return true;"
+        ));
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

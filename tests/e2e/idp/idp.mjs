@@ -1,6 +1,7 @@
 // A real OpenID provider for the end-to-end tests: oidc-provider issuing JWT access
 // tokens through the client_credentials grant, and to people through the device
-// authorization grant (RFC 8628) for the public client `tollgate-cli`, with refresh
+// authorization grant (RFC 8628) or the authorization code grant on a loopback redirect
+// for the public client `tollgate-cli`, with refresh
 // tokens; people sign in through oidc-provider's own development login and consent pages
 // (any password), which tests complete over HTTP. Each resource indicator picks the
 // signing algorithm (or a one-second lifetime), so one provider serves ES256, RS256 and
@@ -51,11 +52,14 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
       response_types: [],
     })),
     {
+      // A native app: device flow, or a browser redirected to a loopback listener on any
+      // port (RFC 8252), with PKCE.
       client_id: 'tollgate-cli',
+      application_type: 'native',
       token_endpoint_auth_method: 'none',
-      grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
-      redirect_uris: [],
-      response_types: [],
+      grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'authorization_code', 'refresh_token'],
+      redirect_uris: ['http://127.0.0.1/callback'],
+      response_types: ['code'],
     },
     ...(gateway ? [{
       client_id: 'tollgate-web',
