@@ -12,7 +12,10 @@ requests are served by the real `git http-backend` (CGI); of Gogs' API, only
 `GET /api/v1/repos/OWNER/REPO` is answered (`{"full_name", "private"}`, or 404). Every
 other path is a page of the web UI, which signs people in as Gogs' reverse-proxy
 authentication does: an HTML page naming the path and the user in `X-WEBAUTH-USER` (or
-"anonymous"). Every request's method, path, headers and the SHA-256 and size of its body
+"anonymous"). Git LFS is served as Gogs serves it, with the same authentication: the
+batch API (`POST OWNER/REPO.git/info/lfs/objects/batch`, basic transfers whose hrefs point
+at GIT_ORIGIN_PUBLIC_URL, the gateway, so git-lfs sends its credentials there) and the
+objects (`PUT`/`GET .../info/lfs/objects/basic/OID`, kept in ROOT/.lfs). Every request's method, path, headers and the SHA-256 and size of its body
 are appended to LOG_FILE as one JSON line.
 
 Faults for serve's fault tests: when the environment names a file in GIT_ORIGIN_FAULTS,
@@ -145,6 +148,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         owner, repo, rest = parts
+        if rest.startswith("info/lfs/"):
+            self.answer_lfs(f"{owner}/{repo.removesuffix('.git')}", rest[len("info/lfs/"):])
+            return
         if not repo.endswith(".git"):
             repo += ".git"
         env = dict(os.environ, GIT_PROJECT_ROOT=ROOT, GIT_HTTP_EXPORT_ALL="1",
@@ -211,6 +217,58 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         proc.wait()
 
+    def answer_lfs(self, repo, rest):
+        body = b"".join(self.body_chunks())
+        self.record(hashlib.sha256(body).hexdigest(), len(body))
+        store = os.path.join(ROOT, ".lfs")
+        os.makedirs(store, exist_ok=True)
+        public = os.environ.get("GIT_ORIGIN_PUBLIC_URL", "")
+        if rest == "objects/batch" and self.command == "POST":
+            batch = json.loads(body or b"{}")
+            objects = []
+            for obj in batch.get("objects", []):
+                oid = obj["oid"]
+                href = f"{public}/{repo}.git/info/lfs/objects/basic/{oid}"
+                have = os.path.exists(os.path.join(store, oid))
+                if batch.get("operation") == "upload":
+                    actions = {} if have else {"upload": {"href": href}}
+                    objects.append({"oid": oid, "size": obj["size"], "actions": actions})
+                elif have:
+                    objects.append({"oid": oid, "size": obj["size"], "actions": {"download": {"href": href}}})
+                else:
+                    objects.append({"oid": oid, "size": obj["size"], "error": {"code": 404, "message": "not found"}})
+            self.send_json(200, {"transfer": "basic", "objects": objects}, "application/vnd.git-lfs+json")
+        elif rest.startswith("objects/basic/") and self.command == "PUT":
+            oid = rest[len("objects/basic/"):]
+            if hashlib.sha256(body).hexdigest() != oid:
+                self.send_json(422, {"message": "object does not match its oid"}, "application/vnd.git-lfs+json")
+                return
+            with open(os.path.join(store, oid), "wb") as f:
+                f.write(body)
+            self.send_json(200, {}, "application/vnd.git-lfs+json")
+        elif rest.startswith("objects/basic/") and self.command == "GET":
+            try:
+                with open(os.path.join(store, rest[len("objects/basic/"):]), "rb") as f:
+                    content = f.read()
+            except (FileNotFoundError, IsADirectoryError):
+                self.send_json(404, {"message": "not found"}, "application/vnd.git-lfs+json")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+        else:
+            self.send_json(404, {"message": "not found"}, "application/vnd.git-lfs+json")
+
+    def send_json(self, status, value, content_type):
+        body = json.dumps(value).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def answer_web(self):
         self.record(None, 0)
         user = self.headers.get("X-WEBAUTH-USER")
@@ -243,6 +301,7 @@ class Handler(BaseHTTPRequestHandler):
 
     do_GET = handle_any
     do_POST = handle_any
+    do_PUT = handle_any
 
 
 if __name__ == "__main__":

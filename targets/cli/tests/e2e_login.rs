@@ -6,7 +6,8 @@
 //! fetches again after her one-second access token has expired, with a refreshed one.
 //! When the refresh is refused, git is told to sign in again. `tollgate login --browser`
 //! signs her in with the authorization code grant and PKCE instead, in headless Chromium
-//! redirected back to the command's loopback listener.
+//! redirected back to the command's loopback listener; then git-lfs pushes and fetches an
+//! object through the gateway with the same helper.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -264,7 +265,9 @@ fn login_in_a_browser_with_pkce_on_a_loopback_redirect() {
     let home = world.home();
 
     let mut login = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["login", &gateway, "--browser"])
+        // Five-minute tokens (not `[login]`'s one-second ones): a push with git-lfs spans
+        // several requests on one credential.
+        .args(["login", &gateway, "--browser", "--resource", "urn:gogs:es256"])
         // No desktop here: the test's Chromium opens the URL the command shows.
         .env("BROWSER", "true")
         .env("HOME", &home)
@@ -323,4 +326,60 @@ fn login_in_a_browser_with_pkce_on_a_loopback_redirect() {
         &["clone", "-q", &format!("{gateway}/acme/app.git"), "app"],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // git-lfs asks the same helper: an object pushed through the gateway, then fetched
+    // into a second clone, reaching the origin with alice's Gogs credential.
+    let app = work.join("app");
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(app.join("model.bin"), &blob).expect("write the object");
+    for args in [
+        // Into the test's own home: the second clone's checkout needs the filter too.
+        &["lfs", "install"][..],
+        &["lfs", "track", "*.bin"],
+        &["add", ".gitattributes", "model.bin"],
+        &[
+            "-c",
+            "user.name=alice",
+            "-c",
+            "user.email=alice@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "model",
+        ],
+        &["push", "-q", "origin", "main"],
+    ] {
+        let out = git(&home, &app, args);
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    }
+    let out = git(
+        &home,
+        &work,
+        &["clone", "-q", &format!("{gateway}/acme/app.git"), "again"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let fetched = std::fs::read(work.join("again/model.bin")).expect("the fetched object");
+    assert!(
+        fetched == blob,
+        "the second clone did not get the object's content: {}",
+        String::from_utf8_lossy(&fetched[..fetched.len().min(200)])
+    );
+    let basic = tollgate_conformance::world::basic("alice", "gogs-alice-0001");
+    let lfs: Vec<Value> = world
+        .origin_requests()
+        .into_iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.contains("/info/lfs/")))
+        .collect();
+    for (method, path) in [
+        ("POST", "/acme/app.git/info/lfs/objects/batch"),
+        ("PUT", "/acme/app.git/info/lfs/objects/basic/"),
+        ("GET", "/acme/app.git/info/lfs/objects/basic/"),
+    ] {
+        assert!(
+            lfs.iter().any(|r| r["method"] == method
+                && r["path"].as_str().is_some_and(|p| p.starts_with(path))
+                && header(r, "authorization") == Some(basic.as_str())),
+            "no {method} {path} as alice at the origin: {lfs:?}"
+        );
+    }
 }

@@ -67,6 +67,7 @@ impl World {
         seed_repo(&home, &root, "acme/secret", "secret readme\n");
 
         let origin_port = free_port();
+        let gateway_port = free_port();
         let tokens: serde_json::Map<String, Value> = ORIGIN_TOKENS
             .iter()
             .map(|(u, t)| ((*u).to_owned(), Value::from(*t)))
@@ -80,11 +81,15 @@ impl World {
                 .arg(Value::Object(tokens).to_string())
                 .arg(dir.path().join("origin.log"))
                 .env("GIT_ORIGIN_FAULTS", dir.path().join("origin-fault"))
+                // LFS hrefs point at the gateway, as Gogs' ROOT_URL would.
+                .env(
+                    "GIT_ORIGIN_PUBLIC_URL",
+                    format!("http://127.0.0.1:{gateway_port}"),
+                )
                 .stdout(Stdio::null()),
             origin_port,
         );
         let idp_port = free_port();
-        let gateway_port = free_port();
         let idp = Proc::start(
             "oidc-provider",
             Command::new("node")
