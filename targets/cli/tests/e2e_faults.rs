@@ -28,6 +28,127 @@ fn an_unreachable_origin_is_a_502_recorded_as_such() {
     );
 }
 
+/// An origin whose accept queue is full: its kernel drops further SYNs, so a connection
+/// to it neither succeeds nor is refused.
+fn origin_that_never_accepts() -> (socket2::Socket, Vec<socket2::Socket>, u16) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .expect("addr")
+                .into(),
+        )
+        .expect("bind");
+    listener.listen(0).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let held = (0..4)
+        .map(|_| {
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            socket.set_nonblocking(true).expect("nonblocking");
+            let _ = socket.connect(&addr);
+            socket
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let port = addr.as_socket().expect("inet").port();
+    (listener, held, port)
+}
+
+#[test]
+fn an_origin_that_never_accepts_is_a_504_after_the_connect_timeout() {
+    let (_listener, _held, origin_port) = origin_that_never_accepts();
+    let origin = format!("http://127.0.0.1:{origin_port}");
+    // The connect timeout (1 s) well inside the origin's time to answer, as by default.
+    let faults = Faults::start(
+        false,
+        &["--origin", &origin, "--origin-header-timeout", "5"],
+    );
+    let started = Instant::now();
+    let answer = client().get(faults.url("ok")).send().expect("answer");
+    assert_eq!(answer.status(), 504, "{}", faults.stderr());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let outcome = faults.outcome(0);
+    assert_eq!(outcome["failure"], "origin_connect_timeout", "{outcome}");
+    assert_eq!(
+        faults.metric("tollgate_exchange_failures_total{kind=\"origin_connect_timeout\"}"),
+        1
+    );
+    assert_eq!(
+        faults.metric("tollgate_exchange_failures_total{kind=\"origin_connect\"}"),
+        0
+    );
+}
+
+/// An origin that takes the request head and stops reading: the client's push keeps
+/// coming, but nothing moves it on. Cut after the idle timeout, with a 504, rather than
+/// held for as long as the client cares to wait.
+#[test]
+fn an_origin_that_stops_reading_an_upload_is_a_504_after_the_idle_timeout() {
+    let faults = Faults::start(true, &["--origin-header-timeout", "30"]);
+    let mut stream = TcpStream::connect(("127.0.0.1", faults.port)).expect("connect");
+    let total = 256 << 20;
+    stream
+        .write_all(
+            format!(
+                "POST /acme/hang.git/git-receive-pack HTTP/1.1\r\nHost: x\r\n\
+                 Content-Type: application/x-git-receive-pack-request\r\n\
+                 Content-Length: {total}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .expect("head");
+    let mut writer = stream.try_clone().expect("clone");
+    // The client pushes as fast as it is let; its writes block once every buffer between
+    // it and the origin is full, and fail once serve gives up.
+    let pusher = std::thread::spawn(move || {
+        let chunk = vec![b'p'; 1 << 16];
+        let mut sent = 0usize;
+        while sent < total && writer.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+        sent
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).expect("an answer within 20 s");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(
+        answer.starts_with("HTTP/1.1 504"),
+        "{answer}\nserve said: {}",
+        faults.stderr()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let sent = pusher.join().expect("pusher");
+    assert!(
+        sent < total,
+        "the whole body went through: the origin was reading after all"
+    );
+    let outcome = faults.outcome(0);
+    assert_eq!(outcome["failure"], "origin_not_reading", "{outcome}");
+    assert!(
+        outcome["bytes_from_client"].as_u64().unwrap_or(0) > 0,
+        "{outcome}"
+    );
+    assert_eq!(
+        faults.metric("tollgate_exchange_failures_total{kind=\"origin_not_reading\"}"),
+        1
+    );
+}
+
 #[test]
 fn an_origin_that_never_answers_is_a_504_after_the_header_timeout() {
     let faults = Faults::start(true, &[]);

@@ -267,7 +267,13 @@ fn login_in_a_browser_with_pkce_on_a_loopback_redirect() {
     let mut login = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         // Five-minute tokens (not `[login]`'s one-second ones): a push with git-lfs spans
         // several requests on one credential.
-        .args(["login", &gateway, "--browser", "--resource", "urn:gogs:es256"])
+        .args([
+            "login",
+            &gateway,
+            "--browser",
+            "--resource",
+            "urn:gogs:es256",
+        ])
         // No desktop here: the test's Chromium opens the URL the command shows.
         .env("BROWSER", "true")
         .env("HOME", &home)

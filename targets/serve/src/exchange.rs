@@ -22,8 +22,12 @@ use crate::proxy::{BoxError, Shared};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Failure {
-    /// The origin could not be reached (refused, unreachable, connect timeout).
+    /// The origin refused the connection, or could not be reached at all.
     OriginConnect,
+    /// The origin did not accept the connection in time.
+    OriginConnectTimeout,
+    /// The origin stopped reading the request body (a write to it stalled).
+    OriginNotReading,
     /// The origin took the request but sent no response head in time.
     OriginHeadersTimeout,
     /// The origin's response body stopped moving.
@@ -37,8 +41,10 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub const ALL: [Failure; 6] = [
+    pub const ALL: [Failure; 8] = [
         Failure::OriginConnect,
+        Failure::OriginConnectTimeout,
+        Failure::OriginNotReading,
         Failure::OriginHeadersTimeout,
         Failure::OriginStalled,
         Failure::OriginReset,
@@ -49,6 +55,8 @@ impl Failure {
     pub fn code(self) -> &'static str {
         match self {
             Failure::OriginConnect => "origin_connect",
+            Failure::OriginConnectTimeout => "origin_connect_timeout",
+            Failure::OriginNotReading => "origin_not_reading",
             Failure::OriginHeadersTimeout => "origin_headers_timeout",
             Failure::OriginStalled => "origin_stalled",
             Failure::OriginReset => "origin_reset",

@@ -16,6 +16,7 @@ mod config;
 mod exchange;
 mod kafka;
 mod metrics;
+mod origin_io;
 mod policy_url;
 mod proxy;
 mod reload;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::origin_io::StallingWritesFail;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -13,7 +14,6 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use policy_core::forwarding::{client_address_headers, connection_tokens, may_forward, may_return};
 use policy_core::{Decision, RequestFacts, UnixTime, Verdict};
@@ -29,7 +29,7 @@ use tollgate_host_kit::RedisRates;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
-pub type OriginClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+pub type OriginClient = Client<hyper_rustls::HttpsConnector<StallingWritesFail>, Body>;
 
 /// Where allowed requests go: the origin's scheme and authority, and the path it is
 /// mounted under (empty, or `/gogs` without a trailing slash).
@@ -527,10 +527,11 @@ async fn send(
     let upstream = match upstream {
         Ok(upstream) => upstream,
         Err(e) => {
-            exchange.fail(if e.is_connect() {
-                Failure::OriginConnect
-            } else {
-                Failure::OriginReset
+            exchange.fail(match (e.is_connect(), timed_out(&e)) {
+                (true, true) => Failure::OriginConnectTimeout,
+                (true, false) => Failure::OriginConnect,
+                (false, true) => Failure::OriginNotReading,
+                (false, false) => Failure::OriginReset,
             });
             eprintln!("tollgate: origin request failed: {e}");
             return failed(&exchange);
@@ -560,8 +561,26 @@ async fn send(
     Response::from_parts(parts, body)
 }
 
+/// Whether `error` (or what caused it) is a timeout: a connection the origin did not
+/// accept in time rather than one it refused, or a write it stopped taking
+/// ([`crate::origin_io`]) rather than a reset.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        let io_timeout = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        if io_timeout || e.to_string().contains("timed out") {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// The answer for an exchange the origin did not complete: 408 when the client's own
-/// upload stalled, 504 when the origin never answered, 502 otherwise.
+/// upload stalled, 504 when the origin was too slow (to accept, to read, to answer), 502
+/// otherwise.
 fn failed(exchange: &Exchange) -> Response<Body> {
     let (status, body) = match exchange.failure() {
         Some(Failure::ClientStalled) => (
@@ -572,10 +591,22 @@ fn failed(exchange: &Exchange) -> Response<Body> {
             StatusCode::GATEWAY_TIMEOUT,
             "the origin did not answer in time\n",
         ),
+        Some(Failure::OriginConnectTimeout) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the origin did not accept the connection in time\n",
+        ),
+        Some(Failure::OriginNotReading) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the origin stopped reading the request\n",
+        ),
         _ => (StatusCode::BAD_GATEWAY, "origin unavailable\n"),
     };
     let mut response = full(status, "text/plain; charset=utf-8", body);
-    if status == StatusCode::REQUEST_TIMEOUT {
+    let upload_cut = matches!(
+        exchange.failure(),
+        Some(Failure::ClientStalled | Failure::OriginNotReading)
+    );
+    if upload_cut {
         // The rest of the body may still come; the connection cannot be reused.
         response
             .headers_mut()

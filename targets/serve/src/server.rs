@@ -18,6 +18,7 @@ use tollgate_host_kit::{Gate, KeyRing, ShardedRates};
 use crate::audit::AuditLog;
 use crate::config::ServeConfig;
 use crate::metrics::{Limit, Metrics};
+use crate::origin_io::StallingWritesFail;
 use crate::policy_url::PolicyUrl;
 use crate::proxy::{self, Body, Origin, OriginClient, Shared, Timeouts};
 use crate::reload::{DeciderMaker, Reloaded, Reloader, SecretMap, Trigger};
@@ -265,7 +266,7 @@ impl Worker {
     async fn accept(mut self) -> Result<(), String> {
         let listener =
             TcpListener::from_std(self.listener).map_err(|e| format!("listener: {e}"))?;
-        let client = origin_client(self.connect_timeout)?;
+        let client = origin_client(self.connect_timeout, self.shared.timeouts.stream_idle)?;
         let graceful = GracefulShutdown::new();
         loop {
             tokio::select! {
@@ -420,8 +421,9 @@ fn connection_capacity(configured: Option<usize>) -> usize {
 }
 
 /// The origin's HTTP client: keep-alive connections, no Nagle delay, HTTPS with the web
-/// PKI roots when the origin is `https`.
-fn origin_client(connect_timeout: Duration) -> Result<OriginClient, String> {
+/// PKI roots when the origin is `https`, and writes the origin stops taking for
+/// `write_idle` failed.
+fn origin_client(connect_timeout: Duration, write_idle: Duration) -> Result<OriginClient, String> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
@@ -430,7 +432,10 @@ fn origin_client(connect_timeout: Duration) -> Result<OriginClient, String> {
         .with_webpki_roots()
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(StallingWritesFail {
+            http,
+            idle: write_idle,
+        });
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .build(https))

@@ -61,6 +61,13 @@ impl Faults {
             &["--origin-header-timeout", "1"]
         };
         std::fs::write(dir.path().join("secrets.json"), r#"{"svc-token": "t"}"#).expect("secrets");
+        // The faulty origin (or the port nothing listens on) unless the case names its own.
+        let origin_url = format!("http://127.0.0.1:{origin_port}");
+        let origin_flag: &[&str] = if extra.contains(&"--origin") {
+            &[]
+        } else {
+            &["--origin", &origin_url]
+        };
         let port = free_port();
         let admin_port = free_port();
         let stderr = File::create(dir.path().join("stderr")).expect("stderr");
@@ -73,7 +80,7 @@ impl Faults {
                 .arg(dir.path().join("secrets.json"))
                 .arg("--audit-log")
                 .arg(dir.path().join("audit.log"))
-                .args(["--origin", &format!("http://127.0.0.1:{origin_port}")])
+                .args(origin_flag)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
                 .args([
