@@ -232,6 +232,58 @@ fn a_client_that_stalls_mid_upload_gets_408() {
 }
 
 #[test]
+fn a_client_that_stalls_mid_head_gets_408_counted_and_audited() {
+    let faults = Faults::start(true, &["--header-timeout", "1"]);
+    let mut stream = TcpStream::connect(("127.0.0.1", faults.port)).expect("connect");
+    stream
+        .write_all(b"GET /acme/ok.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n")
+            && answer.contains("\r\nConnection: close\r\n")
+            && answer.ends_with("\r\n\r\nthe request head did not arrive\n"),
+        "{answer}\nserve said: {}",
+        faults.stderr()
+    );
+    assert_eq!(
+        faults.metric("tollgate_exchange_failures_total{kind=\"client_header_timeout\"}"),
+        1
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let record = loop {
+        let records = tollgate_conformance::world::read_jsonl(&faults.audit_path());
+        if let Some(record) = records
+            .into_iter()
+            .find(|r| r["outcome"]["failure"] == "client_header_timeout")
+        {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "no header timeout audited");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(record["client_ip"], "127.0.0.1", "{record}");
+    assert_eq!(record["outcome"]["bytes_to_client"], 144, "{record}");
+    // A connection that sends nothing is not owed an answer, nor counted as a failure.
+    let mut silent = TcpStream::connect(("127.0.0.1", faults.port)).expect("connect");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut nothing = Vec::new();
+    let _ = silent.read_to_end(&mut nothing);
+    assert!(nothing.is_empty(), "{}", String::from_utf8_lossy(&nothing));
+    assert_eq!(
+        faults.metric("tollgate_exchange_failures_total{kind=\"client_header_timeout\"}"),
+        1
+    );
+}
+
+#[test]
 fn requests_beyond_the_in_flight_limit_are_shed() {
     let faults = Faults::start(
         true,

@@ -368,17 +368,33 @@ fn slow_and_idle_connections_are_closed_and_bodies_are_read_only_when_they_can_m
     let env = start(&["--header-timeout", "1", "--max-buffered-bodies", "1"]);
     let port = env.tollgate_port;
 
-    // Half a request head, never finished (slowloris): closed after the header timeout.
+    // Half a request head, never finished (slowloris): a 408 after the header timeout,
+    // and closed.
     let (mut slow, answer) = raw_exchange(
         port,
         "GET /acme/app.git/info/refs HTTP/1.1\r\nHost: x\r\n",
-        Duration::from_millis(200),
+        Duration::from_secs(4),
     );
-    assert_eq!(answer, None, "answered half a head");
+    assert!(
+        answer
+            .as_deref()
+            .is_some_and(|a| a.starts_with("HTTP/1.1 408 ")
+                && a.ends_with("the request head did not arrive\n")),
+        "{answer:?}"
+    );
     assert!(
         closed_within(&mut slow, Duration::from_secs(4)),
         "a half-sent head held its connection"
     );
+
+    // A connection that sends nothing is closed without a word after the same timeout.
+    let (mut silent, answer) = raw_exchange(port, "", Duration::from_secs(4));
+    assert_eq!(
+        answer.as_deref(),
+        Some(""),
+        "a silent connection was answered"
+    );
+    assert!(closed_within(&mut silent, Duration::from_secs(1)));
 
     // A kept-alive connection left idle after its response: closed the same way.
     let (mut idle, answer) = raw_exchange(

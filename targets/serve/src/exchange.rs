@@ -36,12 +36,14 @@ pub enum Failure {
     OriginReset,
     /// The client's request body stopped moving.
     ClientStalled,
+    /// The client sent part of its request head and not the rest in time (slowloris).
+    ClientHeaderTimeout,
     /// The client closed its connection before the response was complete.
     ClientWentAway,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 8] = [
+    pub const ALL: [Failure; 9] = [
         Failure::OriginConnect,
         Failure::OriginConnectTimeout,
         Failure::OriginNotReading,
@@ -49,6 +51,7 @@ impl Failure {
         Failure::OriginStalled,
         Failure::OriginReset,
         Failure::ClientStalled,
+        Failure::ClientHeaderTimeout,
         Failure::ClientWentAway,
     ];
 
@@ -61,6 +64,7 @@ impl Failure {
             Failure::OriginStalled => "origin_stalled",
             Failure::OriginReset => "origin_reset",
             Failure::ClientStalled => "client_stalled",
+            Failure::ClientHeaderTimeout => "client_header_timeout",
             Failure::ClientWentAway => "client_went_away",
         }
     }
@@ -147,7 +151,36 @@ impl Exchange {
 #[derive(Serialize)]
 struct OutcomeRecord<'a> {
     id: &'a str,
+    /// For a connection that never made a request to decide: who it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_ip: Option<&'a str>,
     outcome: Outcome,
+}
+
+/// The outcome record of a connection that failed before any request could be decided
+/// (a head that never finished): no decision shares its id.
+pub fn record_unanswered(
+    shared: &Shared,
+    failure: Failure,
+    client_ip: &str,
+    bytes_to_client: usize,
+    duration: Duration,
+) {
+    let record = OutcomeRecord {
+        id: &next_id(),
+        client_ip: Some(client_ip),
+        outcome: Outcome {
+            origin_status: None,
+            failure: Some(failure),
+            client_went_away: false,
+            bytes_from_client: 0,
+            bytes_to_client: bytes_to_client as u64,
+            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        },
+    };
+    if let Ok(line) = serde_json::to_string(&record) {
+        shared.audit.record(line);
+    }
 }
 
 #[derive(Serialize)]
@@ -173,6 +206,7 @@ impl Drop for Exchange {
         let status = self.origin_status.load(Ordering::Relaxed);
         let record = OutcomeRecord {
             id: &self.id,
+            client_ip: None,
             outcome: Outcome {
                 origin_status: (status != 0).then_some(status),
                 failure,

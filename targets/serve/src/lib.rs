@@ -12,6 +12,7 @@
 //! output, metrics and shutdown.
 
 mod audit;
+mod client_conn;
 mod config;
 mod exchange;
 mod kafka;

@@ -10,12 +10,13 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tollgate_host_kit::{Gate, KeyRing, ShardedRates};
 
 use crate::audit::AuditLog;
+use crate::client_conn;
 use crate::config::ServeConfig;
 use crate::metrics::{Limit, Metrics};
 use crate::origin_io::StallingWritesFail;
@@ -149,9 +150,8 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         .await;
     shared.report_fetches(&reports);
 
-    let listener = std::net::TcpListener::bind(config.listen)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    let listener =
+        client_listener(config.listen).map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let listen_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let admin = match config.admin_listen {
         Some(addr) => Some(
@@ -286,25 +286,14 @@ impl Worker {
                     // Small responses (denials, git negotiation) go out at once.
                     let _ = stream.set_nodelay(true);
                     let (shared, client) = (Arc::clone(&self.shared), client.clone());
-                    let service = service_fn(move |req| {
-                        proxy::handle(Arc::clone(&shared), client.clone(), peer, req)
-                    });
-                    let connection = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(self.header_timeout)
-                        .serve_connection(TokioIo::new(stream), service);
-                    let watched = graceful.watch(connection);
-                    let shared = Arc::clone(&self.shared);
+                    let (watcher, header_timeout) = (graceful.watcher(), self.header_timeout);
                     tokio::spawn(async move {
                         shared.metrics.connections(1);
-                        let served = watched.await;
-                        shared.metrics.connections(-1);
+                        let metrics = Arc::clone(&shared);
+                        client_conn::serve(shared, client, stream, peer, header_timeout, watcher)
+                            .await;
+                        metrics.metrics.connections(-1);
                         drop(slot);
-                        if let Err(e) = served {
-                            if !e.is_incomplete_message() {
-                                eprintln!("tollgate: connection from {peer}: {e}");
-                            }
-                        }
                     });
                 }
                 _ = self.stop.changed() => break,
@@ -395,6 +384,23 @@ async fn next_hangup(hangups: &mut Hangups) -> Option<()> {
 
 /// Answers a connection over the limit with a 503 and closes it, giving the client at
 /// most a second to take it.
+/// Connections the kernel queues for the workers to accept: the standard library's 128
+/// would make a burst of clients (or of half-open attackers) wait on SYN retransmissions
+/// while the workers are idle; the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// The client listener, non-blocking, for the workers to share.
+fn client_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
+}
+
 async fn refuse_connection(mut stream: tokio::net::TcpStream) {
     use tokio::io::AsyncWriteExt;
     const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 28\r\nConnection: close\r\n\r\ntoo many connections; retry\n";
