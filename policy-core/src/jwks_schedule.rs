@@ -122,6 +122,19 @@ impl JwksSchedule {
         })
     }
 
+    /// The fetches due at `now` for issuers with no usable keys (never fetched, or stale
+    /// past `max_stale`), marked as attempted: all a request need wait for where a
+    /// background task makes the routine refreshes ([`JwksSchedule::due`]).
+    pub fn due_without_keys(&mut self, now: UnixTime) -> Vec<JwksFetch> {
+        let timings = self.timings;
+        self.take(now, |issuer| {
+            issuer
+                .keys
+                .as_ref()
+                .is_none_or(|k| now.secs_since(k.fetched_at) >= timings.max_stale_secs)
+        })
+    }
+
     /// The fetches to make after a token named a key the engine lacks: every issuer not
     /// attempted within the minimum gap, marked as attempted.
     pub fn after_key_miss(&mut self, now: UnixTime) -> Vec<JwksFetch> {
@@ -256,6 +269,19 @@ mod tests {
         assert!(s.key_store(at(3)).key_set("a").is_some());
         assert!(s.due(at(100)).is_empty(), "fresh keys");
         assert_eq!(s.due(at(302)).len(), 1, "refresh");
+    }
+
+    #[test]
+    fn a_request_beside_a_background_refresh_waits_only_for_keys_it_lacks() {
+        let mut s = schedule();
+        assert_eq!(s.due_without_keys(at(0)).len(), 1, "never fetched");
+        s.fetched("a", JWKS, at(0)).expect("keys");
+        assert!(
+            s.due_without_keys(at(400)).is_empty(),
+            "due for refresh, still serving"
+        );
+        assert_eq!(s.due(at(400)).len(), 1, "the background's refresh");
+        assert_eq!(s.due_without_keys(at(3600)).len(), 1, "stale: no keys left");
     }
 
     #[test]

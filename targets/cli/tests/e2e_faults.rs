@@ -26,6 +26,8 @@ fn an_unreachable_origin_is_a_502_recorded_as_such() {
         faults.metric("tollgate_exchange_failures_total{kind=\"origin_connect\"}"),
         1
     );
+    drop(answer);
+    faults.assert_nothing_held(0);
 }
 
 /// An origin whose accept queue is full: its kernel drops further SYNs, so a connection
@@ -83,6 +85,8 @@ fn an_origin_that_never_accepts_is_a_504_after_the_connect_timeout() {
         faults.metric("tollgate_exchange_failures_total{kind=\"origin_connect\"}"),
         0
     );
+    drop(answer);
+    faults.assert_nothing_held(0);
 }
 
 /// An origin that takes the request head and stops reading: the client's push keeps
@@ -147,6 +151,7 @@ fn an_origin_that_stops_reading_an_upload_is_a_504_after_the_idle_timeout() {
         faults.metric("tollgate_exchange_failures_total{kind=\"origin_not_reading\"}"),
         1
     );
+    faults.assert_nothing_held(0);
 }
 
 #[test]
@@ -166,6 +171,8 @@ fn an_origin_that_never_answers_is_a_504_after_the_header_timeout() {
         faults.metric("tollgate_exchange_failures_total{kind=\"origin_headers_timeout\"}"),
         1
     );
+    drop(answer);
+    faults.assert_nothing_held(0);
 }
 
 #[test]
@@ -183,6 +190,7 @@ fn a_body_that_stalls_or_resets_is_cut_and_recorded() {
         assert_eq!(outcome["origin_status"], 200, "{outcome}");
         assert_eq!(outcome["bytes_to_client"], 4096, "{outcome}");
     }
+    faults.assert_nothing_held(0);
 }
 
 #[test]
@@ -202,6 +210,8 @@ fn a_slow_body_that_keeps_moving_completes() {
         outcome["duration_ms"].as_u64().unwrap_or(0) >= 6000,
         "{outcome}"
     );
+    // The origin connection that completed goes back to the pool.
+    faults.assert_nothing_held(1);
 }
 
 #[test]
@@ -229,6 +239,12 @@ fn a_client_that_stalls_mid_upload_gets_408() {
     let outcome = faults.outcome(0);
     assert_eq!(outcome["failure"], "client_stalled", "{outcome}");
     assert_eq!(outcome["bytes_from_client"], 10, "{outcome}");
+    assert_eq!(
+        faults.metric("tollgate_exchange_failures_total{kind=\"client_stalled\"}"),
+        1
+    );
+    drop(stream);
+    faults.assert_nothing_held(0);
 }
 
 #[test]
@@ -281,6 +297,8 @@ fn a_client_that_stalls_mid_head_gets_408_counted_and_audited() {
         faults.metric("tollgate_exchange_failures_total{kind=\"client_header_timeout\"}"),
         1
     );
+    drop((stream, silent));
+    faults.assert_nothing_held(0);
 }
 
 #[test]
@@ -396,5 +414,87 @@ fn a_hanging_jwks_endpoint_holds_neither_the_start_nor_a_request_for_long() {
     assert!(
         start_took < Duration::from_secs(8),
         "start took {start_took:?}"
+    );
+}
+
+/// An issuer whose JWKS endpoint stops answering after serve has its keys (the real
+/// OpenID provider, stopped with SIGSTOP: its port still takes connections, nothing comes
+/// back): refreshes fall due and hang, yet a token its last good keys verify is answered
+/// at once, and a token naming an unknown key waits for its own fetch only the request
+/// bound before it is refused.
+#[test]
+fn a_jwks_endpoint_that_hangs_at_refresh_holds_no_request() {
+    let world = tollgate_conformance::world::World::start();
+    let tollgate = std::path::Path::new(env!("CARGO_BIN_EXE_tollgate"));
+    let admin = tollgate_conformance::process::free_port();
+    let admin_flag = format!("127.0.0.1:{admin}");
+    let (_serve, port) = world.serve(
+        tollgate,
+        &[
+            "--audit-log",
+            "/dev/null",
+            "--admin-listen",
+            &admin_flag,
+            "--jwks-refresh",
+            "1",
+            "--jwks-min-refresh-gap",
+            "1",
+            "--jwks-request-timeout",
+            "1",
+            "--token-cache-max-age",
+            "1",
+        ],
+    );
+    let url = format!("http://127.0.0.1:{port}/acme/app.git/info/refs?service=git-upload-pack");
+    let first = world.token("alice", "es256");
+    let later = world.token("alice", "es256");
+    let ask = |token: &str| {
+        let asked = Instant::now();
+        let status = client()
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .expect("answer")
+            .status()
+            .as_u16();
+        (status, asked.elapsed())
+    };
+    assert_eq!(ask(&first).0, 200);
+
+    let stop = |signal: &str| {
+        let status = std::process::Command::new("kill")
+            .args([signal, &world.idp.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    stop("-STOP");
+    // Refreshes fall due every second and hang (the background's own 10 s bound).
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, took) = ask(&later);
+    let (unknown, unknown_took) = {
+        let (_, rest) = later.split_once('.').expect("a JWT");
+        let header = base64ct::Base64UrlUnpadded::encode_string(
+            br#"{"alg":"ES256","kid":"rotated-away","typ":"at+jwt"}"#,
+        );
+        ask(&format!("{header}.{rest}"))
+    };
+    let metrics = reqwest::blocking::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .and_then(|r| r.text())
+        .expect("metrics");
+    stop("-CONT");
+    assert_eq!(status, 200, "a token the last good keys verify was refused");
+    assert!(
+        took < Duration::from_millis(900),
+        "it waited {took:?} on the hanging refresh"
+    );
+    assert_eq!(unknown, 401);
+    assert!(
+        unknown_took < Duration::from_secs(3),
+        "a key miss waited {unknown_took:?}"
+    );
+    assert!(
+        metrics.contains("tollgate_jwks_fetches_total{issuer=\"e2e\",result=\"error\"}"),
+        "{metrics}"
     );
 }

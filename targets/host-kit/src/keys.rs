@@ -27,6 +27,10 @@ pub struct FetchReport {
 #[derive(Debug)]
 pub struct KeyRing {
     schedule: Mutex<JwksSchedule>,
+    /// The host refreshes due keys in a background task ([`KeyRing::refresh_due`]), so a
+    /// decision fetches only keys it has none of (and after a key miss), never waiting on
+    /// a routine refresh of keys that still serve.
+    background_refresh: std::sync::atomic::AtomicBool,
 }
 
 impl KeyRing {
@@ -37,7 +41,16 @@ impl KeyRing {
     ) -> Self {
         KeyRing {
             schedule: Mutex::new(JwksSchedule::new(issuers, timings)),
+            background_refresh: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Says the host calls [`KeyRing::refresh_due`] on its own schedule: decisions then
+    /// wait only on fetches of keys they have none of.
+    pub fn refreshed_in_background(self) -> Self {
+        self.background_refresh
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self
     }
 
     /// A ring for the issuers of `engine`.
@@ -148,7 +161,15 @@ impl KeyRing {
         F: Fn(String) -> Fut,
         Fut: Future<Output = Fetched>,
     {
-        let mut reports = self.refresh_due(now, &fetch).await;
+        let due = if self
+            .background_refresh
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.lock().due_without_keys(now)
+        } else {
+            self.lock().due(now)
+        };
+        let mut reports = self.perform(due, now, &fetch).await;
         let verdict = decide();
         if !verdict.as_ref().is_ok_and(Verdict::wants_fresh_keys) {
             return (verdict, reports);

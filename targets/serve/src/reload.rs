@@ -223,7 +223,8 @@ impl Shared {
         let revision = vetted.policy.engine.revision().to_owned();
         let engine = vetted.policy.engine;
         let decider = reloader.maker.make(engine.clone(), &text, &file)?;
-        self.gate.store(Arc::new(Gate::new(decider, vetted.keys)));
+        let keys = vetted.keys.refreshed_in_background();
+        self.gate.store(Arc::new(Gate::new(decider, keys)));
         self.webhooks.engine.store(Arc::new(engine));
         seen.went_live(&revision);
         if fetched {

@@ -83,7 +83,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         (None, None) => (String::new(), String::new()),
     };
     let decider = maker.make(config.engine.clone(), &source, &file)?;
-    let keys = KeyRing::for_engine(&config.engine, config.jwks_timings());
+    let keys = KeyRing::for_engine(&config.engine, config.jwks_timings()).refreshed_in_background();
     let revision = config.engine.revision().to_owned();
     let reloader = config.policy_file.as_ref().map(|policy| {
         Reloader::new(

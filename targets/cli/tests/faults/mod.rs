@@ -35,6 +35,8 @@ pub struct Faults {
     pub admin_port: u16,
     _origin: Option<Proc>,
     pub tollgate: Proc,
+    /// serve's open descriptors once it listened, before any request.
+    pub baseline_fds: usize,
 }
 
 impl Faults {
@@ -96,12 +98,37 @@ impl Faults {
                 .stderr(stderr),
             port,
         );
+        let baseline_fds = tollgate.open_fds();
         Faults {
             dir,
             port,
             admin_port,
             _origin: origin,
             tollgate,
+            baseline_fds,
+        }
+    }
+
+    /// Waits (5 s at most) until a fault left nothing behind: no client connection open,
+    /// no request in flight, and no more descriptors than at the start, but for
+    /// `pooled` kept-alive origin connections.
+    pub fn assert_nothing_held(&self, pooled: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (connections, in_flight, fds) = (
+                self.metric("tollgate_connections_open"),
+                self.metric("tollgate_requests_in_flight"),
+                self.tollgate.open_fds(),
+            );
+            if connections == 0 && in_flight == 0 && fds <= self.baseline_fds + pooled {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still held: {connections} connections, {in_flight} requests, {fds} descriptors ({} at the start)",
+                self.baseline_fds
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
