@@ -301,6 +301,27 @@ fn a_client_that_stalls_mid_head_gets_408_counted_and_audited() {
     faults.assert_nothing_held(0);
 }
 
+/// A request head past the 64 KiB a connection may buffer is refused, not buffered.
+#[test]
+fn a_request_head_too_large_to_buffer_is_refused() {
+    let faults = Faults::start(true, &[]);
+    let mut stream = TcpStream::connect(("127.0.0.1", faults.port)).expect("connect");
+    let padding = "p".repeat(100 * 1024);
+    let _ = stream.write_all(
+        format!("GET /acme/ok.git/info/refs HTTP/1.1\r\nHost: x\r\nX-Padding: {padding}\r\n\r\n")
+            .as_bytes(),
+    );
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = vec![0u8; 1024];
+    let n = stream.read(&mut answer).expect("an answer");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    drop(stream);
+    faults.assert_nothing_held(0);
+}
+
 #[test]
 fn requests_beyond_the_in_flight_limit_are_shed() {
     let faults = Faults::start(

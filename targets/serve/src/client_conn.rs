@@ -20,6 +20,12 @@ use tokio::net::TcpStream;
 use crate::exchange::{self, Failure};
 use crate::proxy::{self, OriginClient, Shared};
 
+/// The longest request head a connection may send (hyper's buffer would otherwise grow to
+/// about 400 KiB): heads here are a request line and headers with at most one token, so
+/// 64 KiB bounds each connection's memory with room to spare; a longer head is refused
+/// with 431.
+const MAX_HEAD_BUFFER: usize = 64 * 1024;
+
 const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 32\r\nConnection: close\r\n\r\nthe request head did not arrive\n";
 
 /// Serves `stream` until it closes; `header_timeout` bounds every request head.
@@ -63,6 +69,7 @@ pub async fn serve(
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        .max_header_size(MAX_HEAD_BUFFER)
         .serve_connection(TokioIo::new(stream), service);
     let served = graceful.watch(connection).await;
     let spare = spare.lock().unwrap_or_else(|p| p.into_inner()).take();
