@@ -392,7 +392,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         None => tollgate_serve::AuditTarget::Stdout,
         Some(path) => match path.to_str().and_then(tollgate_serve::parse_kafka_address) {
             None => tollgate_serve::AuditTarget::File(path),
-            Some(Ok((broker, topic))) => tollgate_serve::AuditTarget::Kafka { broker, topic },
+            Some(Ok(address)) => tollgate_serve::AuditTarget::Kafka(address),
             Some(Err(e)) => return Err(format!("--audit-log {e}")),
         },
     };

@@ -241,10 +241,12 @@ fn form_encode(value: &str) -> String {
 /// topic, and a client reading it back.
 struct KafkaTopic {
     broker: Proc,
-    /// `kafka://HOST:PORT/TOPIC`, as serve takes it.
+    /// `kafka://HOST:PORT/TOPIC` (or `kafkas://...?ca=...` behind TLS), as serve takes it.
     address: String,
     runtime: tokio::runtime::Runtime,
     partitions: Vec<rskafka::client::partition::PartitionClient>,
+    /// The TLS front (stunnel) and its certificate's folder, when behind TLS.
+    _tls: Option<(Proc, tempfile::TempDir)>,
 }
 
 impl KafkaTopic {
@@ -253,33 +255,50 @@ impl KafkaTopic {
     }
 
     fn start_with_partitions(topic: &str, count: i32) -> KafkaTopic {
+        Self::start_broker(topic, count, false)
+    }
+
+    /// A topic reached only over TLS: tansu advertises the port of a TLS front (Debian's
+    /// stunnel, with a certificate made here for 127.0.0.1), so every client connection,
+    /// serve's and the reader's, goes through it.
+    fn start_behind_tls(topic: &str) -> KafkaTopic {
+        Self::start_broker(topic, 1, true)
+    }
+
+    fn start_broker(topic: &str, count: i32, tls: bool) -> KafkaTopic {
         let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
+        let front_port = free_port();
+        let advertised = if tls { front_port } else { port };
         let broker = Proc::start(
             "tansu",
             Command::new("tansu")
                 .args([
                     "broker",
                     "--listener-url",
-                    &url,
+                    &format!("tcp://127.0.0.1:{port}"),
+                ])
+                .args([
                     "--advertised-listener-url",
-                    &url,
+                    &format!("tcp://127.0.0.1:{advertised}"),
                 ])
                 .args(["--storage-engine", "memory://tansu/"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
             port,
         );
+        let front = tls.then(|| tls_front(front_port, port));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        let bootstrap = format!("127.0.0.1:{port}");
+        let bootstrap = format!("127.0.0.1:{advertised}");
+        let ca = front.as_ref().map(|(_, dir)| dir.path().join("ca.pem"));
         let partitions = runtime.block_on(async {
-            let client = rskafka::client::ClientBuilder::new(vec![bootstrap.clone()])
-                .build()
-                .await
-                .expect("kafka client");
+            let mut builder = rskafka::client::ClientBuilder::new(vec![bootstrap.clone()]);
+            if let Some(ca) = &ca {
+                builder = builder.tls_config(trusting(ca));
+            }
+            let client = builder.build().await.expect("kafka client");
             client
                 .controller_client()
                 .expect("controller")
@@ -301,11 +320,16 @@ impl KafkaTopic {
             }
             partitions
         });
+        let address = match &ca {
+            Some(ca) => format!("kafkas://{bootstrap}/{topic}?ca={}", ca.display()),
+            None => format!("kafka://{bootstrap}/{topic}"),
+        };
         KafkaTopic {
             broker,
-            address: format!("kafka://{bootstrap}/{topic}"),
+            address,
             runtime,
             partitions,
+            _tls: front,
         }
     }
 
@@ -321,6 +345,161 @@ impl KafkaTopic {
             .block_on(self.partitions[id].fetch_records(0, 1..1_000_000, max_wait_ms))
             .expect("fetch");
         records
+    }
+}
+
+/// stunnel on `port` in front of `backend`, its certificate for 127.0.0.1 issued by a CA
+/// made here with openssl, in the folder it returns (`ca.pem` is the CA to trust).
+fn tls_front(port: u16, backend: u16) -> (Proc, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(
+        at("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("extensions");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    for args in [
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=tollgate test CA",
+            "-keyout",
+            &at("ca.key"),
+            "-out",
+            &at("ca.pem"),
+        ],
+        vec![
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &at("key.pem"),
+            "-out",
+            &at("leaf.csr"),
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &at("leaf.csr"),
+            "-CA",
+            &at("ca.pem"),
+            "-CAkey",
+            &at("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &at("leaf.ext"),
+            "-out",
+            &at("cert.pem"),
+        ],
+    ] {
+        let made = Command::new("openssl")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(made.success(), "openssl {args:?} failed");
+    }
+    let config = dir.path().join("stunnel.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "foreground = yes\npid =\n[kafka]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{backend}\ncert = {}\nkey = {}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("stunnel config");
+    let front = Proc::start(
+        "stunnel",
+        Command::new("stunnel")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        port,
+    );
+    (front, dir)
+}
+
+/// A TLS client configuration trusting only the certificate in `ca`.
+fn trusting(ca: &Path) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(certificate.expect("certificate")).expect("root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Deliveries to a broker reached over TLS (`kafkas://`, the certificate trusted through
+/// `ca`), as Azure Event Hubs' Kafka endpoint is: relayed and read back over TLS. Without
+/// the certificate's CA (the web PKI roots) or without TLS, serve refuses to start rather
+/// than run without its sink.
+#[test]
+fn deliveries_reach_a_topic_over_tls_and_an_untrusted_broker_stops_the_start() {
+    let kafka = KafkaTopic::start_behind_tls("gogs-events");
+    let gateway = Gateway::start_to(Some(&kafka.address));
+    let payload = push_payload("acme/app");
+    let (status, answer) =
+        gateway.deliver("push", DELIVERY, JSON, &payload, &sign(&payload, SECRET));
+    assert_eq!(status, 202, "{answer}");
+    let records = kafka.records(1_000);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        records[0].record.key.as_deref(),
+        Some(b"acme/app".as_slice())
+    );
+
+    let untrusted = kafka.address.split_once('?').expect("ca").0.to_owned();
+    let plaintext = untrusted.replacen("kafkas://", "kafka://", 1);
+    for (address, why) in [
+        (untrusted.as_str(), "certificate"),
+        (plaintext.as_str(), ""),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("policy.toml"), format!("{ORIGIN}{WEBHOOK}"))
+            .expect("policy");
+        std::fs::write(
+            dir.path().join("secrets.json"),
+            format!(r#"{{"svc-token": "t", "hook-secret": "{SECRET}"}}"#),
+        )
+        .expect("secrets");
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "--policy"])
+            .arg(dir.path().join("policy.toml"))
+            .arg("--secrets")
+            .arg(dir.path().join("secrets.json"))
+            .args(["--webhook-sink", address, "--audit-log", "/dev/null"])
+            .args(["--origin", "http://127.0.0.1:9"])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .output()
+            .expect("serve");
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{address}: serve started");
+        assert!(
+            stderr.contains("webhook sink: ") && stderr.contains(why),
+            "{address}: {stderr}"
+        );
     }
 }
 

@@ -32,7 +32,7 @@ impl AuditLog {
                     .append(true)
                     .open(path)?,
             ),
-            AuditTarget::Kafka { broker, topic } => Box::new(KafkaLines::connect(broker, topic)?),
+            AuditTarget::Kafka(address) => Box::new(KafkaLines::connect(address)?),
         };
         let (sender, receiver) = sync_channel(queue.max(1));
         let failing = Arc::new(AtomicBool::new(false));
@@ -87,16 +87,16 @@ struct KafkaLines {
 }
 
 impl KafkaLines {
-    /// Connects to `topic` at `broker`, which must exist. Runs on a thread of its own: the
+    /// Connects to the address' topic, which must exist. Runs on a thread of its own: the
     /// caller may be inside another runtime.
-    fn connect(broker: &str, topic: &str) -> std::io::Result<Self> {
-        let (broker, topic) = (broker.to_owned(), topic.to_owned());
+    fn connect(address: &kafka::Address) -> std::io::Result<Self> {
+        let address = address.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let topic = runtime
-                .block_on(kafka::connect(&broker, &topic))
+                .block_on(kafka::connect(&address))
                 .map_err(std::io::Error::other)?;
             Ok(KafkaLines {
                 runtime,

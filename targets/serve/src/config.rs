@@ -10,11 +10,21 @@ use policy_core::Engine;
 pub enum AuditTarget {
     Stdout,
     File(PathBuf),
-    /// `kafka://HOST:PORT/TOPIC`: partition 0 of an existing topic.
-    Kafka {
-        broker: String,
-        topic: String,
-    },
+    /// `kafka[s]://HOST:PORT/TOPIC[?...]`: an existing topic.
+    Kafka(crate::kafka::Address),
+}
+
+impl AuditTarget {
+    /// Takes a Kafka sink's SASL password from `secrets`.
+    pub fn resolve(
+        &mut self,
+        secrets: &std::collections::HashMap<String, String>,
+    ) -> Result<(), String> {
+        match self {
+            AuditTarget::Kafka(address) => address.resolve(secrets),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `--policy-url` and its settings.

@@ -1,30 +1,207 @@
-//! What serve's two Kafka sinks (webhook deliveries, audit records) share: the
-//! `kafka://HOST:PORT/TOPIC` address, connecting to every partition of an existing topic,
-//! placing each record where Kafka's default partitioner would, producing within a bound,
-//! and the records' timestamp.
+//! What serve's two Kafka sinks (webhook deliveries, audit records) share: the address
+//! (`kafka://` or, over TLS, `kafkas://HOST:PORT/TOPIC`, with SASL credentials from the
+//! secrets), connecting to every partition of an existing topic, placing each record where
+//! Kafka's default partitioner would, producing within a bound, and the records' timestamp.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Credentials, SaslConfig};
 use rskafka::record::Record;
 
 /// How long a broker has to answer a connection or acknowledge a batch.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `(broker, topic)` of a `kafka://HOST:PORT/TOPIC` address; `None` when `text` is not a
-/// Kafka address at all, `Some(Err)` when it is one written wrong.
-pub fn parse_address(text: &str) -> Option<Result<(String, String), String>> {
-    let rest = text.strip_prefix("kafka://")?;
-    Some(match rest.split_once('/') {
-        Some((broker, topic))
-            if !broker.is_empty() && !topic.is_empty() && !topic.contains('/') =>
-        {
-            Ok((broker.to_owned(), topic.to_owned()))
+/// Where a Kafka sink writes, and how it signs in:
+///
+/// `kafka[s]://HOST:PORT/TOPIC[?sasl=MECHANISM&user=NAME&password=SECRET&ca=FILE]`
+///
+/// `kafkas` is TLS, verified against the web PKI roots or the PEM certificates in `ca`;
+/// `sasl` is `plain`, `scram-sha-256` or `scram-sha-512`, with `user` and `password` the
+/// name of a secret in serve's `--secrets` (Azure Event Hubs: `sasl=plain`,
+/// `user=$ConnectionString`, the connection string as the secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Address {
+    pub broker: String,
+    pub topic: String,
+    pub tls: bool,
+    /// PEM certificates to trust instead of the web PKI roots.
+    pub ca: Option<PathBuf>,
+    pub sasl: Option<Sasl>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sasl {
+    pub mechanism: Mechanism,
+    pub user: String,
+    /// The secret holding the password, by name.
+    pub password_secret: String,
+    /// Filled from the secrets by [`Address::resolve`].
+    password: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+impl std::fmt::Debug for Sasl {
+    /// Never the password itself.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sasl")
+            .field("mechanism", &self.mechanism)
+            .field("user", &self.user)
+            .field("password_secret", &self.password_secret)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The address in `text`; `None` when it is not a Kafka address at all, `Some(Err)` when
+/// it is one written wrong.
+pub fn parse_address(text: &str) -> Option<Result<Address, String>> {
+    let (tls, rest) = match (
+        text.strip_prefix("kafka://"),
+        text.strip_prefix("kafkas://"),
+    ) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return None,
+    };
+    Some(parse(tls, rest).map_err(|why| {
+        format!("`{text}`: {why} (expected kafka[s]://HOST:PORT/TOPIC[?sasl=plain|scram-sha-256|scram-sha-512&user=NAME&password=SECRET&ca=FILE])")
+    }))
+}
+
+fn parse(tls: bool, rest: &str) -> Result<Address, String> {
+    let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (broker, topic) = location
+        .split_once('/')
+        .filter(|(b, t)| !b.is_empty() && !t.is_empty() && !t.contains('/'))
+        .ok_or("no HOST:PORT/TOPIC")?;
+    let params: Vec<(String, String)> = reqwest::Url::parse(&format!("kafka://x/?{query}"))
+        .map_err(|e| e.to_string())?
+        .query_pairs()
+        .into_owned()
+        .collect();
+    let known = ["sasl", "user", "password", "ca"];
+    for (i, (name, _)) in params.iter().enumerate() {
+        if !known.contains(&name.as_str()) {
+            return Err(format!("unknown parameter `{name}`"));
         }
-        _ => Err(format!("`{text}`: expected kafka://HOST:PORT/TOPIC")),
+        if params.iter().skip(i + 1).any(|(other, _)| other == name) {
+            return Err(format!("`{name}` given twice"));
+        }
+    }
+    let one = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let sasl = match one("sasl") {
+        None => None,
+        Some(mechanism) => {
+            let mechanism = match mechanism.as_str() {
+                "plain" => Mechanism::Plain,
+                "scram-sha-256" => Mechanism::ScramSha256,
+                "scram-sha-512" => Mechanism::ScramSha512,
+                other => return Err(format!("unknown SASL mechanism `{other}`")),
+            };
+            let user = one("user").ok_or("SASL needs `user`")?;
+            let password_secret =
+                one("password").ok_or("SASL needs `password` (a secret's name)")?;
+            let loopback = broker.starts_with("127.")
+                || broker.starts_with("localhost:")
+                || broker.starts_with("[::1]:");
+            if mechanism == Mechanism::Plain && !tls && !loopback {
+                return Err("SASL PLAIN sends the password as it is: use kafkas://".into());
+            }
+            Some(Sasl {
+                mechanism,
+                user,
+                password_secret,
+                password: None,
+            })
+        }
+    };
+    let ca = one("ca").map(PathBuf::from);
+    if ca.is_some() && !tls {
+        return Err("`ca` is for kafkas:// (TLS)".into());
+    }
+    Ok(Address {
+        broker: broker.to_owned(),
+        topic: topic.to_owned(),
+        tls,
+        ca,
+        sasl,
     })
+}
+
+impl Address {
+    /// Takes the SASL password from `secrets`.
+    pub fn resolve(
+        &mut self,
+        secrets: &std::collections::HashMap<String, String>,
+    ) -> Result<(), String> {
+        if let Some(sasl) = &mut self.sasl {
+            let password = secrets.get(&sasl.password_secret).ok_or_else(|| {
+                format!(
+                    "Kafka SASL password: no secret `{}` in --secrets",
+                    sasl.password_secret
+                )
+            })?;
+            sasl.password = Some(password.clone());
+        }
+        Ok(())
+    }
+
+    fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca {
+            Some(path) => {
+                use rustls::pki_types::pem::PemObject;
+                let certificates = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                for certificate in certificates {
+                    let certificate =
+                        certificate.map_err(|e| format!("{}: {e}", path.display()))?;
+                    roots
+                        .add(certificate)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Arc::new(config))
+    }
+
+    fn sasl_config(&self) -> Result<Option<SaslConfig>, String> {
+        let Some(sasl) = &self.sasl else {
+            return Ok(None);
+        };
+        let password = sasl
+            .password
+            .clone()
+            .ok_or("Kafka SASL password was not resolved from the secrets")?;
+        let credentials = Credentials::new(sasl.user.clone(), password);
+        Ok(Some(match sasl.mechanism {
+            Mechanism::Plain => SaslConfig::Plain(credentials),
+            Mechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
+            Mechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
+        }))
+    }
 }
 
 /// A topic's partitions, each record produced to the one Kafka's default partitioner
@@ -44,14 +221,25 @@ impl std::fmt::Debug for Topic {
     }
 }
 
-/// Every partition of `topic` at `broker`; the topic must exist and the broker answer
-/// within [`TIMEOUT`].
-pub async fn connect(broker: &str, topic: &str) -> Result<Topic, String> {
+/// Every partition of the address' topic; the topic must exist and the broker answer
+/// (and take the TLS and SASL settings) within [`TIMEOUT`].
+pub async fn connect(address: &Address) -> Result<Topic, String> {
+    let (broker, topic) = (address.broker.as_str(), address.topic.as_str());
     let connect = async {
-        let client = rskafka::client::ClientBuilder::new(vec![broker.to_owned()])
-            .build()
-            .await
-            .map_err(|e| e.to_string())?;
+        // rskafka retries a failing connection forever by default: a deadline inside ours
+        // lets its last error (an untrusted certificate, a refused password) be the one said.
+        let mut builder = rskafka::client::ClientBuilder::new(vec![broker.to_owned()])
+            .backoff_config(rskafka::BackoffConfig {
+                deadline: Some(TIMEOUT.saturating_sub(Duration::from_secs(1))),
+                ..Default::default()
+            });
+        if address.tls {
+            builder = builder.tls_config(address.tls_config()?);
+        }
+        if let Some(sasl) = address.sasl_config()? {
+            builder = builder.sasl_config(sasl);
+        }
+        let client = builder.build().await.map_err(|e| e.to_string())?;
         let listed = client.list_topics().await.map_err(|e| e.to_string())?;
         let ids = listed
             .into_iter()
@@ -135,7 +323,76 @@ pub fn record(
 
 #[cfg(test)]
 mod tests {
-    use super::Topic;
+    use super::{parse_address, Mechanism, Topic};
+
+    #[test]
+    fn addresses_say_where_and_how_to_sign_in() {
+        let event_hubs = parse_address("kafkas://ns.servicebus.windows.net:9093/gogs?sasl=plain&user=%24ConnectionString&password=event-hubs")
+            .expect("an address")
+            .expect("valid");
+        assert!(event_hubs.tls);
+        assert_eq!(
+            (event_hubs.broker.as_str(), event_hubs.topic.as_str()),
+            ("ns.servicebus.windows.net:9093", "gogs")
+        );
+        let sasl = event_hubs.sasl.as_ref().expect("sasl");
+        assert_eq!(
+            (
+                sasl.mechanism,
+                sasl.user.as_str(),
+                sasl.password_secret.as_str()
+            ),
+            (Mechanism::Plain, "$ConnectionString", "event-hubs")
+        );
+        let mut resolved = event_hubs.clone();
+        resolved
+            .resolve(
+                &[("event-hubs".to_owned(), "Endpoint=sb://secret".to_owned())]
+                    .into_iter()
+                    .collect(),
+            )
+            .expect("resolved");
+        assert!(!format!("{resolved:?}").contains("sb://secret"));
+        let plain = parse_address("kafka://127.0.0.1:9092/audit")
+            .expect("an address")
+            .expect("valid");
+        assert!(!plain.tls && plain.sasl.is_none() && plain.ca.is_none());
+        assert!(parse_address("/var/log/audit.log").is_none());
+        for (bad, why) in [
+            (
+                "kafka://broker.example:9092/t?sasl=plain&user=u&password=p",
+                "use kafkas://",
+            ),
+            (
+                "kafkas://b:9093/t?sasl=gssapi&user=u&password=p",
+                "unknown SASL mechanism `gssapi`",
+            ),
+            (
+                "kafkas://b:9093/t?sasl=plain&password=p",
+                "SASL needs `user`",
+            ),
+            ("kafka://b:9092/t?ca=ca.pem", "`ca` is for kafkas://"),
+            ("kafkas://b:9093/t?tls=1", "unknown parameter `tls`"),
+            ("kafka://b:9092/a/b", "no HOST:PORT/TOPIC"),
+            ("kafkas://b:9093/t?user=a&user=b", "`user` given twice"),
+        ] {
+            let error = parse_address(bad).expect("an address").expect_err(bad);
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+        let mut address = event_hubs.clone();
+        assert!(address
+            .resolve(&Default::default())
+            .unwrap_err()
+            .contains("no secret `event-hubs`"));
+        address
+            .resolve(
+                &[("event-hubs".to_owned(), "Endpoint=sb://...".to_owned())]
+                    .into_iter()
+                    .collect(),
+            )
+            .expect("resolved");
+        assert!(address.sasl_config().expect("sasl").is_some());
+    }
 
     /// Kafka's own cases for its murmur2 (`UtilsTest.testMurmur2`), as signed 32-bit.
     #[test]

@@ -28,7 +28,9 @@ mod webhooks;
 pub use config::{
     AuditTarget, PolicyFile, PolicyUrlConfig, RateStoreConfig, ServeConfig, WasmConfig,
 };
-pub use kafka::{parse_address as parse_kafka_address, Topic as KafkaTopic};
+pub use kafka::{
+    parse_address as parse_kafka_address, Address as KafkaAddress, Topic as KafkaTopic,
+};
 pub use policy_url::{fetch_once as fetch_policy_once, PolicyUrl};
 pub use server::{run, serve};
 pub use webhooks::WebhookSink;

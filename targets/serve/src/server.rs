@@ -106,6 +106,10 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         ),
         None => None,
     };
+    let mut webhook_sink = config.webhook_sink.clone();
+    webhook_sink.resolve(&config.secrets)?;
+    let mut audit_target = config.audit.clone();
+    audit_target.resolve(&config.secrets)?;
     let shared = Arc::new(Shared {
         gate: ArcSwap::from_pointee(Gate::new(decider, keys)),
         reloader,
@@ -114,14 +118,14 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
             Webhooks::new(
                 config.engine.clone(),
                 Box::new(SecretMap(config.secrets.clone())),
-                &config.webhook_sink,
+                &webhook_sink,
             )
             .await
             .map_err(|e| format!("webhook sink: {e}"))?,
         ),
         rates: ShardedRates::default(),
         origin: Origin::parse(&config.origin)?,
-        audit: AuditLog::open(&config.audit, config.audit_queue)
+        audit: AuditLog::open(&audit_target, config.audit_queue)
             .map_err(|e| format!("audit log: {e}"))?,
         audit_required: config.audit_required,
         metrics: Metrics::new(&revision),

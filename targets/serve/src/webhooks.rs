@@ -30,22 +30,30 @@ const SEEN_CAPACITY: usize = 100_000;
 pub enum WebhookSink {
     Stdout,
     File(std::path::PathBuf),
-    /// `kafka://HOST:PORT/TOPIC`: an existing topic, keyed by repository.
-    Kafka {
-        broker: String,
-        topic: String,
-    },
+    /// `kafka[s]://HOST:PORT/TOPIC[?...]`: an existing topic, keyed by repository.
+    Kafka(kafka::Address),
 }
 
 impl WebhookSink {
-    /// `stdout`, `kafka://HOST:PORT/TOPIC`, or a file path.
+    /// Takes a Kafka sink's SASL password from `secrets`.
+    pub fn resolve(
+        &mut self,
+        secrets: &std::collections::HashMap<String, String>,
+    ) -> Result<(), String> {
+        match self {
+            WebhookSink::Kafka(address) => address.resolve(secrets),
+            _ => Ok(()),
+        }
+    }
+
+    /// `stdout`, `kafka[s]://HOST:PORT/TOPIC[?...]`, or a file path.
     pub fn parse(text: &str) -> Result<WebhookSink, String> {
         if text == "stdout" || text == "-" {
             return Ok(WebhookSink::Stdout);
         }
         match kafka::parse_address(text) {
             None => Ok(WebhookSink::File(text.into())),
-            Some(Ok((broker, topic))) => Ok(WebhookSink::Kafka { broker, topic }),
+            Some(Ok(address)) => Ok(WebhookSink::Kafka(address)),
             Some(Err(e)) => Err(format!("--webhook-sink {e}")),
         }
     }
@@ -82,9 +90,7 @@ impl Webhooks {
                     .open(path)
                     .map_err(|e| format!("{}: {e}", path.display()))?,
             )),
-            WebhookSink::Kafka { broker, topic } => {
-                Sink::Kafka(kafka::connect(broker, topic).await?)
-            }
+            WebhookSink::Kafka(address) => Sink::Kafka(kafka::connect(address).await?),
         };
         Ok(Webhooks {
             engine: ArcSwap::from_pointee(engine),
