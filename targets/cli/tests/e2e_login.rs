@@ -119,6 +119,24 @@ fn git(home: &Path, dir: &Path, args: &[&str]) -> Output {
         .expect("run git")
 }
 
+/// `tollgate login` with `args`, as a person at this world's home would run it, its
+/// stderr piped for the test to read.
+fn login(home: &Path, args: &[&str], browser: Option<&str>) -> std::process::Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command
+        .arg("login")
+        .args(args)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("TOLLGATE_CREDENTIALS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(browser) = browser {
+        command.env("BROWSER", browser);
+    }
+    command.spawn().expect("tollgate login")
+}
+
 fn stored(home: &Path, gateway: &str) -> Value {
     let text = std::fs::read_to_string(home.join(".config/tollgate/credentials.json"))
         .expect("credentials file");
@@ -136,16 +154,8 @@ fn login_then_git_through_the_credential_helper_with_refreshed_tokens() {
     let home = world.home();
 
     // Sign in: the command shows a code, alice enters it at the provider and signs in.
-    let mut login = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        // Nothing but the gateway: it publishes the issuer, client id and resource.
-        .args(["login", &gateway])
-        .env("HOME", &home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("TOLLGATE_CREDENTIALS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tollgate login");
+    // Nothing but the gateway: it publishes the issuer, client id and resource.
+    let mut login = login(&home, &[&gateway], None);
     let mut said = String::new();
     let mut lines = BufReader::new(login.stderr.take().expect("stderr")).lines();
     let user_code = loop {
@@ -264,25 +274,14 @@ fn login_in_a_browser_with_pkce_on_a_loopback_redirect() {
     let idp = format!("http://127.0.0.1:{}", world.idp_port);
     let home = world.home();
 
-    let mut login = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        // Five-minute tokens (not `[login]`'s one-second ones): a push with git-lfs spans
-        // several requests on one credential.
-        .args([
-            "login",
-            &gateway,
-            "--browser",
-            "--resource",
-            "urn:gogs:es256",
-        ])
-        // No desktop here: the test's Chromium opens the URL the command shows.
-        .env("BROWSER", "true")
-        .env("HOME", &home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("TOLLGATE_CREDENTIALS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tollgate login --browser");
+    // Five-minute tokens (not `[login]`'s one-second ones): a push with git-lfs spans
+    // several requests on one credential. No desktop here: the test's Chromium opens the
+    // URL the command shows.
+    let mut login = login(
+        &home,
+        &[&gateway, "--browser", "--resource", "urn:gogs:es256"],
+        Some("true"),
+    );
     let mut lines = BufReader::new(login.stderr.take().expect("stderr")).lines();
     let line = lines.next().expect("a line").expect("stderr");
     let url = line

@@ -20,16 +20,7 @@ fn half_open_connections_are_capped_and_released_at_the_header_timeout() {
     let per_round = half_open_per_round();
     let mut rss_after_round = Vec::new();
     for round in 1..=3u64 {
-        // Clients that send half a request head and wait (slowloris).
-        let held: Vec<TcpStream> = (0..per_round)
-            .filter_map(|_| {
-                let mut stream = TcpStream::connect(("127.0.0.1", faults.port)).ok()?;
-                stream
-                    .write_all(b"GET /acme/ok.git/info/refs HTTP/1.1\r\nHost: x\r\n")
-                    .ok()?;
-                Some(stream)
-            })
-            .collect();
+        let held = half_open(&faults, per_round);
         assert_eq!(held.len(), per_round);
         // Most are refused at once; a few may take the places of held ones the header
         // timeout already released, if opening them all took long.
@@ -111,15 +102,7 @@ fn half_open_connections_under_the_default_limit_leave_normal_clients_served() {
     let faults = Faults::start(true, &["--header-timeout", "3"]);
     let baseline_fds = faults.tollgate.open_fds();
     let count = half_open_per_round();
-    let held: Vec<TcpStream> = (0..count)
-        .filter_map(|_| {
-            let mut stream = TcpStream::connect(("127.0.0.1", faults.port)).ok()?;
-            stream
-                .write_all(b"GET /acme/ok.git/info/refs HTTP/1.1\r\nHost: x\r\n")
-                .ok()?;
-            Some(stream)
-        })
-        .collect();
+    let held = half_open(&faults, count);
     assert_eq!(held.len(), count);
     let deadline = Instant::now() + Duration::from_secs(3);
     while faults.metric("tollgate_connections_open") < count as u64 {
@@ -159,6 +142,19 @@ fn half_open_connections_under_the_default_limit_leave_normal_clients_served() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `count` clients that send half a request head and wait (slowloris).
+fn half_open(faults: &Faults, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .filter_map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", faults.port)).ok()?;
+            stream
+                .write_all(b"GET /acme/ok.git/info/refs HTTP/1.1\r\nHost: x\r\n")
+                .ok()?;
+            Some(stream)
+        })
+        .collect()
 }
 
 /// A thousand half-open connections a round, or what a quarter of this process's

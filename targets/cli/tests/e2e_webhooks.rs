@@ -50,13 +50,6 @@ impl Gateway {
     /// with `extra` flags.
     fn start_with(sink: Option<&str>, audit: Option<&str>, extra: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("policy.toml"), format!("{ORIGIN}{WEBHOOK}"))
-            .expect("policy");
-        std::fs::write(
-            dir.path().join("secrets.json"),
-            format!(r#"{{"svc-token": "t", "hook-secret": "{SECRET}"}}"#),
-        )
-        .expect("secrets");
         let origin_port = free_port();
         let origin = faulty_origin(origin_port);
         let (port, admin_port) = (free_port(), free_port());
@@ -66,19 +59,13 @@ impl Gateway {
         );
         let serve = Proc::start(
             "tollgate serve",
-            Command::new(env!("CARGO_BIN_EXE_tollgate"))
-                .args(["serve", "--policy"])
-                .arg(dir.path().join("policy.toml"))
-                .arg("--secrets")
-                .arg(dir.path().join("secrets.json"))
+            serve_command(dir.path(), &sink)
                 .arg("--audit-log")
                 .arg(audit.map_or_else(
                     || dir.path().join("audit.log").display().to_string(),
                     str::to_owned,
                 ))
                 .args(extra)
-                .arg("--webhook-sink")
-                .arg(&sink)
                 .args(["--origin", &format!("http://127.0.0.1:{origin_port}")])
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
@@ -124,6 +111,26 @@ impl Gateway {
 }
 
 const DELIVERY: &str = ACCEPTED_DELIVERY;
+
+/// `tollgate serve` with the webhook policy and its secrets written into `dir`, relaying
+/// to `sink`.
+fn serve_command(dir: &Path, sink: &str) -> Command {
+    std::fs::write(dir.join("policy.toml"), format!("{ORIGIN}{WEBHOOK}")).expect("policy");
+    std::fs::write(
+        dir.join("secrets.json"),
+        format!(r#"{{"svc-token": "t", "hook-secret": "{SECRET}"}}"#),
+    )
+    .expect("secrets");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command
+        .args(["serve", "--policy"])
+        .arg(dir.join("policy.toml"))
+        .arg("--secrets")
+        .arg(dir.join("secrets.json"))
+        .arg("--webhook-sink")
+        .arg(sink);
+    command
+}
 
 #[test]
 fn a_signed_push_is_relayed_once_and_nothing_else_reaches_the_sink() {
@@ -477,20 +484,8 @@ fn deliveries_reach_a_topic_over_tls_and_an_untrusted_broker_stops_the_start() {
         (plaintext.as_str(), ""),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("policy.toml"), format!("{ORIGIN}{WEBHOOK}"))
-            .expect("policy");
-        std::fs::write(
-            dir.path().join("secrets.json"),
-            format!(r#"{{"svc-token": "t", "hook-secret": "{SECRET}"}}"#),
-        )
-        .expect("secrets");
-        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["serve", "--policy"])
-            .arg(dir.path().join("policy.toml"))
-            .arg("--secrets")
-            .arg(dir.path().join("secrets.json"))
-            .args(["--webhook-sink", address, "--audit-log", "/dev/null"])
-            .args(["--origin", "http://127.0.0.1:9"])
+        let out = serve_command(dir.path(), address)
+            .args(["--audit-log", "/dev/null", "--origin", "http://127.0.0.1:9"])
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
             .output()
             .expect("serve");

@@ -61,7 +61,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         Err(e) => return Response::error(e.message(), e.status()),
     };
     if config.gate.decider.wants_entropy() {
-        ingested.set_entropy(sign_in::entropy());
+        ingested.set_entropy(tollgate_host_kit::js_entropy());
     }
     // LFS batch bodies decide the access they need; a request no body could get through is
     // refused before its body is read.

@@ -12,7 +12,6 @@
 
 #[cfg(feature = "aws-lc")]
 pub mod crypto;
-#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub mod entropy;
 pub mod gate;
 pub mod ingest;
@@ -26,6 +25,8 @@ pub mod tokens;
 
 #[cfg(feature = "aws-lc")]
 pub use crypto::AWS_LC;
+#[cfg(feature = "js")]
+pub use entropy::js_entropy;
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub use entropy::os_entropy;
 pub use gate::{DecideFailure, Decided, Decider, Gate, NativeDecider};

@@ -79,6 +79,36 @@ impl Options {
     }
 }
 
+/// What `decide` and `completeSignIn` read alike from their arguments.
+struct Call {
+    request: OwnedRequest,
+    now: UnixTime,
+    keys: Keys,
+    secrets: Secrets,
+    explain: bool,
+}
+
+impl Call {
+    fn read(
+        policy: &CompiledPolicy,
+        request: &JsValue,
+        options: Option<JsValue>,
+    ) -> Result<Call, JsValue> {
+        let mut request: OwnedRequest = from_js(request, "request")?;
+        if request.entropy.is_none() && policy.engine.wants_entropy() {
+            request.entropy = tollgate_host_kit::js_entropy();
+        }
+        let options = Options::read(options)?;
+        Ok(Call {
+            request,
+            now: unix_time(options.now.unwrap_or_else(|| js_sys::Date::now() / 1000.0)),
+            keys: options.key_sets()?,
+            explain: options.explain,
+            secrets: Secrets(options.secrets),
+        })
+    }
+}
+
 /// Parsed JWKS documents by issuer name.
 struct Keys(BTreeMap<String, KeySet>);
 
@@ -158,25 +188,23 @@ impl Policy {
         to_js(&urls)
     }
 
-    /// Decides `request` (`{method, path, query, headers, body, client_ip}`) under
-    /// `options` (`{now, keys, secrets, explain}`).
+    /// Decides `request` (`{method, path, query, headers, body, client_ip, entropy}`) under
+    /// `options` (`{now, keys, secrets, explain}`). A policy that signs browsers in draws
+    /// a request's randomness from `crypto.getRandomValues` when it names none.
     pub fn decide(
         &self,
         #[wasm_bindgen(unchecked_param_type = "Request")] request: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "Options")] options: Option<JsValue>,
     ) -> Result<Verdict, JsValue> {
-        let request: OwnedRequest = from_js(&request, "request")?;
-        let options = Options::read(options)?;
-        let keys = options.key_sets()?;
-        let now = unix_time(options.now.unwrap_or_else(|| js_sys::Date::now() / 1000.0));
-        let pairs = request.header_pairs();
-        let facts = request.facts(&pairs);
-        let secrets = Secrets(options.secrets);
+        let call = Call::read(&self.policy, &request, options)?;
+        let pairs = call.request.header_pairs();
+        let facts = call.request.facts(&pairs);
         let engine = &self.policy.engine;
-        let verdict = if options.explain {
-            engine.decide_explained(&facts, now, &keys, &secrets, &policy_core::NoTokenCache)
+        let (now, keys, secrets) = (call.now, &call.keys, &call.secrets);
+        let verdict = if call.explain {
+            engine.decide_explained(&facts, now, keys, secrets, &policy_core::NoTokenCache)
         } else {
-            engine.decide(&facts, now, &keys, &secrets)
+            engine.decide(&facts, now, keys, secrets)
         };
         Ok(Verdict { verdict })
     }
@@ -193,19 +221,16 @@ impl Policy {
         #[wasm_bindgen(unchecked_param_type = "TokenResponse")] response: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "Options")] options: Option<JsValue>,
     ) -> Result<JsValue, JsValue> {
-        let request: OwnedRequest = from_js(&request, "request")?;
         let response: OwnedTokenResponse = from_js(&response, "response")?;
-        let options = Options::read(options)?;
-        let keys = options.key_sets()?;
-        let now = unix_time(options.now.unwrap_or_else(|| js_sys::Date::now() / 1000.0));
-        let pairs = request.header_pairs();
-        let facts = request.facts(&pairs);
-        let secrets = Secrets(options.secrets);
+        let call = Call::read(&self.policy, &request, options)?;
+        let pairs = call.request.header_pairs();
+        let facts = call.request.facts(&pairs);
         let engine = &self.policy.engine;
-        let decision = if options.explain {
-            engine.complete_sign_in_explained(&facts, response.response(), now, &keys, &secrets)
+        let (now, keys, secrets) = (call.now, &call.keys, &call.secrets);
+        let decision = if call.explain {
+            engine.complete_sign_in_explained(&facts, response.response(), now, keys, secrets)
         } else {
-            engine.complete_sign_in(&facts, response.response(), now, &keys, &secrets)
+            engine.complete_sign_in(&facts, response.response(), now, keys, secrets)
         };
         to_js(&decision)
     }
