@@ -321,7 +321,7 @@ impl<D: Decider> Gate<D> {
             }
             _ => TokenResponse::Failed,
         };
-        let (result, mut fetches) = self
+        let (result, completing_fetches) = self
             .keys
             .decide(now, &fetch, || {
                 self.decider
@@ -329,10 +329,9 @@ impl<D: Decider> Gate<D> {
                     .map(Verdict::Decided)
             })
             .await;
-        let mut completed = Decided::from(result, Vec::new());
-        fetches.splice(0..0, decided.fetches);
-        completed.fetches = fetches;
-        Ok(completed)
+        let mut fetches = decided.fetches;
+        fetches.extend(completing_fetches);
+        Ok(Decided::from(result, fetches))
     }
 
     /// For a request whose body counts ([`RequestFacts::wants_body`]), decided before the

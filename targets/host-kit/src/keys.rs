@@ -30,7 +30,7 @@ pub struct KeyRing {
     /// The host refreshes due keys in a background task ([`KeyRing::refresh_due`]), so a
     /// decision fetches only keys it has none of (and after a key miss), never waiting on
     /// a routine refresh of keys that still serve.
-    background_refresh: std::sync::atomic::AtomicBool,
+    background_refresh: bool,
 }
 
 impl KeyRing {
@@ -41,16 +41,17 @@ impl KeyRing {
     ) -> Self {
         KeyRing {
             schedule: Mutex::new(JwksSchedule::new(issuers, timings)),
-            background_refresh: std::sync::atomic::AtomicBool::new(false),
+            background_refresh: false,
         }
     }
 
     /// Says the host calls [`KeyRing::refresh_due`] on its own schedule: decisions then
     /// wait only on fetches of keys they have none of.
     pub fn refreshed_in_background(self) -> Self {
-        self.background_refresh
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        self
+        KeyRing {
+            background_refresh: true,
+            ..self
+        }
     }
 
     /// A ring for the issuers of `engine`.
@@ -161,10 +162,7 @@ impl KeyRing {
         F: Fn(String) -> Fut,
         Fut: Future<Output = Fetched>,
     {
-        let due = if self
-            .background_refresh
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        let due = if self.background_refresh {
             self.lock().due_without_keys(now)
         } else {
             self.lock().due(now)
