@@ -293,10 +293,10 @@ impl Worker {
                     let (watcher, header_timeout) = (graceful.watcher(), self.header_timeout);
                     tokio::spawn(async move {
                         shared.metrics.connections(1);
-                        let metrics = Arc::clone(&shared);
-                        client_conn::serve(shared, client, stream, peer, header_timeout, watcher)
+                        let conn_shared = Arc::clone(&shared);
+                        client_conn::serve(conn_shared, client, stream, peer, header_timeout, watcher)
                             .await;
-                        metrics.metrics.connections(-1);
+                        shared.metrics.connections(-1);
                         drop(slot);
                     });
                 }
@@ -386,8 +386,6 @@ async fn next_hangup(hangups: &mut Hangups) -> Option<()> {
     std::future::pending().await
 }
 
-/// Answers a connection over the limit with a 503 and closes it, giving the client at
-/// most a second to take it.
 /// Connections the kernel queues for the workers to accept: the standard library's 128
 /// would make a burst of clients (or of half-open attackers) wait on SYN retransmissions
 /// while the workers are idle; the kernel caps this at `net.core.somaxconn`.
@@ -405,6 +403,8 @@ fn client_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpL
     socket.listen(LISTEN_BACKLOG)?.into_std()
 }
 
+/// Answers a connection over the limit with a 503 and closes it, giving the client at
+/// most a second to take it.
 async fn refuse_connection(mut stream: tokio::net::TcpStream) {
     use tokio::io::AsyncWriteExt;
     const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 28\r\nConnection: close\r\n\r\ntoo many connections; retry\n";
