@@ -12,7 +12,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -121,7 +121,7 @@ fn git(home: &Path, dir: &Path, args: &[&str]) -> Output {
 
 /// `tollgate login` with `args`, as a person at this world's home would run it, its
 /// stderr piped for the test to read.
-fn login(home: &Path, args: &[&str], browser: Option<&str>) -> std::process::Child {
+fn login(home: &Path, args: &[&str], browser: Option<&str>) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     command
         .arg("login")
@@ -135,6 +135,18 @@ fn login(home: &Path, args: &[&str], browser: Option<&str>) -> std::process::Chi
         command.env("BROWSER", browser);
     }
     command.spawn().expect("tollgate login")
+}
+
+/// `login`'s exit status; `still_running` is the failure when it has not exited in 30 s.
+fn exited_within_30_s(login: &mut Child, still_running: &str) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = login.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{still_running}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn stored(home: &Path, gateway: &str) -> Value {
@@ -171,17 +183,7 @@ fn login_then_git_through_the_credential_helper_with_refreshed_tokens() {
     };
     assert!(said.contains(&format!("{idp}/device")), "{said}");
     approve_device(&idp, &user_code, "alice");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = login.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tollgate login still polling: {said}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = exited_within_30_s(&mut login, &format!("tollgate login still polling: {said}"));
     for line in lines {
         said.push_str(&line.expect("stderr"));
         said.push('\n');
@@ -304,17 +306,7 @@ fn login_in_a_browser_with_pkce_on_a_loopback_redirect() {
         "the loopback listener's answer",
         "return document.body && document.body.innerText.startsWith('Signed in.');",
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = login.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tollgate login --browser never finished"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = exited_within_30_s(&mut login, "tollgate login --browser never finished");
     let said: String = lines.map_while(Result::ok).collect::<Vec<_>>().join("\n");
     assert!(status.success(), "{said}");
     assert!(said.contains(&format!("Signed in to {gateway}.")), "{said}");
