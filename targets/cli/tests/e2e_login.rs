@@ -3,7 +3,7 @@
 //! (oidc-provider, tests/e2e/idp) through the device authorization grant, the provider's
 //! own sign-in and consent pages completed over HTTP as her browser would; then git, with
 //! `tollgate credential` as its credential helper, clones through `tollgate serve`, and
-//! fetches again after her one-second access token has expired, with a refreshed one.
+//! fetches again after her five-second access token has expired, with a refreshed one.
 //! When the refresh is refused, git is told to sign in again. `tollgate login --browser`
 //! signs her in with the authorization code grant and PKCE instead, in headless Chromium
 //! redirected back to the command's loopback listener; then git-lfs pushes and fetches an
@@ -210,7 +210,7 @@ fn login_then_git_through_the_credential_helper_with_refreshed_tokens() {
     );
 
     // git clones through the gateway with no token handling: the helper hands it alice's
-    // token (refreshed first, since it lives a second), and the origin sees alice.
+    // token (refreshed first, since it lives five seconds), and the origin sees alice.
     let work = world.path("work");
     std::fs::create_dir_all(&work).expect("work");
     let out = git(
@@ -237,7 +237,7 @@ fn login_then_git_through_the_credential_helper_with_refreshed_tokens() {
     );
 
     // Past the token's expiry, a fetch works again with a refreshed one.
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(6));
     let out = git(&home, &work.join("app"), &["fetch", "-q", "origin"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let third_token = stored(&home, &gateway)["access_token"]
@@ -276,7 +276,7 @@ fn login_in_a_browser_with_pkce_on_a_loopback_redirect() {
     let idp = format!("http://127.0.0.1:{}", world.idp_port);
     let home = world.home();
 
-    // Five-minute tokens (not `[login]`'s one-second ones): a push with git-lfs spans
+    // Five-minute tokens (not `[login]`'s five-second ones): a push with git-lfs spans
     // several requests on one credential. No desktop here: the test's Chromium opens the
     // URL the command shows.
     let mut login = login(

@@ -183,11 +183,11 @@ groups_claim = "groups"
 leeway_seconds = 0
 audit_claims = ["project_path", "ref", "sha"]
 
-# What `tollgate login` signs people in with (one-second access tokens, refreshed).
+# What `tollgate login` signs people in with (five-second access tokens, refreshed).
 [login]
 issuer = "e2e"
 client_id = "tollgate-cli"
-resource = "urn:gogs:short"
+resource = "urn:gogs:login"
 
 # A CI job of acme/app on a protected release branch acts as the Gogs user ci-app.
 [[binding]]

@@ -4,7 +4,7 @@
 // for the public client `tollgate-cli`, with refresh
 // tokens; people sign in through oidc-provider's own development login and consent pages
 // (any password), which tests complete over HTTP. Each resource indicator picks the
-// signing algorithm (or a one-second lifetime), so one provider serves ES256, RS256 and
+// signing algorithm (or a one- or five-second lifetime), so one provider serves ES256, RS256 and
 // EdDSA tokens.
 //
 //   node idp.mjs PORT CLIENTS_JSON [GATEWAY_URL]
@@ -40,6 +40,9 @@ const resources = {
   'urn:gogs:rs256': ['RS256', 300],
   'urn:gogs:eddsa': ['EdDSA', 300],
   'urn:gogs:short': ['ES256', 1],
+  // Shorter than what `tollgate credential` keeps without refreshing (30 s), long enough
+  // for one git command's requests on a busy machine (the e2e policy has no leeway).
+  'urn:gogs:login': ['ES256', 5],
 };
 
 const provider = new Provider(`http://127.0.0.1:${port}`, {
