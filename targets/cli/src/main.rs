@@ -387,7 +387,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     config.admin_listen = admin_listen;
     config.secrets = secrets.unwrap_or_default().into_iter().collect();
     config.policy_url = policy_url;
-    config.webhook_sink = tollgate_serve::WebhookSink::parse(&webhook_sink)?;
+    config.webhook_sink = tollgate_serve::WebhookSink::parse(&webhook_sink)
+        .map_err(|e| format!("--webhook-sink {e}"))?;
     config.audit = match audit_log {
         None => tollgate_serve::AuditTarget::Stdout,
         Some(path) => match path.to_str().and_then(tollgate_serve::parse_kafka_address) {

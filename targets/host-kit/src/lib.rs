@@ -5,16 +5,19 @@
 //! ([`tokens`]), and rate-limit state in memory by compare-and-replace ([`rates`]). Hosts
 //! keep only the translation to and from their platform. No I/O and no runtime here:
 //! fetches come in as async closures, so the same code serves tokio (serve), a blocking
-//! thread (the Azure handler), a Workers isolate and a Fastly instance. The one exception
-//! is behind the `redis` feature: rate-limit state in Redis ([`redis_rates`]), for the
-//! native hosts that share limits between instances. Behind `reload`: vetting a policy
-//! (it compiles, its own test cases pass) before a host swaps it in ([`reload`]).
+//! thread (the Azure handler), a Workers isolate and a Fastly instance. The exceptions,
+//! for the native hosts only, are behind features: `redis`, rate-limit state in Redis
+//! ([`redis_rates`]) shared between instances; `events`, Kafka sinks ([`kafka`]) and the
+//! relay of Gogs webhook deliveries ([`webhooks`]). Behind `reload`: vetting a policy (it
+//! compiles, its own test cases pass) before a host swaps it in ([`reload`]).
 
 #[cfg(feature = "aws-lc")]
 pub mod crypto;
 pub mod entropy;
 pub mod gate;
 pub mod ingest;
+#[cfg(feature = "events")]
+pub mod kafka;
 pub mod keys;
 pub mod rates;
 #[cfg(feature = "redis")]
@@ -22,6 +25,8 @@ pub mod redis_rates;
 #[cfg(feature = "reload")]
 pub mod reload;
 pub mod tokens;
+#[cfg(feature = "events")]
+pub mod webhooks;
 
 #[cfg(feature = "aws-lc")]
 pub use crypto::AWS_LC;

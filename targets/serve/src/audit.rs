@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::AuditTarget;
-use crate::kafka;
+use tollgate_host_kit::kafka;
 
 pub struct AuditLog {
     /// `None` asks the writer to stop.

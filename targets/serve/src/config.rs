@@ -11,17 +11,14 @@ pub enum AuditTarget {
     Stdout,
     File(PathBuf),
     /// `kafka[s]://HOST:PORT/TOPIC[?...]`: an existing topic.
-    Kafka(crate::kafka::Address),
+    Kafka(crate::KafkaAddress),
 }
 
 impl AuditTarget {
     /// Takes a Kafka sink's SASL password from `secrets`.
-    pub fn resolve(
-        &mut self,
-        secrets: &std::collections::HashMap<String, String>,
-    ) -> Result<(), String> {
+    pub fn resolve(&mut self, secrets: &HashMap<String, String>) -> Result<(), String> {
         match self {
-            AuditTarget::Kafka(address) => address.resolve(secrets),
+            AuditTarget::Kafka(address) => address.resolve(|name| secrets.get(name).cloned()),
             _ => Ok(()),
         }
     }

@@ -15,7 +15,6 @@ mod audit;
 mod client_conn;
 mod config;
 mod exchange;
-mod kafka;
 mod metrics;
 mod origin_io;
 mod policy_url;
@@ -28,9 +27,9 @@ mod webhooks;
 pub use config::{
     AuditTarget, PolicyFile, PolicyUrlConfig, RateStoreConfig, ServeConfig, WasmConfig,
 };
-pub use kafka::{
-    parse_address as parse_kafka_address, Address as KafkaAddress, Topic as KafkaTopic,
-};
 pub use policy_url::{fetch_once as fetch_policy_once, PolicyUrl};
 pub use server::{run, serve};
-pub use webhooks::WebhookSink;
+pub use tollgate_host_kit::kafka::{
+    parse_address as parse_kafka_address, Address as KafkaAddress, Topic as KafkaTopic,
+};
+pub use tollgate_host_kit::webhooks::WebhookSink;

@@ -107,9 +107,12 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         None => None,
     };
     let mut webhook_sink = config.webhook_sink.clone();
-    webhook_sink.resolve(&config.secrets)?;
+    let in_secrets = |e: String| format!("{e} in --secrets");
+    webhook_sink
+        .resolve(|name| config.secrets.get(name).cloned())
+        .map_err(in_secrets)?;
     let mut audit_target = config.audit.clone();
-    audit_target.resolve(&config.secrets)?;
+    audit_target.resolve(&config.secrets).map_err(in_secrets)?;
     let shared = Arc::new(Shared {
         gate: ArcSwap::from_pointee(Gate::new(decider, keys)),
         reloader,

@@ -4,8 +4,7 @@
 //! Kafka topic that acknowledges it), and answers 202 only once the sink has it, since
 //! Gogs never retries. Every delivery, accepted or refused, gets an audit record.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -14,64 +13,19 @@ use hyper::body::Incoming;
 use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
 use policy_core::{
-    Delivery, DeliveryAudit, DeliveryOutcome, Engine, SecretStore, SeenDeliveries,
-    WebhookRejection, WebhookRequest,
+    Delivery, DeliveryAudit, DeliveryOutcome, Engine, SecretStore, WebhookRejection, WebhookRequest,
 };
+use tollgate_host_kit::webhooks::{Deliveries, Relay, WebhookSink};
 
-use crate::kafka;
 use crate::proxy::{self, Body, Shared};
-
-/// How long a delivery id is remembered, and how many at most.
-const SEEN_WINDOW_SECS: u64 = 24 * 3600;
-const SEEN_CAPACITY: usize = 100_000;
-
-/// Where accepted deliveries go: one JSON envelope per line, or one Kafka record each.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WebhookSink {
-    Stdout,
-    File(std::path::PathBuf),
-    /// `kafka[s]://HOST:PORT/TOPIC[?...]`: an existing topic, keyed by repository.
-    Kafka(kafka::Address),
-}
-
-impl WebhookSink {
-    /// Takes a Kafka sink's SASL password from `secrets`.
-    pub fn resolve(
-        &mut self,
-        secrets: &std::collections::HashMap<String, String>,
-    ) -> Result<(), String> {
-        match self {
-            WebhookSink::Kafka(address) => address.resolve(secrets),
-            _ => Ok(()),
-        }
-    }
-
-    /// `stdout`, `kafka[s]://HOST:PORT/TOPIC[?...]`, or a file path.
-    pub fn parse(text: &str) -> Result<WebhookSink, String> {
-        if text == "stdout" || text == "-" {
-            return Ok(WebhookSink::Stdout);
-        }
-        match kafka::parse_address(text) {
-            None => Ok(WebhookSink::File(text.into())),
-            Some(Ok(address)) => Ok(WebhookSink::Kafka(address)),
-            Some(Err(e)) => Err(format!("--webhook-sink {e}")),
-        }
-    }
-}
 
 /// The webhooks of the policy deciding, and what receiving them needs.
 pub struct Webhooks {
     /// The policy whose `[[webhook]]`s apply; a reload replaces it.
     pub engine: ArcSwap<Engine>,
     secrets: Box<dyn SecretStore + Send + Sync>,
-    seen: Mutex<SeenDeliveries>,
-    sink: Sink,
-}
-
-enum Sink {
-    Stdout,
-    File(Mutex<std::fs::File>),
-    Kafka(kafka::Topic),
+    deliveries: Deliveries,
+    relay: Arc<Relay>,
 }
 
 impl Webhooks {
@@ -81,66 +35,25 @@ impl Webhooks {
         secrets: Box<dyn SecretStore + Send + Sync>,
         sink: &WebhookSink,
     ) -> Result<Self, String> {
-        let sink = match sink {
-            WebhookSink::Stdout => Sink::Stdout,
-            WebhookSink::File(path) => Sink::File(Mutex::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?,
-            )),
-            WebhookSink::Kafka(address) => Sink::Kafka(kafka::connect(address).await?),
-        };
         Ok(Webhooks {
             engine: ArcSwap::from_pointee(engine),
             secrets,
-            seen: Mutex::new(SeenDeliveries::new(SEEN_WINDOW_SECS, SEEN_CAPACITY)),
-            sink,
+            deliveries: Deliveries::default(),
+            relay: Arc::new(Relay::open(sink).await?),
         })
     }
 
-    fn seen(&self) -> std::sync::MutexGuard<'_, SeenDeliveries> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Relays one delivery; `Ok` once the sink has it (written and synced, or
-    /// acknowledged by the broker).
-    async fn relay(self: Arc<Self>, delivery: &Delivery) -> std::io::Result<()> {
-        if let Sink::Kafka(topic) = &self.sink {
-            let record = kafka::record(
-                Some(delivery.repository.clone().into_bytes()),
-                delivery.envelope.clone().into_bytes(),
-                [
-                    ("delivery".to_owned(), delivery.id.clone().into_bytes()),
-                    ("event".to_owned(), delivery.event.clone().into_bytes()),
-                ]
-                .into(),
-            );
-            return topic.produce(vec![record]).await;
+    /// Relays one delivery; `Ok` once the sink has it (acknowledged by the broker, or
+    /// written and synced on a blocking thread).
+    async fn relay(&self, delivery: Delivery) -> std::io::Result<()> {
+        if let Relay::Kafka(topic) = self.relay.as_ref() {
+            return Relay::produce(topic, &delivery).await;
         }
-        let envelope = delivery.envelope.clone();
-        tokio::task::spawn_blocking(move || self.write(&envelope))
+        let relay = Arc::clone(&self.relay);
+        tokio::task::spawn_blocking(move || relay.write(&delivery.envelope))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
             .and_then(|written| written)
-    }
-
-    /// Writes one envelope line and makes it durable before returning.
-    fn write(&self, envelope: &str) -> std::io::Result<()> {
-        match &self.sink {
-            Sink::Kafka(_) => Err(std::io::Error::other("a Kafka sink is not written to")),
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{envelope}")?;
-                out.flush()
-            }
-            Sink::File(file) => {
-                let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
-                writeln!(file, "{envelope}")?;
-                file.sync_data()
-            }
-        }
     }
 }
 
@@ -207,23 +120,20 @@ impl Shared {
             headers: &headers,
             body: &bytes,
         };
-        let now = proxy::now();
-        let delivery = match route.receive(&request, self.webhooks.secrets.as_ref(), now) {
-            Ok(delivery) => delivery,
-            Err(rejection) => return Ok(refuse(rejection, None)),
-        };
-        let repository = Some(delivery.repository.as_str());
-        if !self.webhooks.seen().first_time(&delivery.id, now) {
-            return Ok(refuse(WebhookRejection::Duplicate, repository));
+        let received = self
+            .webhooks
+            .deliveries
+            .receive(
+                &route,
+                &request,
+                self.webhooks.secrets.as_ref(),
+                proxy::now(),
+                |delivery| self.webhooks.relay(delivery),
+            )
+            .await;
+        if let Some(e) = &received.sink_error {
+            eprintln!("tollgate: webhook sink: {e}");
         }
-        match Arc::clone(&self.webhooks).relay(&delivery).await {
-            Ok(()) => Ok(answer(DeliveryOutcome::Accepted, repository)),
-            Err(e) => {
-                eprintln!("tollgate: webhook sink: {e}");
-                // Not relayed, so not seen: a redelivery from Gogs' UI must go through.
-                self.webhooks.seen().forget(&delivery.id);
-                Ok(answer(DeliveryOutcome::SinkUnavailable, repository))
-            }
-        }
+        Ok(answer(received.outcome, received.repository.as_deref()))
     }
 }

@@ -10,6 +10,7 @@ pub mod browser;
 pub mod cloudflare;
 pub mod fastly;
 pub mod gogs_webhook;
+pub mod kafka_broker;
 pub mod node;
 pub mod process;
 pub mod world;

@@ -1,4 +1,5 @@
-//! What serve's two Kafka sinks (webhook deliveries, audit records) share: the address
+//! What every Kafka sink (webhook deliveries, audit records; serve and the Azure handler)
+//! shares: the address
 //! (`kafka://` or, over TLS, `kafkas://HOST:PORT/TOPIC`, with SASL credentials from the
 //! secrets), connecting to every partition of an existing topic, placing each record where
 //! Kafka's default partitioner would, producing within a bound, and the records' timestamp.
@@ -22,7 +23,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// `kafkas` is TLS, verified against the web PKI roots or the PEM certificates in `ca`;
 /// `sasl` is `plain`, `scram-sha-256` or `scram-sha-512`, with `user` and `password` the
-/// name of a secret in serve's `--secrets` (Azure Event Hubs: `sasl=plain`,
+/// name of a secret in the host's secrets (Azure Event Hubs: `sasl=plain`,
 /// `user=$ConnectionString`, the connection string as the secret).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Address {
@@ -84,7 +85,7 @@ fn parse(tls: bool, rest: &str) -> Result<Address, String> {
         .split_once('/')
         .filter(|(b, t)| !b.is_empty() && !t.is_empty() && !t.contains('/'))
         .ok_or("no HOST:PORT/TOPIC")?;
-    let params: Vec<(String, String)> = reqwest::Url::parse(&format!("kafka://x/?{query}"))
+    let params: Vec<(String, String)> = url::Url::parse(&format!("kafka://x/?{query}"))
         .map_err(|e| e.to_string())?
         .query_pairs()
         .into_owned()
@@ -144,19 +145,13 @@ fn parse(tls: bool, rest: &str) -> Result<Address, String> {
 }
 
 impl Address {
-    /// Takes the SASL password from `secrets`.
-    pub fn resolve(
-        &mut self,
-        secrets: &std::collections::HashMap<String, String>,
-    ) -> Result<(), String> {
+    /// Takes the SASL password from the host's secrets, by name.
+    pub fn resolve(&mut self, secret: impl Fn(&str) -> Option<String>) -> Result<(), String> {
         if let Some(sasl) = &mut self.sasl {
-            let password = secrets.get(&sasl.password_secret).ok_or_else(|| {
-                format!(
-                    "Kafka SASL password: no secret `{}` in --secrets",
-                    sasl.password_secret
-                )
+            let password = secret(&sasl.password_secret).ok_or_else(|| {
+                format!("Kafka SASL password: no secret `{}`", sasl.password_secret)
             })?;
-            sasl.password = Some(password.clone());
+            sasl.password = Some(password);
         }
         Ok(())
     }
@@ -310,7 +305,9 @@ pub fn record(
     value: Vec<u8>,
     headers: std::collections::BTreeMap<String, Vec<u8>>,
 ) -> Record {
-    let millis = i64::try_from(crate::proxy::now().as_nanos() / 1_000_000).unwrap_or(i64::MAX);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     Record {
         key,
         value: Some(value),
@@ -346,11 +343,7 @@ mod tests {
         );
         let mut resolved = event_hubs.clone();
         resolved
-            .resolve(
-                &[("event-hubs".to_owned(), "Endpoint=sb://secret".to_owned())]
-                    .into_iter()
-                    .collect(),
-            )
+            .resolve(|name| (name == "event-hubs").then(|| "Endpoint=sb://secret".to_owned()))
             .expect("resolved");
         assert!(!format!("{resolved:?}").contains("sb://secret"));
         let plain = parse_address("kafka://127.0.0.1:9092/audit")
@@ -381,15 +374,11 @@ mod tests {
         }
         let mut address = event_hubs.clone();
         assert!(address
-            .resolve(&Default::default())
+            .resolve(|_| None)
             .unwrap_err()
             .contains("no secret `event-hubs`"));
         address
-            .resolve(
-                &[("event-hubs".to_owned(), "Endpoint=sb://...".to_owned())]
-                    .into_iter()
-                    .collect(),
-            )
+            .resolve(|name| (name == "event-hubs").then(|| "Endpoint=sb://...".to_owned()))
             .expect("resolved");
         assert!(address.sasl_config().expect("sasl").is_some());
     }
