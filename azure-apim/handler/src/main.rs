@@ -16,11 +16,16 @@
 //!   `redis://HOST:PORT/DB` (exact GCRA with the state in Redis, shared by every instance;
 //!   `TOLLGATE_RATE_PREFIX` (`tollgate:`), `TOLLGATE_RATE_TIMEOUT_MS` (250) and
 //!   `TOLLGATE_RATE_FAILURE` (`deny`, or `allow` to admit unchecked when Redis is down)).
+//! - `TOLLGATE_WEBHOOK_SINK`: where accepted Gogs webhook deliveries (`[[webhook]]`, see
+//!   [`webhook`]) go: `stdout` (default), a file, or `kafka[s]://HOST:PORT/TOPIC[?...]`
+//!   (Event Hubs through its Kafka endpoint; the SASL password by name from
+//!   `TOLLGATE_SECRETS`).
 //! - `TOLLGATE_TEST_ENDPOINTS=true`: accept `now`, the request's `entropy` and a sign-in's
 //!   `exchange` (the provider's answer) in the input. Never in production.
 
 mod answer;
 mod reload;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -39,6 +44,7 @@ use tollgate_wasmtime::{CompiledModule, ModulePool};
 
 use crate::answer::{Answer, ApimLimit};
 use crate::reload::PolicyFile;
+use crate::webhook::Webhooks;
 
 /// Largest request description accepted from APIM.
 const MAX_INPUT: u64 = 2 << 20;
@@ -52,6 +58,8 @@ struct Handler {
     /// Where the policy came from, when it came from a file (reloads read it again).
     policy_file: Option<PolicyFile>,
     rates: Rates,
+    /// Gogs webhook deliveries APIM forwards.
+    webhooks: Webhooks,
     jwks_client: reqwest::blocking::Client,
     test_endpoints: bool,
 }
@@ -174,10 +182,16 @@ impl Handler {
                 .map(|(n, u)| (n.as_str(), u.as_str())),
             JwksTimings::default(),
         );
-        // The module computes the same revision as the engine linked here.
-        let revision = policy_core::Engine::from_toml(&policy, "TOLLGATE_POLICY")
-            .map(|engine| engine.revision().to_owned())
+        // The module computes the same revision as the engine linked here, which checks
+        // webhook deliveries.
+        let engine = policy_core::Engine::from_toml(&policy, "TOLLGATE_POLICY")
             .map_err(|e| e.to_string())?;
+        let revision = engine.revision().to_owned();
+        let webhooks = Webhooks::open(
+            engine,
+            secrets.clone(),
+            env("TOLLGATE_WEBHOOK_SINK").as_deref(),
+        )?;
         let handler = Handler {
             gate: ArcSwap::from_pointee(Gate::new(pool, keys)),
             policy_file: path.map(|path| PolicyFile {
@@ -187,6 +201,7 @@ impl Handler {
                 seen: std::sync::Mutex::new(tollgate_host_kit::ReloadState::new(policy, revision)),
             }),
             rates,
+            webhooks,
             jwks_client: reqwest::blocking::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(10))
@@ -372,35 +387,76 @@ fn respond(request: tiny_http::Request, status: u16, body: String) {
 }
 
 fn serve(handler: Arc<Handler>, server: Arc<tiny_http::Server>) {
-    for mut request in server.incoming_requests() {
-        let route_ok = request.url().split('?').next() == Some("/api/decide")
-            && *request.method() == tiny_http::Method::Post;
-        if !route_ok {
-            respond(request, 404, "{\"error\":\"POST /api/decide\"}".into());
-            continue;
-        }
-        let mut body = String::new();
-        if request
-            .as_reader()
-            .take(MAX_INPUT)
-            .read_to_string(&mut body)
-            .is_err()
-        {
-            respond(request, 400, "{\"error\":\"unreadable body\"}".into());
-            continue;
-        }
-        match serde_json::from_str::<Input>(&body) {
-            Ok(input) => {
-                let answer = handler.decide(input);
-                eprintln!("{}", answer.audit);
-                respond(request, 200, answer.to_json());
-            }
-            Err(e) => respond(
+    for request in server.incoming_requests() {
+        let path = request
+            .url()
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let post = *request.method() == tiny_http::Method::Post;
+        match path.strip_prefix(webhook::ROUTE_PREFIX) {
+            _ if path == "/api/decide" && post => decide(&handler, request),
+            Some(hook) if hook.starts_with('/') && post => deliver(&handler, hook, request),
+            _ => respond(
                 request,
-                400,
-                serde_json::json!({ "error": format!("bad request description: {e}") }).to_string(),
+                404,
+                "{\"error\":\"POST /api/decide or /api/webhook/PATH\"}".into(),
             ),
         }
+    }
+}
+
+fn decide(handler: &Handler, mut request: tiny_http::Request) {
+    let mut body = String::new();
+    if request
+        .as_reader()
+        .take(MAX_INPUT)
+        .read_to_string(&mut body)
+        .is_err()
+    {
+        return respond(request, 400, "{\"error\":\"unreadable body\"}".into());
+    }
+    match serde_json::from_str::<Input>(&body) {
+        Ok(input) => {
+            let answer = handler.decide(input);
+            eprintln!("{}", answer.audit);
+            respond(request, 200, answer.to_json());
+        }
+        Err(e) => respond(
+            request,
+            400,
+            serde_json::json!({ "error": format!("bad request description: {e}") }).to_string(),
+        ),
+    }
+}
+
+/// A Gogs delivery APIM forwarded as it came; Gogs gets the answer.
+fn deliver(handler: &Handler, hook: &str, mut request: tiny_http::Request) {
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_ascii_lowercase(),
+                h.value.as_str().to_owned(),
+            )
+        })
+        .collect();
+    let method = request.method().as_str().to_owned();
+    match handler
+        .webhooks
+        .receive(hook, &method, &headers, request.as_reader())
+    {
+        Some(answered) => {
+            eprintln!("{}", answered.audit);
+            respond(request, answered.status, answered.body);
+        }
+        None => respond(
+            request,
+            404,
+            serde_json::json!({ "error": format!("no [[webhook]] at `{hook}`") }).to_string(),
+        ),
     }
 }
 

@@ -79,6 +79,7 @@ impl Handler {
         let pool = ModulePool::new(file.module.clone(), text, name, Some(file.secrets.clone()))
             .map_err(|e| e.to_string())?;
         self.gate.store(Arc::new(Gate::new(pool, vetted.keys)));
+        self.webhooks.engine.store(Arc::new(vetted.policy.engine));
         seen.went_live(&revision);
         Ok(Some(revision))
     }

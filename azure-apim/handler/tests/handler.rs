@@ -1,4 +1,5 @@
-//! The Azure custom handler over HTTP, as API Management calls it; and the APIM policy XML.
+//! The Azure custom handler over HTTP, as API Management calls it (decisions, and Gogs
+//! webhook deliveries relayed to a file or a Kafka topic); and the APIM policy XML.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -7,6 +8,11 @@ use std::time::{Duration, Instant};
 
 use policy_core::cases::TestCase;
 use serde_json::{json, Value};
+use tollgate_conformance::gogs_webhook::{
+    assert_bad_deliveries_refused, deliver, push_payload, sign, ACCEPTED_DELIVERY, JSON, SECRET,
+    WEBHOOK,
+};
+use tollgate_conformance::kafka_broker::KafkaTopic;
 use tollgate_conformance::process::{free_port, redis_server, repo, Proc};
 use tollgate_conformance::{build_wasm_module, corpus_secrets, run, Target, MIN_CORPUS_CASES};
 
@@ -654,4 +660,191 @@ fn base64_of(s: &str) -> String {
         }
     }
     out
+}
+
+/// The policy the webhook tests start the handler on: the shared `[[webhook]]` with an
+/// origin that needs only a service token.
+fn webhook_policy() -> String {
+    format!(
+        "[origin]\ngit = \"service-token\"\nservice_user = \"svc\"\nservice_token_secret = \"svc-token\"\n{WEBHOOK}"
+    )
+}
+
+/// A handler relaying the shared webhook's deliveries to `sink`, with its secret.
+fn webhook_handler(sink: &str) -> Handler {
+    let secrets = json!({"svc-token": "t", "hook-secret": SECRET}).to_string();
+    Handler::start_with(
+        &webhook_policy(),
+        "memory",
+        &[
+            ("TOLLGATE_SECRETS", secrets.as_str()),
+            ("TOLLGATE_WEBHOOK_SINK", sink),
+        ],
+    )
+}
+
+impl Handler {
+    /// Where apim-webhook-policy.xml forwards deliveries to the shared webhook's path.
+    fn webhook_url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/api/webhook/_tollgate/hooks/gogs",
+            self.port
+        )
+    }
+
+    /// The delivery audit records the handler wrote to stderr.
+    fn delivery_audits(&self) -> Vec<Value> {
+        self.stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r.get("webhook").is_some())
+            .collect()
+    }
+}
+
+/// Deliveries as APIM forwards them (the body and Gogs' headers as they came): a signed
+/// push is relayed once, every bad delivery is refused and never reaches the sink, each
+/// is audited, and a path with no `[[webhook]]` is a 404.
+#[test]
+fn webhook_deliveries_are_verified_and_relayed_once() {
+    let sink_dir = tempfile::tempdir().expect("tempdir");
+    let sink = sink_dir.path().join("events.jsonl");
+    let handler = webhook_handler(&sink.display().to_string());
+    let sunk = || -> Vec<Value> {
+        std::fs::read_to_string(&sink)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("envelope JSON"))
+            .collect()
+    };
+    let payload = push_payload("acme/app");
+    let (status, answer) = deliver(
+        &handler.webhook_url(),
+        "push",
+        ACCEPTED_DELIVERY,
+        JSON,
+        &payload,
+        &sign(&payload, SECRET),
+    );
+    assert_eq!((status, answer["result"].as_str()), (202, Some("accepted")));
+    let envelopes = sunk();
+    assert_eq!(envelopes.len(), 1, "{envelopes:?}");
+    assert_eq!(envelopes[0]["delivery"], ACCEPTED_DELIVERY);
+    assert_eq!(envelopes[0]["repository"], "acme/app");
+    assert_eq!(envelopes[0]["webhook"], "gogs-events");
+    assert_eq!(
+        envelopes[0]["payload"],
+        serde_json::from_str::<Value>(&payload).expect("payload")
+    );
+
+    let refused = assert_bad_deliveries_refused(&handler.webhook_url());
+    assert_eq!(sunk().len(), 1, "a refused delivery reached the sink");
+    let audits = handler.delivery_audits();
+    assert_eq!(audits.len(), refused + 1, "{audits:?}");
+    assert!(audits.iter().any(|r| r["delivery"] == ACCEPTED_DELIVERY
+        && r["reason"] == "accepted"
+        && r["repository"] == "acme/app"));
+    assert!(audits
+        .iter()
+        .any(|r| r["delivery"] == ACCEPTED_DELIVERY && r["reason"] == "duplicate"));
+
+    let elsewhere = format!("http://127.0.0.1:{}/api/webhook/acme/app", handler.port);
+    let (status, answer) = deliver(&elsewhere, "push", "x", JSON, &payload, "");
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(sunk().len(), 1);
+}
+
+/// Event Hubs' place taken by a Kafka-compatible broker: a delivery is produced once,
+/// keyed by repository, before the 202; with the broker gone Gogs gets a 503, and the
+/// delivery is not remembered, so a redelivery can go through.
+#[test]
+fn webhook_deliveries_reach_a_kafka_topic_and_a_stopped_broker_is_a_503() {
+    let mut kafka = KafkaTopic::start("gogs-events");
+    let handler = webhook_handler(&kafka.address);
+    let payload = push_payload("acme/app");
+    let signature = sign(&payload, SECRET);
+    let (status, answer) = deliver(
+        &handler.webhook_url(),
+        "push",
+        ACCEPTED_DELIVERY,
+        JSON,
+        &payload,
+        &signature,
+    );
+    assert_eq!((status, answer["result"].as_str()), (202, Some("accepted")));
+    let records = kafka.records(1_000);
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0].record;
+    assert_eq!(record.key.as_deref(), Some(b"acme/app".as_slice()));
+    assert_eq!(
+        record.headers.get("delivery").map(Vec::as_slice),
+        Some(ACCEPTED_DELIVERY.as_bytes())
+    );
+    let envelope: Value =
+        serde_json::from_slice(record.value.as_deref().expect("value")).expect("envelope");
+    assert_eq!(envelope["event"], "push");
+    assert_eq!(envelope["repository"], "acme/app");
+
+    kafka.broker.terminate();
+    let again = "5f0e8a52-0000-4000-8000-000000000099";
+    for _ in 0..2 {
+        let (status, answer) = deliver(
+            &handler.webhook_url(),
+            "push",
+            again,
+            JSON,
+            &payload,
+            &signature,
+        );
+        assert_eq!(
+            (status, answer["result"].as_str()),
+            (503, Some("sink_unavailable")),
+            "{answer}"
+        );
+    }
+}
+
+/// apim-webhook-policy.xml forwards a delivery untouched to the function's webhook route
+/// (the path after `/api/webhook` is the `[[webhook]]` path), and the function routes it.
+#[test]
+fn the_webhook_policy_xml_forwards_deliveries_as_they_came() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let xml = std::fs::read_to_string(format!("{root}/apim-webhook-policy.xml")).expect("xml");
+    let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
+    let named = |name: &str| -> Vec<roxmltree::Node<'_, '_>> {
+        doc.descendants().filter(|n| n.has_tag_name(name)).collect()
+    };
+    let backend = named("set-backend-service");
+    assert_eq!(backend.len(), 1);
+    assert_eq!(
+        backend[0].attribute("base-url"),
+        Some("{{tollgate-function-url}}")
+    );
+    let rewrite = named("rewrite-uri");
+    assert_eq!(rewrite.len(), 1);
+    assert_eq!(
+        rewrite[0].attribute("template"),
+        Some("@(\"/api/webhook\" + context.Request.OriginalUrl.Path)")
+    );
+    assert_eq!(rewrite[0].attribute("copy-unmatched-params"), Some("false"));
+    let key = named("set-header");
+    assert!(key.iter().any(|h| {
+        h.attribute("name") == Some("x-functions-key")
+            && h.children()
+                .any(|c| c.has_tag_name("value") && c.text() == Some("{{tollgate-function-key}}"))
+    }));
+    // The signature is over the exact bytes: nothing may rewrite the body or drop a header.
+    assert!(named("set-body").is_empty());
+    assert!(key
+        .iter()
+        .all(|h| h.attribute("exists-action") != Some("delete")));
+    assert_eq!(named("forward-request").len(), 1);
+
+    let function: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/function/webhook/function.json"))
+            .expect("function.json"),
+    )
+    .expect("JSON");
+    assert_eq!(function["bindings"][0]["route"], "webhook/{*path}");
+    assert_eq!(function["bindings"][0]["methods"], json!(["post"]));
 }
