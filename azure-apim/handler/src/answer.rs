@@ -204,9 +204,29 @@ impl Answer {
     /// Refuse with a server error: the edge cannot carry out what was decided.
     fn refusal(reason: &str, message: &str) -> Answer {
         eprintln!("tollgate-azure-handler: {message}");
+        Answer::refused(500, reason, "policy evaluation failed\n")
+    }
+
+    /// An allowed request whose audit record cannot be kept, under
+    /// `TOLLGATE_AUDIT_REQUIRED=true`: 503 with `Retry-After`, never forwarded unrecorded.
+    /// Not logged per request: the audit writer says once that its sink fails.
+    pub fn audit_unavailable() -> Answer {
+        let mut answer = Answer::refused(
+            503,
+            "audit_unavailable",
+            "the audit log cannot take records; retry shortly\n",
+        );
+        answer
+            .response_headers
+            .insert("retry-after".into(), Value::from("1"));
+        answer
+    }
+
+    fn refused(status: u16, reason: &str, body: &str) -> Answer {
+        let summary = json!({ "allow": false, "status": status, "reason": reason });
         Answer {
             allow: false,
-            status: 500,
+            status,
             reason: reason.into(),
             identity: String::new(),
             origin_authorization: String::new(),
@@ -215,10 +235,10 @@ impl Answer {
             strip: Vec::new(),
             response_headers: Map::new(),
             content_type: "text/plain; charset=utf-8".into(),
-            body: "policy evaluation failed\n".into(),
+            body: body.into(),
             rate_limits: Vec::new(),
-            decision: json!({ "allow": false, "status": 500, "reason": reason }),
-            audit: json!({ "allow": false, "status": 500, "reason": reason }).to_string(),
+            audit: summary.to_string(),
+            decision: summary,
         }
     }
 

@@ -20,6 +20,11 @@
 //!   [`webhook`]) go: `stdout` (default), a file, or `kafka[s]://HOST:PORT/TOPIC[?...]`
 //!   (Event Hubs through its Kafka endpoint; the SASL password by name from
 //!   `TOLLGATE_SECRETS`).
+//! - `TOLLGATE_AUDIT_LOG`: where audit records go: `stderr` (default), `stdout`, a file, or
+//!   `kafka[s]://HOST:PORT/TOPIC[?...]`, through a queue of `TOLLGATE_AUDIT_QUEUE` records
+//!   (10000; beyond it records are dropped). `TOLLGATE_AUDIT_REQUIRED=true` refuses an
+//!   allowed request (503 `audit_unavailable`) whose record cannot be queued or whose sink
+//!   is failing, instead of forwarding it unrecorded.
 //! - `TOLLGATE_TEST_ENDPOINTS=true`: accept `now`, the request's `entropy` and a sign-in's
 //!   `exchange` (the provider's answer) in the input. Never in production.
 
@@ -37,6 +42,7 @@ use arc_swap::ArcSwap;
 use policy_core::{
     JwksTimings, OwnedRequest, OwnedTokenResponse, TokenExchange, UnixTime, Verdict,
 };
+use tollgate_host_kit::audit_log::{AuditLog, AuditTarget};
 use tollgate_host_kit::{
     complete_now, Decider, Fetched, Gate, KeyRing, Namespaced, RedisRates, ShardedRates,
 };
@@ -60,6 +66,9 @@ struct Handler {
     rates: Rates,
     /// Gogs webhook deliveries APIM forwards.
     webhooks: Webhooks,
+    audit: AuditLog,
+    /// Refuse an allowed request whose audit record cannot be kept.
+    audit_required: bool,
     jwks_client: reqwest::blocking::Client,
     test_endpoints: bool,
 }
@@ -192,6 +201,7 @@ impl Handler {
             secrets.clone(),
             env("TOLLGATE_WEBHOOK_SINK").as_deref(),
         )?;
+        let (audit, audit_required) = open_audit_log(&secrets)?;
         let handler = Handler {
             gate: ArcSwap::from_pointee(Gate::new(pool, keys)),
             policy_file: path.map(|path| PolicyFile {
@@ -202,6 +212,8 @@ impl Handler {
             }),
             rates,
             webhooks,
+            audit,
+            audit_required,
             jwks_client: reqwest::blocking::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(10))
@@ -377,6 +389,33 @@ impl Handler {
     }
 }
 
+/// The audit log `TOLLGATE_AUDIT_LOG` names (a Kafka password by name from `secrets`),
+/// and whether records are required.
+fn open_audit_log(secrets: &BTreeMap<String, String>) -> Result<(AuditLog, bool), String> {
+    let mut target = AuditTarget::parse(env("TOLLGATE_AUDIT_LOG").as_deref().unwrap_or("stderr"))
+        .map_err(|e| format!("TOLLGATE_AUDIT_LOG {e}"))?;
+    target
+        .resolve(|name| secrets.get(name).cloned())
+        .map_err(|e| format!("TOLLGATE_AUDIT_LOG: {e} in TOLLGATE_SECRETS"))?;
+    let queue = match env("TOLLGATE_AUDIT_QUEUE") {
+        None => 10_000,
+        Some(n) => n
+            .parse::<usize>()
+            .map_err(|_| format!("TOLLGATE_AUDIT_QUEUE `{n}`: expected a number of records"))?,
+    };
+    let required = match env("TOLLGATE_AUDIT_REQUIRED").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(format!(
+                "TOLLGATE_AUDIT_REQUIRED `{other}`: expected `true` or `false`"
+            ))
+        }
+    };
+    let log = AuditLog::open(&target, queue).map_err(|e| format!("audit log: {e}"))?;
+    Ok((log, required))
+}
+
 fn respond(request: tiny_http::Request, status: u16, body: String) {
     let header = tiny_http::Header::from_bytes("content-type", "application/json").ok();
     let mut response = tiny_http::Response::from_string(body).with_status_code(status);
@@ -420,7 +459,12 @@ fn decide(handler: &Handler, mut request: tiny_http::Request) {
     match serde_json::from_str::<Input>(&body) {
         Ok(input) => {
             let answer = handler.decide(input);
-            eprintln!("{}", answer.audit);
+            let recorded = handler.audit.record(answer.audit.clone());
+            let answer = if answer.allow && !recorded && handler.audit_required {
+                Answer::audit_unavailable()
+            } else {
+                answer
+            };
             respond(request, 200, answer.to_json());
         }
         Err(e) => respond(
@@ -449,7 +493,7 @@ fn deliver(handler: &Handler, hook: &str, mut request: tiny_http::Request) {
         .receive(hook, &method, &headers, request.as_reader())
     {
         Some(answered) => {
-            eprintln!("{}", answered.audit);
+            handler.audit.record(answered.audit);
             respond(request, answered.status, answered.body);
         }
         None => respond(
@@ -458,6 +502,35 @@ fn deliver(handler: &Handler, hook: &str, mut request: tiny_http::Request) {
             serde_json::json!({ "error": format!("no [[webhook]] at `{hook}`") }).to_string(),
         ),
     }
+}
+
+/// On SIGTERM (the Functions host stopping the handler) or SIGINT, writes out the audit
+/// records still queued, then exits.
+fn on_terminate(handler: Arc<Handler>) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| format!("signal runtime: {e}"))?;
+    let (mut terminate, mut interrupt) = runtime
+        .block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        })
+        .map_err(|e| format!("SIGTERM: {e}"))?;
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        });
+        handler.audit.close();
+        std::process::exit(0);
+    });
+    Ok(())
 }
 
 fn main() {
@@ -484,6 +557,10 @@ fn main() {
             eprintln!("tollgate-azure-handler: {e}");
             std::process::exit(1);
         }
+    }
+    if let Err(e) = on_terminate(Arc::clone(&handler)) {
+        eprintln!("tollgate-azure-handler: {e}");
+        std::process::exit(1);
     }
     let port = env("FUNCTIONS_CUSTOMHANDLER_PORT").unwrap_or_else(|| "8080".into());
     let server = match tiny_http::Server::http(format!("127.0.0.1:{port}")) {

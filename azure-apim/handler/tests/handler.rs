@@ -670,17 +670,16 @@ fn webhook_policy() -> String {
     )
 }
 
-/// A handler relaying the shared webhook's deliveries to `sink`, with its secret.
-fn webhook_handler(sink: &str) -> Handler {
+/// A handler relaying the shared webhook's deliveries to `sink`, with its secret and
+/// `env`.
+fn webhook_handler(sink: &str, env: &[(&str, &str)]) -> Handler {
     let secrets = json!({"svc-token": "t", "hook-secret": SECRET}).to_string();
-    Handler::start_with(
-        &webhook_policy(),
-        "memory",
-        &[
-            ("TOLLGATE_SECRETS", secrets.as_str()),
-            ("TOLLGATE_WEBHOOK_SINK", sink),
-        ],
-    )
+    let mut all = vec![
+        ("TOLLGATE_SECRETS", secrets.as_str()),
+        ("TOLLGATE_WEBHOOK_SINK", sink),
+    ];
+    all.extend_from_slice(env);
+    Handler::start_with(&webhook_policy(), "memory", &all)
 }
 
 impl Handler {
@@ -692,13 +691,22 @@ impl Handler {
         )
     }
 
-    /// The delivery audit records the handler wrote to stderr.
-    fn delivery_audits(&self) -> Vec<Value> {
-        self.stderr()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|r| r.get("webhook").is_some())
-            .collect()
+    /// The delivery audit records the handler wrote to stderr, once there are `count`
+    /// (its audit writer takes a moment), or after 10 s.
+    fn delivery_audits(&self, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let records: Vec<Value> = self
+                .stderr()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|r| r.get("webhook").is_some())
+                .collect();
+            if records.len() >= count || Instant::now() > deadline {
+                return records;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -709,7 +717,7 @@ impl Handler {
 fn webhook_deliveries_are_verified_and_relayed_once() {
     let sink_dir = tempfile::tempdir().expect("tempdir");
     let sink = sink_dir.path().join("events.jsonl");
-    let handler = webhook_handler(&sink.display().to_string());
+    let handler = webhook_handler(&sink.display().to_string(), &[]);
     let sunk = || -> Vec<Value> {
         std::fs::read_to_string(&sink)
             .unwrap_or_default()
@@ -739,7 +747,7 @@ fn webhook_deliveries_are_verified_and_relayed_once() {
 
     let refused = assert_bad_deliveries_refused(&handler.webhook_url());
     assert_eq!(sunk().len(), 1, "a refused delivery reached the sink");
-    let audits = handler.delivery_audits();
+    let audits = handler.delivery_audits(refused + 1);
     assert_eq!(audits.len(), refused + 1, "{audits:?}");
     assert!(audits.iter().any(|r| r["delivery"] == ACCEPTED_DELIVERY
         && r["reason"] == "accepted"
@@ -760,7 +768,7 @@ fn webhook_deliveries_are_verified_and_relayed_once() {
 #[test]
 fn webhook_deliveries_reach_a_kafka_topic_and_a_stopped_broker_is_a_503() {
     let mut kafka = KafkaTopic::start("gogs-events");
-    let handler = webhook_handler(&kafka.address);
+    let handler = webhook_handler(&kafka.address, &[]);
     let payload = push_payload("acme/app");
     let signature = sign(&payload, SECRET);
     let (status, answer) = deliver(
@@ -802,6 +810,77 @@ fn webhook_deliveries_reach_a_kafka_topic_and_a_stopped_broker_is_a_503() {
             "{answer}"
         );
     }
+}
+
+/// Audit records shipped to a Kafka topic (`TOLLGATE_AUDIT_LOG`), as serve ships them;
+/// with `TOLLGATE_AUDIT_REQUIRED=true` and the broker gone, an allowed request is
+/// refused (once the writer has seen a batch fail), never forwarded unrecorded.
+#[test]
+fn audit_records_reach_a_kafka_topic_and_audit_required_refuses_without_it() {
+    let mut kafka = KafkaTopic::start("tollgate-audit");
+    let handler = webhook_handler(
+        "stdout",
+        &[
+            ("TOLLGATE_AUDIT_LOG", kafka.address.as_str()),
+            ("TOLLGATE_AUDIT_REQUIRED", "true"),
+        ],
+    );
+    let clone_of = |repo: &str| {
+        handler.ask(&json!({
+            "request": {"path": format!("/{repo}.git/info/refs"), "query": "service=git-upload-pack"},
+        }))
+    };
+    let (status, allowed) = clone_of("acme/ok");
+    assert_eq!(
+        (status, &allowed["allow"]),
+        (200, &json!(true)),
+        "{allowed}"
+    );
+    let (_, refused) = clone_of("other/x");
+    assert_eq!(refused["reason"], "missing_credential", "{refused}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records: Vec<Value> = loop {
+        let records: Vec<Value> = kafka
+            .records(500)
+            .iter()
+            .filter_map(|r| serde_json::from_slice(r.record.value.as_deref()?).ok())
+            .collect();
+        if records.len() >= 2 || Instant::now() > deadline {
+            break records;
+        }
+    };
+    let reasons: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["allowed", "missing_credential"], "{records:?}");
+    assert!(
+        records.iter().all(|r| r["path"].as_str().is_some()),
+        "{records:?}"
+    );
+
+    kafka.broker.terminate();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refusal = loop {
+        let (status, answer) = clone_of("acme/ok");
+        assert_eq!(status, 200, "{answer}");
+        if answer["allow"] == json!(false) {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "allowed requests were never refused"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        (&refusal["status"], &refusal["reason"]),
+        (&json!(503), &json!("audit_unavailable")),
+        "{refusal}"
+    );
+    assert_eq!(refusal["response_headers"]["retry-after"], "1");
+    assert_eq!(refusal["origin_authorization"], "");
 }
 
 /// apim-webhook-policy.xml forwards a delivery untouched to the function's webhook route

@@ -174,9 +174,10 @@ struct ServeArgs {
     /// JSON object of origin secrets: secret name -> Gogs token.
     #[arg(long)]
     secrets: Option<PathBuf>,
-    /// Append audit records (JSON lines) to this file instead of stdout, or send them to
-    /// a Kafka topic, one record each: `kafka://HOST:PORT/TOPIC` (partition 0 of an
-    /// existing topic; with --audit-required, requests are refused while it fails).
+    /// Append audit records (JSON lines) to this file (or `stderr`) instead of stdout, or
+    /// send them to an existing Kafka topic, one record each, every batch to the next
+    /// partition: `kafka[s]://HOST:PORT/TOPIC[?...]` as for --webhook-sink (with
+    /// --audit-required, requests are refused while it fails).
     #[arg(long)]
     audit_log: Option<PathBuf>,
     /// Audit records waiting for the writer at most; beyond it records are dropped
@@ -391,10 +392,11 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("--webhook-sink {e}"))?;
     config.audit = match audit_log {
         None => tollgate_serve::AuditTarget::Stdout,
-        Some(path) => match path.to_str().and_then(tollgate_serve::parse_kafka_address) {
+        Some(path) => match path.to_str() {
+            Some(text) => {
+                tollgate_serve::AuditTarget::parse(text).map_err(|e| format!("--audit-log {e}"))?
+            }
             None => tollgate_serve::AuditTarget::File(path),
-            Some(Ok(address)) => tollgate_serve::AuditTarget::Kafka(address),
-            Some(Err(e)) => return Err(format!("--audit-log {e}")),
         },
     };
     config.audit_queue = audit_queue.max(1);

@@ -310,7 +310,7 @@ fn deliveries_spread_over_partitions_by_repository_as_kafkas_partitioner_places_
             let record = record.record;
             let repository = String::from_utf8(record.key.clone().expect("key")).expect("utf-8");
             assert_eq!(
-                tollgate_serve::KafkaTopic::partition_of(repository.as_bytes(), PARTITIONS),
+                tollgate_host_kit::kafka::Topic::partition_of(repository.as_bytes(), PARTITIONS),
                 partition,
                 "{repository}"
             );
@@ -342,7 +342,7 @@ fn deliveries_spread_over_partitions_by_repository_as_kafkas_partitioner_places_
     }
     let used: std::collections::BTreeSet<usize> = repositories
         .iter()
-        .map(|r| tollgate_serve::KafkaTopic::partition_of(r.as_bytes(), PARTITIONS))
+        .map(|r| tollgate_host_kit::kafka::Topic::partition_of(r.as_bytes(), PARTITIONS))
         .collect();
     assert!(
         used.len() > 1,

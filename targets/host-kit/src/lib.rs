@@ -7,10 +7,13 @@
 //! fetches come in as async closures, so the same code serves tokio (serve), a blocking
 //! thread (the Azure handler), a Workers isolate and a Fastly instance. The exceptions,
 //! for the native hosts only, are behind features: `redis`, rate-limit state in Redis
-//! ([`redis_rates`]) shared between instances; `events`, Kafka sinks ([`kafka`]) and the
-//! relay of Gogs webhook deliveries ([`webhooks`]). Behind `reload`: vetting a policy (it
+//! ([`redis_rates`]) shared between instances; `events`, Kafka sinks ([`kafka`]), the
+//! audit log's queue and writer ([`audit_log`]) and the relay of Gogs webhook deliveries
+//! ([`webhooks`]). Behind `reload`: vetting a policy (it
 //! compiles, its own test cases pass) before a host swaps it in ([`reload`]).
 
+#[cfg(feature = "events")]
+pub mod audit_log;
 #[cfg(feature = "aws-lc")]
 pub mod crypto;
 pub mod entropy;

@@ -4,25 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use policy_core::Engine;
-
-/// Where audit records go: one JSON object per line, or one Kafka record each.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AuditTarget {
-    Stdout,
-    File(PathBuf),
-    /// `kafka[s]://HOST:PORT/TOPIC[?...]`: an existing topic.
-    Kafka(crate::KafkaAddress),
-}
-
-impl AuditTarget {
-    /// Takes a Kafka sink's SASL password from `secrets`.
-    pub fn resolve(&mut self, secrets: &HashMap<String, String>) -> Result<(), String> {
-        match self {
-            AuditTarget::Kafka(address) => address.resolve(|name| secrets.get(name).cloned()),
-            _ => Ok(()),
-        }
-    }
-}
+use tollgate_host_kit::audit_log::AuditTarget;
 
 /// `--policy-url` and its settings.
 #[derive(Clone, Debug)]

@@ -11,7 +11,6 @@
 //! listeners and origin client, JWKS fetches and a browser sign-in's token request, audit
 //! output, metrics and shutdown.
 
-mod audit;
 mod client_conn;
 mod config;
 mod exchange;
@@ -24,12 +23,8 @@ mod server;
 mod sign_in;
 mod webhooks;
 
-pub use config::{
-    AuditTarget, PolicyFile, PolicyUrlConfig, RateStoreConfig, ServeConfig, WasmConfig,
-};
+pub use config::{PolicyFile, PolicyUrlConfig, RateStoreConfig, ServeConfig, WasmConfig};
 pub use policy_url::{fetch_once as fetch_policy_once, PolicyUrl};
 pub use server::{run, serve};
-pub use tollgate_host_kit::kafka::{
-    parse_address as parse_kafka_address, Address as KafkaAddress, Topic as KafkaTopic,
-};
+pub use tollgate_host_kit::audit_log::AuditTarget;
 pub use tollgate_host_kit::webhooks::WebhookSink;

@@ -19,12 +19,12 @@ use policy_core::forwarding::{client_address_headers, connection_tokens, may_for
 use policy_core::{Decision, RequestFacts, UnixTime, Verdict};
 use tollgate_host_kit::{Decided, FetchReport, Fetched, Gate, Ingested, ShardedRates};
 
-use crate::audit::AuditLog;
 use crate::exchange::{next_id, Direction, Exchange, Failure, Metered};
 use crate::metrics::{Limit, Metrics};
 use crate::policy_url::PolicyUrl;
 use crate::reload::{BoxedDecider, Reloader};
 use crate::webhooks::Webhooks;
+use tollgate_host_kit::audit_log::AuditLog;
 use tollgate_host_kit::RedisRates;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -15,7 +15,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tollgate_host_kit::{Gate, KeyRing, ShardedRates};
 
-use crate::audit::AuditLog;
 use crate::client_conn;
 use crate::config::ServeConfig;
 use crate::metrics::{Limit, Metrics};
@@ -24,6 +23,7 @@ use crate::policy_url::PolicyUrl;
 use crate::proxy::{self, Body, Origin, OriginClient, Shared, Timeouts};
 use crate::reload::{DeciderMaker, Reloaded, Reloader, SecretMap, Trigger};
 use crate::webhooks::Webhooks;
+use tollgate_host_kit::audit_log::AuditLog;
 use tollgate_host_kit::RedisRates;
 
 /// How often expired rate-limit entries are dropped.
@@ -112,7 +112,9 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         .resolve(|name| config.secrets.get(name).cloned())
         .map_err(in_secrets)?;
     let mut audit_target = config.audit.clone();
-    audit_target.resolve(&config.secrets).map_err(in_secrets)?;
+    audit_target
+        .resolve(|name| config.secrets.get(name).cloned())
+        .map_err(in_secrets)?;
     let shared = Arc::new(Shared {
         gate: ArcSwap::from_pointee(Gate::new(decider, keys)),
         reloader,

@@ -1,19 +1,54 @@
-//! Audit records go through a bounded queue to one writer thread, so a request never waits
-//! on the sink: the thread takes what is queued every few milliseconds, writes it through
-//! a buffer and flushes once per batch (to a Kafka topic, one produce per batch). A full
-//! queue drops the record and counts it; with `--audit-required` the caller refuses the
-//! request instead, as it does while the sink's last write failed.
+//! Audit records of the native hosts (serve, the Azure handler) go through a bounded queue
+//! to one writer thread, so a request never waits on the sink: the thread takes what is
+//! queued every few milliseconds, writes it through a buffer and flushes once per batch (to
+//! a Kafka topic, one produce per batch). A full queue drops the record and counts it; a
+//! host told that audit records are required refuses the request instead, as it does while
+//! the sink's last write failed.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::config::AuditTarget;
-use tollgate_host_kit::kafka;
+use crate::kafka;
 
+/// Where audit records go: one JSON object per line, or one Kafka record each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditTarget {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+    /// `kafka[s]://HOST:PORT/TOPIC[?...]`: an existing topic.
+    Kafka(kafka::Address),
+}
+
+impl AuditTarget {
+    /// `stdout` (or `-`), `stderr`, `kafka[s]://HOST:PORT/TOPIC[?...]`, or a file path.
+    pub fn parse(text: &str) -> Result<AuditTarget, String> {
+        match text {
+            "stdout" | "-" => return Ok(AuditTarget::Stdout),
+            "stderr" => return Ok(AuditTarget::Stderr),
+            _ => {}
+        }
+        match kafka::parse_address(text) {
+            None => Ok(AuditTarget::File(text.into())),
+            Some(address) => address.map(AuditTarget::Kafka),
+        }
+    }
+
+    /// Takes a Kafka sink's SASL password from the host's secrets, by name.
+    pub fn resolve(&mut self, secret: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        match self {
+            AuditTarget::Kafka(address) => address.resolve(secret),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The queue and its writer thread.
 pub struct AuditLog {
     /// `None` asks the writer to stop.
     queue: SyncSender<Option<String>>,
@@ -22,10 +57,21 @@ pub struct AuditLog {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
 impl AuditLog {
+    /// Opens `target` (a Kafka topic must exist and its broker answer now) with room for
+    /// `queue` records waiting.
     pub fn open(target: &AuditTarget, queue: usize) -> std::io::Result<Self> {
         let out: Box<dyn Write + Send> = match target {
             AuditTarget::Stdout => Box::new(std::io::stdout()),
+            AuditTarget::Stderr => Box::new(std::io::stderr()),
             AuditTarget::File(path) => Box::new(
                 std::fs::OpenOptions::new()
                     .create(true)
