@@ -760,6 +760,21 @@ fn webhook_deliveries_are_verified_and_relayed_once() {
     let (status, answer) = deliver(&elsewhere, "push", "x", JSON, &payload, "");
     assert_eq!(status, 404, "{answer}");
     assert_eq!(sunk().len(), 1);
+
+    // A reloaded policy without the webhook takes no more deliveries at its path.
+    let policy = webhook_policy();
+    handler.write_policy(&policy[..policy.find("[[webhook]]").expect("a webhook")]);
+    handler.await_stderr("no reload", |e| e.contains("policy reloaded (file change)"));
+    let (status, _) = deliver(
+        &handler.webhook_url(),
+        "push",
+        "5f0e8a52-0000-4000-8000-000000000042",
+        JSON,
+        &payload,
+        &sign(&payload, SECRET),
+    );
+    assert_eq!(status, 404);
+    assert_eq!(sunk().len(), 1);
 }
 
 /// Event Hubs' place taken by a Kafka-compatible broker: a delivery is produced once,

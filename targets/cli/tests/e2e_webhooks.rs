@@ -119,7 +119,9 @@ fn serve_command(dir: &Path, sink: &str) -> Command {
     std::fs::write(dir.join("policy.toml"), format!("{ORIGIN}{WEBHOOK}")).expect("policy");
     std::fs::write(
         dir.join("secrets.json"),
-        format!(r#"{{"svc-token": "t", "hook-secret": "{SECRET}"}}"#),
+        format!(
+            r#"{{"svc-token": "t", "hook-secret": "{SECRET}", "{KAFKA_PASSWORD_SECRET}": "{KAFKA_PASSWORD}"}}"#
+        ),
     )
     .expect("secrets");
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
@@ -283,6 +285,52 @@ fn deliveries_reach_a_topic_over_tls_and_an_untrusted_broker_stops_the_start() {
             "{address}: {stderr}"
         );
     }
+}
+
+/// The SASL password the SCRAM broker knows for `tollgate`, and the secret naming it.
+const KAFKA_PASSWORD: &str = "kafka-scram-password-1";
+const KAFKA_PASSWORD_SECRET: &str = "kafka-password";
+
+/// Deliveries to a broker that signs clients in with SASL SCRAM-SHA-256, the password
+/// taken by name from `--secrets`: relayed and read back. A user the broker does not
+/// know, or a wrong password, stops serve's start with the broker's refusal.
+#[test]
+fn deliveries_reach_a_topic_behind_scram_sign_in_and_a_refused_one_stops_the_start() {
+    let kafka = KafkaTopic::start_with_scram(
+        "gogs-events",
+        "tollgate",
+        KAFKA_PASSWORD,
+        KAFKA_PASSWORD_SECRET,
+    );
+    let gateway = Gateway::start_to(Some(&kafka.address));
+    let payload = push_payload("acme/app");
+    let (status, answer) =
+        gateway.deliver("push", DELIVERY, JSON, &payload, &sign(&payload, SECRET));
+    assert_eq!(status, 202, "{answer}");
+    let records = kafka.records(1_000);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        records[0].record.key.as_deref(),
+        Some(b"acme/app".as_slice())
+    );
+
+    let stranger = kafka.address.replace("user=tollgate", "user=mallory");
+    let wrong_password = kafka.address.replace(KAFKA_PASSWORD_SECRET, "hook-secret");
+    for address in [stranger, wrong_password] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = serve_command(dir.path(), &address)
+            .args(["--audit-log", "/dev/null", "--origin", "http://127.0.0.1:9"])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .output()
+            .expect("serve");
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{address}: serve started");
+        assert!(
+            stderr.contains("webhook sink: ") && stderr.contains("Sasl handshake failed"),
+            "{address}: {stderr}"
+        );
+    }
+    assert_eq!(kafka.records(200).len(), 1);
 }
 
 #[test]

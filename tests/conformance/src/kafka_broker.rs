@@ -1,14 +1,14 @@
 //! A Kafka-compatible broker for the event tests: tansu with its in-memory engine on
-//! 127.0.0.1 (behind Debian's stunnel for TLS), one topic made in it, and a client reading
-//! the topic back.
+//! 127.0.0.1 (behind Debian's stunnel for TLS, or on SQLite for SASL SCRAM users), one
+//! topic made in it, and a client reading the topic back.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::process::{free_port, Proc};
 
-/// tansu, a Kafka-compatible broker, on 127.0.0.1 with its in-memory engine, holding one
-/// topic, and a client reading it back.
+/// tansu, a Kafka-compatible broker, on 127.0.0.1, holding one topic, and a client reading
+/// it back.
 pub struct KafkaTopic {
     pub broker: Proc,
     /// `kafka://HOST:PORT/TOPIC` (or `kafkas://...?ca=...` behind TLS), as the hosts take it.
@@ -17,6 +17,21 @@ pub struct KafkaTopic {
     partitions: Vec<rskafka::client::partition::PartitionClient>,
     /// The TLS front (stunnel) and its certificate's folder, when behind TLS.
     _tls: Option<(Proc, tempfile::TempDir)>,
+    /// The broker's SQLite store, when it signs clients in.
+    _store: Option<tempfile::TempDir>,
+}
+
+/// How clients reach the broker.
+enum Access {
+    Open,
+    Tls,
+    /// SASL SCRAM-SHA-256 or -512 as `user` with `password`; the hosts' address names the
+    /// password by the secret `password_secret`.
+    Scram {
+        user: String,
+        password: String,
+        password_secret: String,
+    },
 }
 
 impl std::fmt::Debug for KafkaTopic {
@@ -33,23 +48,48 @@ impl KafkaTopic {
     }
 
     pub fn start_with_partitions(topic: &str, count: i32) -> KafkaTopic {
-        Self::start_broker(topic, count, false)
+        Self::start_broker(topic, count, Access::Open)
     }
 
     /// A topic reached only over TLS: tansu advertises the port of a TLS front (Debian's
     /// stunnel, with a certificate made here for 127.0.0.1), so every client connection,
     /// the host's and the reader's, goes through it.
     pub fn start_behind_tls(topic: &str) -> KafkaTopic {
-        Self::start_broker(topic, 1, true)
+        Self::start_broker(topic, 1, Access::Tls)
     }
 
-    fn start_broker(topic: &str, count: i32, tls: bool) -> KafkaTopic {
+    /// A topic reached only by signing in with SASL SCRAM as `user` (SHA-256 or -512)
+    /// with `password`, which the hosts' address names as the secret `password_secret`.
+    /// tansu keeps SCRAM users in its store and takes none while it requires sign-in, so
+    /// it runs first without, on SQLite, to be given the user and the topic, then again on
+    /// the same store with `--authentication`.
+    pub fn start_with_scram(
+        topic: &str,
+        user: &str,
+        password: &str,
+        password_secret: &str,
+    ) -> KafkaTopic {
+        Self::start_broker(
+            topic,
+            1,
+            Access::Scram {
+                user: user.to_owned(),
+                password: password.to_owned(),
+                password_secret: password_secret.to_owned(),
+            },
+        )
+    }
+
+    fn start_broker(topic: &str, count: i32, access: Access) -> KafkaTopic {
         let port = free_port();
         let front_port = free_port();
+        let tls = matches!(access, Access::Tls);
         let advertised = if tls { front_port } else { port };
-        let broker = Proc::start(
-            "tansu",
-            Command::new("tansu")
+        let store =
+            matches!(access, Access::Scram { .. }).then(|| tempfile::tempdir().expect("tempdir"));
+        let tansu = |authentication: bool| {
+            let mut command = Command::new("tansu");
+            command
                 .args([
                     "broker",
                     "--listener-url",
@@ -59,11 +99,21 @@ impl KafkaTopic {
                     "--advertised-listener-url",
                     &format!("tcp://127.0.0.1:{advertised}"),
                 ])
-                .args(["--storage-engine", "memory://tansu/"])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-            port,
-        );
+                .stderr(Stdio::null());
+            match &store {
+                // tansu opens a SQLite path relative to where it runs.
+                Some(dir) => command
+                    .current_dir(dir.path())
+                    .args(["--storage-engine", "sqlite://tansu.db"]),
+                None => command.args(["--storage-engine", "memory://tansu/"]),
+            };
+            if authentication {
+                command.arg("--authentication");
+            }
+            Proc::start("tansu", &mut command, port)
+        };
+        let mut broker = tansu(false);
         let front = tls.then(|| tls_front(front_port, port));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -71,18 +121,47 @@ impl KafkaTopic {
             .expect("runtime");
         let bootstrap = format!("127.0.0.1:{advertised}");
         let ca = front.as_ref().map(|(_, dir)| dir.path().join("ca.pem"));
-        let partitions = runtime.block_on(async {
+        let client = |sasl: Option<rskafka::client::SaslConfig>| {
             let mut builder = rskafka::client::ClientBuilder::new(vec![bootstrap.clone()]);
             if let Some(ca) = &ca {
                 builder = builder.tls_config(trusting(ca));
             }
-            let client = builder.build().await.expect("kafka client");
-            client
+            if let Some(sasl) = sasl {
+                builder = builder.sasl_config(sasl);
+            }
+            builder.build()
+        };
+        runtime.block_on(async {
+            client(None)
+                .await
+                .expect("kafka client")
                 .controller_client()
                 .expect("controller")
                 .create_topic(topic, count, 1, 5_000)
                 .await
                 .expect("create topic");
+        });
+        let mut sasl = None;
+        if let Access::Scram { user, password, .. } = &access {
+            for mechanism in ["scram256", "scram512"] {
+                let made = Command::new("tansu")
+                    .args(["user", "create", "--broker"])
+                    .arg(format!("tcp://127.0.0.1:{port}"))
+                    .args(["--mechanism", mechanism, user, password])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .expect("tansu user create");
+                assert!(made.success(), "tansu user create --mechanism {mechanism}");
+            }
+            broker.terminate();
+            broker = tansu(true);
+            sasl = Some(rskafka::client::SaslConfig::ScramSha256(
+                rskafka::client::Credentials::new(user.clone(), password.clone()),
+            ));
+        }
+        let partitions = runtime.block_on(async {
+            let client = client(sasl).await.expect("kafka client");
             let mut partitions = Vec::new();
             for id in 0..count {
                 partitions.push(
@@ -98,9 +177,19 @@ impl KafkaTopic {
             }
             partitions
         });
-        let address = match &ca {
-            Some(ca) => format!("kafkas://{bootstrap}/{topic}?ca={}", ca.display()),
-            None => format!("kafka://{bootstrap}/{topic}"),
+        let address = match (&ca, &access) {
+            (Some(ca), _) => format!("kafkas://{bootstrap}/{topic}?ca={}", ca.display()),
+            (
+                None,
+                Access::Scram {
+                    user,
+                    password_secret,
+                    ..
+                },
+            ) => format!(
+                "kafka://{bootstrap}/{topic}?sasl=scram-sha-256&user={user}&password={password_secret}"
+            ),
+            (None, _) => format!("kafka://{bootstrap}/{topic}"),
         };
         KafkaTopic {
             broker,
@@ -108,6 +197,7 @@ impl KafkaTopic {
             runtime,
             partitions,
             _tls: front,
+            _store: store,
         }
     }
 
