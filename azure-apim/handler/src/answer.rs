@@ -30,6 +30,9 @@ pub struct Answer {
     /// applies (at most [`XML_RATE_LIMITS`]); empty when the handler resolved the limits
     /// itself or none applies.
     pub rate_limits: Vec<Value>,
+    /// `X-Request-Id` for the origin (the client's when usable, else the handler's id for
+    /// the decision), also in the audit record; "" on refusals made outside a decision.
+    pub request_id: String,
     pub decision: Value,
     #[serde(skip)]
     pub audit: String,
@@ -196,6 +199,7 @@ impl Answer {
                     json!({ "key": limit.key, "calls": calls, "renewal_period": renewal_period })
                 })
                 .collect(),
+            request_id: String::new(),
             decision: serde_json::to_value(decision).unwrap_or(Value::Null),
             audit,
         }
@@ -237,6 +241,7 @@ impl Answer {
             content_type: "text/plain; charset=utf-8".into(),
             body: body.into(),
             rate_limits: Vec::new(),
+            request_id: String::new(),
             audit: summary.to_string(),
             decision: summary,
         }

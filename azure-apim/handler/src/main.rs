@@ -43,6 +43,7 @@ use policy_core::{
     JwksTimings, OwnedRequest, OwnedTokenResponse, TokenExchange, UnixTime, Verdict,
 };
 use tollgate_host_kit::audit_log::{AuditLog, AuditTarget};
+use tollgate_host_kit::request_id;
 use tollgate_host_kit::{
     complete_now, Decider, Fetched, Gate, KeyRing, Namespaced, RedisRates, ShardedRates,
 };
@@ -306,6 +307,17 @@ impl Handler {
         }
         let pairs = input.request.header_pairs();
         let facts = input.request.facts(&pairs);
+        // The decision's id, and the request's: the client's X-Request-Id when usable,
+        // else the decision's id. Both are audited; APIM forwards the request id to Gogs.
+        let id = request_id::next_id(now().as_nanos());
+        let request_id = request_id::from_client(facts.header_values("x-request-id"))
+            .unwrap_or_else(|| id.clone());
+        let audited = |decision: &policy_core::Decision| {
+            let mut record = decision.audit(&facts, at);
+            record.id = Some(id.clone());
+            record.request_id = Some(request_id.clone());
+            record.to_json()
+        };
         let fetch = |url: String| std::future::ready(self.fetch_jwks(&url));
         // Every fetch is blocking, so the future is complete when polled once.
         let decided = if self.test_endpoints {
@@ -322,11 +334,7 @@ impl Handler {
         };
         let Some(decided) = decided else {
             let refusal = policy_core::Decision::policy_module_failed();
-            return Answer::from_decision(
-                &refusal,
-                Vec::new(),
-                refusal.audit(&facts, at).to_json(),
-            );
+            return Answer::from_decision(&refusal, Vec::new(), audited(&refusal));
         };
         for report in &decided.fetches {
             if let Some(error) = &report.error {
@@ -384,8 +392,9 @@ impl Handler {
                 (pending.admit(), limits)
             }
         };
-        let audit = decision.audit(&facts, at).to_json();
-        Answer::from_decision(&decision, limits, audit)
+        let mut answer = Answer::from_decision(&decision, limits, audited(&decision));
+        answer.request_id = request_id.clone();
+        answer
     }
 }
 

@@ -271,6 +271,18 @@ fn apim_mode_answers_what_the_policy_xml_reads() {
     assert_eq!(status, 200);
     assert_eq!(allowed["allow"], true);
     assert_eq!(allowed["identity"], "alice");
+    // No X-Request-Id from the client: the handler's own id, also in the audit record;
+    // a client's usable one is kept.
+    let request_id = allowed["request_id"].as_str().expect("request_id");
+    assert!(!request_id.is_empty(), "{allowed}");
+    let marker = format!("\"request_id\":\"{request_id}\"");
+    handler.await_stderr("no audit record with the request id", |e| {
+        e.contains(&marker)
+    });
+    let mut traced = example_request("alice-clone.json");
+    traced["headers"]["X-Request-Id"] = json!("trace-7f3a");
+    let (_, traced) = handler.ask(&json!({ "request": traced, "now": now }));
+    assert_eq!(traced["request_id"], "trace-7f3a", "{traced}");
     let expected = format!("Basic {}", base64_of("alice:placeholder"));
     assert_eq!(allowed["origin_authorization"], expected);
     assert_eq!(

@@ -27,6 +27,7 @@ pub mod rates;
 pub mod redis_rates;
 #[cfg(feature = "reload")]
 pub mod reload;
+pub mod request_id;
 pub mod tokens;
 #[cfg(feature = "events")]
 pub mod webhooks;

@@ -76,10 +76,7 @@ impl Failure {
 
 /// A request id, unique within this process and across its restarts.
 pub fn next_id() -> String {
-    static BOOT: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let boot = *BOOT.get_or_init(|| crate::proxy::now().as_nanos());
-    format!("{boot:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+    tollgate_host_kit::request_id::next_id(crate::proxy::now().as_nanos())
 }
 
 pub struct Exchange {

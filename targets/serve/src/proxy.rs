@@ -25,6 +25,7 @@ use crate::policy_url::PolicyUrl;
 use crate::reload::{BoxedDecider, Reloader};
 use crate::webhooks::Webhooks;
 use tollgate_host_kit::audit_log::AuditLog;
+use tollgate_host_kit::request_id;
 use tollgate_host_kit::RedisRates;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -226,16 +227,14 @@ pub async fn handle(
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The client's `X-Request-Id`, when it sent exactly one that is 1-128 visible ASCII
-/// characters; otherwise serve uses the exchange's own id.
+/// The client's `X-Request-Id`, when usable; otherwise serve uses the exchange's own id.
 fn client_request_id(headers: &hyper::HeaderMap) -> Option<String> {
-    let mut values = headers.get_all(X_REQUEST_ID).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return None;
-    };
-    let value = value.to_str().ok()?;
-    let usable = (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic());
-    usable.then(|| value.to_owned())
+    request_id::from_client(
+        headers
+            .get_all(X_REQUEST_ID)
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default()),
+    )
 }
 
 /// What came of deciding one request.
