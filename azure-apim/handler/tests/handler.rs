@@ -703,6 +703,13 @@ impl Handler {
         )
     }
 
+    /// Delivers the signed push of acme/app as delivery `id`, as APIM forwards it.
+    fn push(&self, id: &str) -> (u16, Value) {
+        let payload = push_payload("acme/app");
+        let signature = sign(&payload, SECRET);
+        deliver(&self.webhook_url(), "push", id, JSON, &payload, &signature)
+    }
+
     /// The delivery audit records the handler wrote to stderr, once there are `count`
     /// (its audit writer takes a moment), or after 10 s.
     fn delivery_audits(&self, count: usize) -> Vec<Value> {
@@ -738,14 +745,7 @@ fn webhook_deliveries_are_verified_and_relayed_once() {
             .collect()
     };
     let payload = push_payload("acme/app");
-    let (status, answer) = deliver(
-        &handler.webhook_url(),
-        "push",
-        ACCEPTED_DELIVERY,
-        JSON,
-        &payload,
-        &sign(&payload, SECRET),
-    );
+    let (status, answer) = handler.push(ACCEPTED_DELIVERY);
     assert_eq!((status, answer["result"].as_str()), (202, Some("accepted")));
     let envelopes = sunk();
     assert_eq!(envelopes.len(), 1, "{envelopes:?}");
@@ -777,14 +777,7 @@ fn webhook_deliveries_are_verified_and_relayed_once() {
     let policy = webhook_policy();
     handler.write_policy(&policy[..policy.find("[[webhook]]").expect("a webhook")]);
     handler.await_stderr("no reload", |e| e.contains("policy reloaded (file change)"));
-    let (status, _) = deliver(
-        &handler.webhook_url(),
-        "push",
-        "5f0e8a52-0000-4000-8000-000000000042",
-        JSON,
-        &payload,
-        &sign(&payload, SECRET),
-    );
+    let (status, _) = handler.push("5f0e8a52-0000-4000-8000-000000000042");
     assert_eq!(status, 404);
     assert_eq!(sunk().len(), 1);
 }
@@ -796,16 +789,7 @@ fn webhook_deliveries_are_verified_and_relayed_once() {
 fn webhook_deliveries_reach_a_kafka_topic_and_a_stopped_broker_is_a_503() {
     let mut kafka = KafkaTopic::start("gogs-events");
     let handler = webhook_handler(&kafka.address, &[]);
-    let payload = push_payload("acme/app");
-    let signature = sign(&payload, SECRET);
-    let (status, answer) = deliver(
-        &handler.webhook_url(),
-        "push",
-        ACCEPTED_DELIVERY,
-        JSON,
-        &payload,
-        &signature,
-    );
+    let (status, answer) = handler.push(ACCEPTED_DELIVERY);
     assert_eq!((status, answer["result"].as_str()), (202, Some("accepted")));
     let records = kafka.records(1_000);
     assert_eq!(records.len(), 1, "{records:?}");
@@ -823,14 +807,7 @@ fn webhook_deliveries_reach_a_kafka_topic_and_a_stopped_broker_is_a_503() {
     kafka.broker.terminate();
     let again = "5f0e8a52-0000-4000-8000-000000000099";
     for _ in 0..2 {
-        let (status, answer) = deliver(
-            &handler.webhook_url(),
-            "push",
-            again,
-            JSON,
-            &payload,
-            &signature,
-        );
+        let (status, answer) = handler.push(again);
         assert_eq!(
             (status, answer["result"].as_str()),
             (503, Some("sink_unavailable")),
@@ -866,17 +843,7 @@ fn audit_records_reach_a_kafka_topic_and_audit_required_refuses_without_it() {
     let (_, refused) = clone_of("other/x");
     assert_eq!(refused["reason"], "missing_credential", "{refused}");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let records: Vec<Value> = loop {
-        let records: Vec<Value> = kafka
-            .records(500)
-            .iter()
-            .filter_map(|r| serde_json::from_slice(r.record.value.as_deref()?).ok())
-            .collect();
-        if records.len() >= 2 || Instant::now() > deadline {
-            break records;
-        }
-    };
+    let records = kafka.json_values(2);
     let reasons: Vec<&str> = records
         .iter()
         .filter_map(|r| r["reason"].as_str())

@@ -135,6 +135,38 @@ fn serve_command(dir: &Path, sink: &str) -> Command {
     command
 }
 
+/// Delivers the signed push of acme/app to `gateway` and checks that it reached `kafka`'s
+/// topic once, keyed by its repository.
+fn push_reaches_the_topic(gateway: &Gateway, kafka: &KafkaTopic) {
+    let payload = push_payload("acme/app");
+    let (status, answer) =
+        gateway.deliver("push", DELIVERY, JSON, &payload, &sign(&payload, SECRET));
+    assert_eq!(status, 202, "{answer}");
+    let records = kafka.records(1_000);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        records[0].record.key.as_deref(),
+        Some(b"acme/app".as_slice())
+    );
+}
+
+/// Asserts that serve relaying to `address` refuses to start, and that it says why
+/// (`why` in its message about the webhook sink).
+fn serve_refuses_the_sink(address: &str, why: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = serve_command(dir.path(), address)
+        .args(["--audit-log", "/dev/null", "--origin", "http://127.0.0.1:9"])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .expect("serve");
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{address}: serve started");
+    assert!(
+        stderr.contains("webhook sink: ") && stderr.contains(why),
+        "{address}: {stderr}"
+    );
+}
+
 #[test]
 fn a_signed_push_is_relayed_once_and_nothing_else_reaches_the_sink() {
     let gateway = Gateway::start(None);
@@ -255,36 +287,11 @@ fn form_encode(value: &str) -> String {
 fn deliveries_reach_a_topic_over_tls_and_an_untrusted_broker_stops_the_start() {
     let kafka = KafkaTopic::start_behind_tls("gogs-events");
     let gateway = Gateway::start_to(Some(&kafka.address));
-    let payload = push_payload("acme/app");
-    let (status, answer) =
-        gateway.deliver("push", DELIVERY, JSON, &payload, &sign(&payload, SECRET));
-    assert_eq!(status, 202, "{answer}");
-    let records = kafka.records(1_000);
-    assert_eq!(records.len(), 1, "{records:?}");
-    assert_eq!(
-        records[0].record.key.as_deref(),
-        Some(b"acme/app".as_slice())
-    );
+    push_reaches_the_topic(&gateway, &kafka);
 
     let untrusted = kafka.address.split_once('?').expect("ca").0.to_owned();
-    let plaintext = untrusted.replacen("kafkas://", "kafka://", 1);
-    for (address, why) in [
-        (untrusted.as_str(), "certificate"),
-        (plaintext.as_str(), ""),
-    ] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = serve_command(dir.path(), address)
-            .args(["--audit-log", "/dev/null", "--origin", "http://127.0.0.1:9"])
-            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-            .output()
-            .expect("serve");
-        let stderr = text(&out.stderr);
-        assert!(!out.status.success(), "{address}: serve started");
-        assert!(
-            stderr.contains("webhook sink: ") && stderr.contains(why),
-            "{address}: {stderr}"
-        );
-    }
+    serve_refuses_the_sink(&untrusted, "certificate");
+    serve_refuses_the_sink(&untrusted.replacen("kafkas://", "kafka://", 1), "");
 }
 
 /// The SASL password the SCRAM broker knows for `tollgate`, and the secret naming it.
@@ -303,33 +310,12 @@ fn deliveries_reach_a_topic_behind_scram_sign_in_and_a_refused_one_stops_the_sta
         KAFKA_PASSWORD_SECRET,
     );
     let gateway = Gateway::start_to(Some(&kafka.address));
-    let payload = push_payload("acme/app");
-    let (status, answer) =
-        gateway.deliver("push", DELIVERY, JSON, &payload, &sign(&payload, SECRET));
-    assert_eq!(status, 202, "{answer}");
-    let records = kafka.records(1_000);
-    assert_eq!(records.len(), 1, "{records:?}");
-    assert_eq!(
-        records[0].record.key.as_deref(),
-        Some(b"acme/app".as_slice())
-    );
+    push_reaches_the_topic(&gateway, &kafka);
 
     let stranger = kafka.address.replace("user=tollgate", "user=mallory");
+    serve_refuses_the_sink(&stranger, "Sasl handshake failed");
     let wrong_password = kafka.address.replace(KAFKA_PASSWORD_SECRET, "hook-secret");
-    for address in [stranger, wrong_password] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = serve_command(dir.path(), &address)
-            .args(["--audit-log", "/dev/null", "--origin", "http://127.0.0.1:9"])
-            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-            .output()
-            .expect("serve");
-        let stderr = text(&out.stderr);
-        assert!(!out.status.success(), "{address}: serve started");
-        assert!(
-            stderr.contains("webhook sink: ") && stderr.contains("Sasl handshake failed"),
-            "{address}: {stderr}"
-        );
-    }
+    serve_refuses_the_sink(&wrong_password, "Sasl handshake failed");
     assert_eq!(kafka.records(200).len(), 1);
 }
 
@@ -468,17 +454,7 @@ fn audit_records_reach_a_kafka_topic_and_audit_required_refuses_without_it() {
     assert_eq!(get("/other/x.git/info/refs?service=git-upload-pack"), 401);
 
     // Both decisions (and the forwarded one's outcome) are in the topic.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let records: Vec<Value> = loop {
-        let records: Vec<Value> = kafka
-            .records(500)
-            .iter()
-            .filter_map(|r| serde_json::from_slice(r.record.value.as_deref()?).ok())
-            .collect();
-        if records.len() >= 3 || std::time::Instant::now() > deadline {
-            break records;
-        }
-    };
+    let records = kafka.json_values(3);
     let reasons: Vec<&str> = records
         .iter()
         .filter_map(|r| r["reason"].as_str())

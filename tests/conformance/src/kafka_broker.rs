@@ -201,6 +201,22 @@ impl KafkaTopic {
         }
     }
 
+    /// The JSON values of the first partition's records, once there are `count` of them
+    /// (or after 10 s).
+    pub fn json_values(&self, count: usize) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let values: Vec<serde_json::Value> = self
+                .records(500)
+                .iter()
+                .filter_map(|r| serde_json::from_slice(r.record.value.as_deref()?).ok())
+                .collect();
+            if values.len() >= count || std::time::Instant::now() > deadline {
+                return values;
+            }
+        }
+    }
+
     /// Every record in the topic's first partition, waiting up to `max_wait_ms` for one.
     pub fn records(&self, max_wait_ms: i32) -> Vec<rskafka::record::RecordAndOffset> {
         self.records_in(0, max_wait_ms)
