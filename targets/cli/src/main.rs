@@ -158,8 +158,9 @@ struct ServeArgs {
     policy_poll: u64,
     /// Where accepted Gogs webhook deliveries ([[webhook]]) go: `stdout` or a file (one
     /// JSON envelope per line, synced before Gogs is answered), or
-    /// `kafka://HOST:PORT/TOPIC` (one record each, keyed by repository, acknowledged
-    /// before Gogs is answered).
+    /// `kafka[s]://HOST:PORT/TOPIC[?sasl=plain|scram-sha-256|scram-sha-512&user=NAME&password=SECRET&ca=FILE]`
+    /// (one record each, keyed by repository, acknowledged before Gogs is answered; the
+    /// password by name from --secrets).
     #[arg(long, default_value = "stdout")]
     webhook_sink: String,
     /// Base URL of the Gogs server, e.g. http://127.0.0.1:3000

@@ -1,11 +1,12 @@
 //! Gogs webhooks through `tollgate serve`, with deliveries made byte for byte as Gogs makes
 //! them (headers, lowercase hex HMAC-SHA256 over the JSON payload, `json.MarshalIndent`
 //! layout, form deliveries signed over the `payload` field): a signed push is relayed to
-//! the sink (a file, a Kafka topic) exactly once; forged, replayed, oversize,
-//! wrong-repository and wrong-event deliveries are refused and never reach it; a sink that
-//! cannot take it answers 503. And audit records shipped to a Kafka topic, failing closed
-//! with `--audit-required` when the broker goes away, and those of a real clone and push
-//! read back from it.
+//! the sink (a file, a Kafka topic: plain, over TLS, or signed in with SASL SCRAM) exactly
+//! once; forged, replayed, oversize, wrong-repository and wrong-event deliveries are
+//! refused and never reach it; a sink that cannot take it answers 503, and one that
+//! refuses serve's TLS or sign-in stops its start. And audit records shipped to a Kafka
+//! topic, failing closed with `--audit-required` when the broker goes away, and those of a
+//! real clone and push read back from it.
 
 use std::fs::File;
 use std::path::Path;

@@ -1,8 +1,8 @@
 //! What every Kafka sink (webhook deliveries, audit records; serve and the Azure handler)
-//! shares: the address
-//! (`kafka://` or, over TLS, `kafkas://HOST:PORT/TOPIC`, with SASL credentials from the
-//! secrets), connecting to every partition of an existing topic, placing each record where
-//! Kafka's default partitioner would, producing within a bound, and the records' timestamp.
+//! shares: the address (`kafka://` or, over TLS, `kafkas://HOST:PORT/TOPIC`, with SASL
+//! credentials from the secrets), connecting to every partition of an existing topic,
+//! placing each record where Kafka's default partitioner would, producing within a bound,
+//! and the records' timestamp.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
