@@ -30,6 +30,8 @@ impl SecretStore for Secrets {
     }
 }
 
+/// What receiving deliveries needs: the policy's webhooks, their secrets, the delivery ids
+/// seen, and the opened sink.
 pub struct Webhooks {
     /// The policy whose `[[webhook]]`s apply; a reload replaces it.
     pub engine: ArcSwap<Engine>,
