@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tollgate_conformance::browser::Browser;
+use tollgate_conformance::process::Proc;
 use tollgate_conformance::world::{finish_at_provider, header, text, World};
 
 /// The value of the first `name="NAME" value="..."` in `page`.
@@ -156,14 +157,40 @@ fn stored(home: &Path, gateway: &str) -> Value {
     all[gateway].clone()
 }
 
+/// The world a person signs in to: the provider and the origin, `tollgate serve` in front
+/// (auditing nowhere), their URLs, and the person's home folder.
+struct Signing {
+    world: World,
+    _serve: Proc,
+    gateway: String,
+    idp: String,
+    home: std::path::PathBuf,
+}
+
+impl Signing {
+    fn start() -> Signing {
+        let world = World::start();
+        let tollgate = Path::new(env!("CARGO_BIN_EXE_tollgate"));
+        let (serve, port) = world.serve(tollgate, &["--audit-log", "/dev/null"]);
+        Signing {
+            gateway: format!("http://127.0.0.1:{port}"),
+            idp: format!("http://127.0.0.1:{}", world.idp_port),
+            home: world.home(),
+            world,
+            _serve: serve,
+        }
+    }
+}
+
 #[test]
 fn login_then_git_through_the_credential_helper_with_refreshed_tokens() {
-    let world = World::start();
-    let tollgate = Path::new(env!("CARGO_BIN_EXE_tollgate"));
-    let (_serve, port) = world.serve(tollgate, &["--audit-log", "/dev/null"]);
-    let gateway = format!("http://127.0.0.1:{port}");
-    let idp = format!("http://127.0.0.1:{}", world.idp_port);
-    let home = world.home();
+    let Signing {
+        world,
+        _serve,
+        gateway,
+        idp,
+        home,
+    } = Signing::start();
 
     // Sign in: the command shows a code, alice enters it at the provider and signs in.
     // Nothing but the gateway: it publishes the issuer, client id and resource.
@@ -269,12 +296,13 @@ fn login_then_git_through_the_credential_helper_with_refreshed_tokens() {
 
 #[test]
 fn login_in_a_browser_with_pkce_on_a_loopback_redirect() {
-    let world = World::start();
-    let tollgate = Path::new(env!("CARGO_BIN_EXE_tollgate"));
-    let (_serve, port) = world.serve(tollgate, &["--audit-log", "/dev/null"]);
-    let gateway = format!("http://127.0.0.1:{port}");
-    let idp = format!("http://127.0.0.1:{}", world.idp_port);
-    let home = world.home();
+    let Signing {
+        world,
+        _serve,
+        gateway,
+        idp,
+        home,
+    } = Signing::start();
 
     // Five-minute tokens (not `[login]`'s five-second ones): a push with git-lfs spans
     // several requests on one credential. No desktop here: the test's Chromium opens the
