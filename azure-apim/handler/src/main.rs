@@ -467,8 +467,9 @@ fn decide(handler: &Handler, mut request: tiny_http::Request) {
     }
     match serde_json::from_str::<Input>(&body) {
         Ok(input) => {
-            let answer = handler.decide(input);
-            let recorded = handler.audit.record(answer.audit.clone());
+            let mut answer = handler.decide(input);
+            // The record is not part of the answer APIM reads.
+            let recorded = handler.audit.record(std::mem::take(&mut answer.audit));
             let answer = if answer.allow && !recorded && handler.audit_required {
                 Answer::audit_unavailable()
             } else {
