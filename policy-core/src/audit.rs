@@ -51,9 +51,7 @@ impl Decision {
     pub fn audit<'d>(&'d self, facts: &RequestFacts<'_>, now: UnixTime) -> AuditRecord<'d> {
         let fingerprint = facts.header_values("authorization").next().map(|v| {
             let digest = Sha256::digest(v.as_bytes());
-            let mut hex = hex::encode(digest);
-            hex.truncate(16);
-            hex
+            hex::encode(&digest[..8])
         });
         AuditRecord {
             id: None,
