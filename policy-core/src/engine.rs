@@ -734,8 +734,10 @@ impl Engine {
         for candidate in &candidates {
             if credential::looks_like_jwt(candidate) {
                 // A JWT is unambiguous: its verdict is final, whichever Basic field held it.
-                let digest: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
-                if let Some(identity) = tokens.lookup(&digest, now) {
+                let digest: Option<[u8; 32]> = tokens
+                    .keeps_tokens()
+                    .then(|| Sha256::digest(candidate.as_bytes()).into());
+                if let Some(identity) = digest.and_then(|d| tokens.lookup(&d, now)) {
                     explain.step(|| {
                         ExplainStep::new(
                             format!("issuer:{}", issuer_name(&identity)),
@@ -756,7 +758,7 @@ impl Engine {
                     Ok(verified) => {
                         let identity = verified.identity;
                         // Tokens without `exp` are never cached: nothing bounds them.
-                        if let Some(until) = verified.valid_until {
+                        if let (Some(digest), Some(until)) = (digest, verified.valid_until) {
                             tokens.remember(digest, &identity, verified.valid_from, until, now);
                         }
                         explain.step(|| {

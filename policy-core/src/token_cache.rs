@@ -17,6 +17,11 @@ use crate::time::UnixTime;
 /// hosts choose their own interior mutability: `RefCell` in single-threaded hosts (the
 /// WASM module, the workers), a mutex in `tollgate serve`.
 pub trait TokenCacheStore {
+    /// Whether this store keeps tokens at all; one that does not spares the engine hashing
+    /// each token for keys it would never use.
+    fn keeps_tokens(&self) -> bool {
+        true
+    }
     fn lookup(&self, digest: &[u8; 32], now: UnixTime) -> Option<Identity>;
     fn remember(
         &self,
@@ -33,6 +38,9 @@ pub trait TokenCacheStore {
 pub struct NoTokenCache;
 
 impl TokenCacheStore for NoTokenCache {
+    fn keeps_tokens(&self) -> bool {
+        false
+    }
     fn lookup(&self, _digest: &[u8; 32], _now: UnixTime) -> Option<Identity> {
         None
     }
