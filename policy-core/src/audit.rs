@@ -49,9 +49,10 @@ pub struct AuditRecord<'d> {
 impl Decision {
     /// The audit record for this decision about `facts`, made at `now`.
     pub fn audit<'d>(&'d self, facts: &RequestFacts<'_>, now: UnixTime) -> AuditRecord<'d> {
-        let fingerprint = facts.header_values("authorization").next().map(|v| {
-            let digest = Sha256::digest(v.as_bytes());
-            hex::encode(&digest[..8])
+        let fingerprint = facts.header_values("authorization").next().and_then(|v| {
+            Sha256::digest(v.as_bytes())
+                .first_chunk::<8>()
+                .map(hex::encode)
         });
         AuditRecord {
             id: None,
