@@ -613,18 +613,12 @@ impl Engine {
                 set.extend(cookies.header);
             }
         }
-        let identity_label = match &draft.identity {
-            Some(id) => id.user.clone(),
-            None => String::from("anonymous"),
+        let message = match &draft.identity {
+            Some(id) => [id.user.as_str(), " allowed"].concat(),
+            None => String::from("anonymous allowed"),
         };
         let explaining = draft.explain.records();
-        let mut allowed = draft.finish(
-            true,
-            200,
-            Reason::Allowed,
-            format!("{identity_label} allowed"),
-            rule,
-        );
+        let mut allowed = draft.finish(true, 200, Reason::Allowed, message, rule);
         allowed.strip = strip;
         allowed.set = set;
         if let Some(would_be) = &shadow_denial {

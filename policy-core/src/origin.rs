@@ -196,8 +196,8 @@ impl OriginConfig {
             // Gogs' API reads `Authorization: token <sha>`.
             RouteClass::Api => Header::secret(
                 "authorization",
-                format!("token {token}"),
-                format!("token {shown}"),
+                ["token ", &token].concat(),
+                ["token ", &shown].concat(),
             ),
             // Git HTTP only understands Basic; Gogs tries the password as a token.
             _ => Header::secret(

@@ -2,6 +2,7 @@
 //! master's flamego router behind it, and the static files and middleware answering
 //! before either) and what each of them needs.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::access::Access;
@@ -40,7 +41,15 @@ pub(crate) fn interpret(
     request: &Request<'_>,
     needs: &mut Vec<Need>,
 ) -> Result<(), RouteError> {
-    let path = alloc::format!("/{}", request.segments.join("/"));
+    // `/` and the segments joined by `/`, in one allocation.
+    let mut path = String::with_capacity(request.segments.iter().map(|s| s.len() + 1).sum());
+    path.push('/');
+    for (i, segment) in request.segments.iter().enumerate() {
+        if i > 0 {
+            path.push('/');
+        }
+        path.push_str(segment);
+    }
     if version
         .literal_patterns
         .binary_search(&path.as_str())

@@ -36,13 +36,13 @@ pub(crate) fn is_safe_method(method: &str) -> bool {
 /// the path as sent, so `GIT-RECEIVE-PACK` would pass as a pull; the edge lowercases too.
 /// A `service` parameter other than `git-upload-pack`, in any of its repeats, is a push.
 fn git_service(request: &Request<'_>) -> Access {
-    let action = request.after_repo.join("/");
+    let mut action = request.after_repo.join("/");
     if !action.is_ascii() {
         // Go's strings.ToLower folds some non-ASCII letters into ASCII ones (the Kelvin
         // sign into `k`): no git path needs them, so they can only be an attempt.
         return Access::Write;
     }
-    let action = action.to_ascii_lowercase();
+    action.make_ascii_lowercase();
     let pushes = action.ends_with("git-receive-pack")
         || (action.ends_with("info/refs")
             && query_values(request.query, "service").any(|s| s != "git-upload-pack"))
