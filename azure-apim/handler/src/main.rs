@@ -100,21 +100,8 @@ impl Rates {
                     .build()
                     .map_err(|e| format!("rate store runtime: {e}"))?;
                 let prefix = env("TOLLGATE_RATE_PREFIX").unwrap_or_else(|| "tollgate:".into());
-                let timeout_ms = match env("TOLLGATE_RATE_TIMEOUT_MS") {
-                    Some(ms) => ms.parse::<u64>().map_err(|_| {
-                        format!("TOLLGATE_RATE_TIMEOUT_MS `{ms}`: expected milliseconds")
-                    })?,
-                    None => 250,
-                };
-                let admit_when_unavailable = match env("TOLLGATE_RATE_FAILURE").as_deref() {
-                    None | Some("deny") => false,
-                    Some("allow") => true,
-                    Some(other) => {
-                        return Err(format!(
-                            "TOLLGATE_RATE_FAILURE `{other}`: expected `deny` or `allow`"
-                        ))
-                    }
-                };
+                let timeout_ms: u64 = env_number("TOLLGATE_RATE_TIMEOUT_MS", 250, "milliseconds")?;
+                let admit_when_unavailable = env_choice("TOLLGATE_RATE_FAILURE", "deny", "allow")?;
                 let store = runtime.block_on(RedisRates::connect(
                     url,
                     prefix,
@@ -148,6 +135,26 @@ struct Input {
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A setting that is one of two words: `off` (also when unset) or `on`.
+fn env_choice(name: &str, off: &str, on: &str) -> Result<bool, String> {
+    match env(name) {
+        None => Ok(false),
+        Some(value) if value == off => Ok(false),
+        Some(value) if value == on => Ok(true),
+        Some(other) => Err(format!("{name} `{other}`: expected `{off}` or `{on}`")),
+    }
+}
+
+/// A numeric setting, `default` when unset; `unit` says what the number counts.
+fn env_number<T: std::str::FromStr>(name: &str, default: T, unit: &str) -> Result<T, String> {
+    match env(name) {
+        None => Ok(default),
+        Some(value) => value
+            .parse()
+            .map_err(|_| format!("{name} `{value}`: expected {unit}")),
+    }
 }
 
 fn now() -> UnixTime {
@@ -406,21 +413,8 @@ fn open_audit_log(secrets: &BTreeMap<String, String>) -> Result<(AuditLog, bool)
     target
         .resolve(|name| secrets.get(name).cloned())
         .map_err(|e| format!("TOLLGATE_AUDIT_LOG: {e} in TOLLGATE_SECRETS"))?;
-    let queue = match env("TOLLGATE_AUDIT_QUEUE") {
-        None => 10_000,
-        Some(n) => n
-            .parse::<usize>()
-            .map_err(|_| format!("TOLLGATE_AUDIT_QUEUE `{n}`: expected a number of records"))?,
-    };
-    let required = match env("TOLLGATE_AUDIT_REQUIRED").as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(format!(
-                "TOLLGATE_AUDIT_REQUIRED `{other}`: expected `true` or `false`"
-            ))
-        }
-    };
+    let queue: usize = env_number("TOLLGATE_AUDIT_QUEUE", 10_000, "a number of records")?;
+    let required = env_choice("TOLLGATE_AUDIT_REQUIRED", "false", "true")?;
     let log = AuditLog::open(&target, queue).map_err(|e| format!("audit log: {e}"))?;
     Ok((log, required))
 }
@@ -552,11 +546,10 @@ fn main() {
         }
     };
     if handler.policy_file.is_some() {
-        let watch_secs = match env("TOLLGATE_POLICY_WATCH_SECS").map(|s| s.parse::<u64>()) {
-            None => 2,
-            Some(Ok(secs)) => secs,
-            Some(Err(_)) => {
-                eprintln!("tollgate-azure-handler: TOLLGATE_POLICY_WATCH_SECS: expected seconds");
+        let watch_secs: u64 = match env_number("TOLLGATE_POLICY_WATCH_SECS", 2, "seconds") {
+            Ok(secs) => secs,
+            Err(e) => {
+                eprintln!("tollgate-azure-handler: {e}");
                 std::process::exit(1);
             }
         };
@@ -589,5 +582,40 @@ fn main() {
         .collect();
     for worker in workers {
         let _ = worker.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{env_choice, env_number};
+
+    #[test]
+    fn settings_read_their_words_and_numbers_and_name_a_bad_value() {
+        // Names of their own: the process environment is shared by the tests.
+        std::env::set_var("TOLLGATE_TEST_CHOICE_ON", "allow");
+        std::env::set_var("TOLLGATE_TEST_CHOICE_BAD", "maybe");
+        std::env::set_var("TOLLGATE_TEST_NUMBER", "250");
+        std::env::set_var("TOLLGATE_TEST_NUMBER_BAD", "1s");
+        assert_eq!(
+            env_choice("TOLLGATE_TEST_CHOICE_UNSET", "deny", "allow"),
+            Ok(false)
+        );
+        assert_eq!(
+            env_choice("TOLLGATE_TEST_CHOICE_ON", "deny", "allow"),
+            Ok(true)
+        );
+        assert_eq!(
+            env_choice("TOLLGATE_TEST_CHOICE_BAD", "deny", "allow"),
+            Err("TOLLGATE_TEST_CHOICE_BAD `maybe`: expected `deny` or `allow`".into())
+        );
+        assert_eq!(
+            env_number("TOLLGATE_TEST_NUMBER_UNSET", 2u64, "seconds"),
+            Ok(2)
+        );
+        assert_eq!(env_number("TOLLGATE_TEST_NUMBER", 2u64, "seconds"), Ok(250));
+        assert_eq!(
+            env_number::<u64>("TOLLGATE_TEST_NUMBER_BAD", 2, "seconds"),
+            Err("TOLLGATE_TEST_NUMBER_BAD `1s`: expected seconds".into())
+        );
     }
 }
