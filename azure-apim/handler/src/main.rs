@@ -316,7 +316,7 @@ impl Handler {
         let facts = input.request.facts(&pairs);
         // The decision's id, and the request's: the client's X-Request-Id when usable,
         // else the decision's id. Both are audited; APIM forwards the request id to Gogs.
-        let id = request_id::next_id(now().as_nanos());
+        let id = request_id::next_id(|| now().as_nanos());
         let request_id = request_id::from_client(facts.header_values("x-request-id"))
             .unwrap_or_else(|| id.clone());
         let audited = |decision: &policy_core::Decision| {

@@ -15,12 +15,12 @@ pub fn from_client<'a>(mut values: impl Iterator<Item = &'a str>) -> Option<Stri
     usable.then(|| value.to_owned())
 }
 
-/// The next id of this process: its start time (`now_nanos` at the first call) and a
-/// counter, in hex.
-pub fn next_id(now_nanos: u64) -> String {
+/// The next id of this process: its start time (`now_nanos`, read at the first call
+/// only, so later requests do not read the clock for it) and a counter, in hex.
+pub fn next_id(now_nanos: impl FnOnce() -> u64) -> String {
     static BOOT: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let boot = *BOOT.get_or_init(|| now_nanos);
+    let boot = *BOOT.get_or_init(now_nanos);
     format!("{boot:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -45,7 +45,7 @@ mod tests {
 
     #[test]
     fn ids_differ_and_keep_the_first_calls_time() {
-        let (first, second) = (next_id(0xabc), next_id(0xdef));
+        let (first, second) = (next_id(|| 0xabc), next_id(|| unreachable!()));
         assert_ne!(first, second);
         assert_eq!(first.split('-').next(), second.split('-').next());
     }

@@ -76,7 +76,7 @@ impl Failure {
 
 /// A request id, unique within this process and across its restarts.
 pub fn next_id() -> String {
-    tollgate_host_kit::request_id::next_id(crate::proxy::now().as_nanos())
+    tollgate_host_kit::request_id::next_id(|| crate::proxy::now().as_nanos())
 }
 
 pub struct Exchange {
