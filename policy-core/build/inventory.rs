@@ -76,6 +76,12 @@ pub fn parse(name: &str, text: &str) -> Result<Inventory, String> {
                 .ok_or_else(|| at(format!("prefix `{p}` is not `/SEGMENT/*`")))
         };
         match fields.as_slice() {
+            // `Version::is_reserved` compares ignoring ASCII case, as Gogs lowercases.
+            ["reserved-user" | "reserved-user-pattern", n]
+                if n.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) =>
+            {
+                return Err(at(format!("reserved name `{n}` is not lowercase ASCII")));
+            }
             ["reserved-user", n] => inv.reserved.push((*n).to_owned()),
             ["reserved-user-pattern", p] => inv.reserved_patterns.push((*p).to_owned()),
             ["def", n, definition, _source] => {

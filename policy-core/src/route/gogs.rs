@@ -2,7 +2,6 @@
 //! master's flamego router behind it, and the static files and middleware answering
 //! before either) and what each of them needs.
 
-use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::access::Access;
@@ -33,6 +32,8 @@ pub(crate) struct Request<'r> {
     pub(crate) body: Option<&'r [u8]>,
     /// Decoded path segments; `[""]` for `/`.
     pub(crate) segments: &'r [&'r str],
+    /// `/` and the segments joined by `/`.
+    pub(crate) path: &'r str,
 }
 
 /// Adds to `needs` what every route of `version` that the request reaches needs.
@@ -41,20 +42,7 @@ pub(crate) fn interpret(
     request: &Request<'_>,
     needs: &mut Vec<Need>,
 ) -> Result<(), RouteError> {
-    // `/` and the segments joined by `/`, in one allocation.
-    let mut path = String::with_capacity(request.segments.iter().map(|s| s.len() + 1).sum());
-    path.push('/');
-    for (i, segment) in request.segments.iter().enumerate() {
-        if i > 0 {
-            path.push('/');
-        }
-        path.push_str(segment);
-    }
-    if version
-        .literal_patterns
-        .binary_search(&path.as_str())
-        .is_ok()
-    {
+    if version.literal_patterns.binary_search(&request.path).is_ok() {
         return Err(RouteError::PatternPath);
     }
     // Go's methods are case-sensitive; a method no route registers reaches none.

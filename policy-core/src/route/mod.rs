@@ -18,7 +18,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-use alloc::{borrow::ToOwned, string::String, vec::Vec};
+use alloc::{string::String, vec::Vec};
 use core::fmt;
 use serde::Serialize;
 
@@ -192,20 +192,25 @@ fn valid_name(name: &str) -> bool {
 /// carry `.git` and `.wiki` (Gogs serves `repo.wiki.git` under `repo`'s permissions);
 /// the API and web UI only strip `.git`.
 pub(crate) fn repo_name(owner: &str, repo: &str, strip_wiki: bool) -> Result<RepoName, RouteError> {
-    let owner = owner.to_ascii_lowercase();
-    let mut name = repo.to_ascii_lowercase();
-    if let Some(stripped) = name.strip_suffix(".git") {
-        name = stripped.to_owned();
-    }
-    if strip_wiki {
-        if let Some(stripped) = name.strip_suffix(".wiki") {
-            name = stripped.to_owned();
-        }
-    }
-    if !valid_name(&owner) || !valid_name(&name) || name == "." || name == ".." {
+    let name = strip_suffix_ignore_ascii_case(repo, ".git").unwrap_or(repo);
+    let name = match strip_wiki {
+        true => strip_suffix_ignore_ascii_case(name, ".wiki").unwrap_or(name),
+        false => name,
+    };
+    if !valid_name(owner) || !valid_name(name) || name == "." || name == ".." {
         return Err(RouteError::BadName);
     }
-    Ok(RepoName { owner, name })
+    Ok(RepoName {
+        owner: owner.to_ascii_lowercase(),
+        name: name.to_ascii_lowercase(),
+    })
+}
+
+/// `s` without `suffix`, compared ignoring ASCII case (as after Go's `strings.ToLower`).
+pub(crate) fn strip_suffix_ignore_ascii_case<'s>(s: &'s str, suffix: &str) -> Option<&'s str> {
+    let start = s.len().checked_sub(suffix.len())?;
+    let tail = s.get(start..)?;
+    tail.eq_ignore_ascii_case(suffix).then(|| s.get(..start)).flatten()
 }
 
 /// The Gogs versions a policy can follow, by inventory name.
@@ -222,8 +227,10 @@ pub(crate) fn classify(
     query: &str,
     body: Option<&[u8]>,
 ) -> Result<Route, RouteError> {
-    let decoded = path::decode_segments(raw_path)?;
-    let mut segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    let decoded = path::decode_path(raw_path)?;
+    let mut segments = path::segments(&decoded)?;
+    // The segments joined again: `/a/b/` is `/a/b`.
+    let joined = ["/", decoded.strip_suffix('/').unwrap_or(&decoded)].concat();
     if segments.is_empty() {
         segments.push(""); // macaron matches `/` as one empty segment
     }
@@ -232,6 +239,7 @@ pub(crate) fn classify(
         query,
         body,
         segments: &segments,
+        path: &joined,
     };
     let mut needs = Vec::new();
     for version in versions {

@@ -1,14 +1,15 @@
 //! A request path as Gogs' routers see it, refused wherever the edge and the origin could
 //! read it differently.
 
-use alloc::{borrow::ToOwned, string::String, vec::Vec};
+use alloc::{borrow::Cow, vec::Vec};
 use percent_encoding::percent_decode_str;
 
 use crate::route::RouteError;
 
-/// Percent-decodes `raw` once (as Go's net/http does for Gogs) and splits it into
-/// segments; `/` is no segment at all, and one trailing `/` is dropped (macaron trims it).
-pub(crate) fn decode_segments(raw: &str) -> Result<Vec<String>, RouteError> {
+/// Percent-decodes `raw` once (as Go's net/http does for Gogs), refusing what the edge and
+/// the origin could read differently. The result is the path after its leading `/`: its
+/// segments joined by `/`, borrowed from `raw` when nothing was escaped.
+pub(crate) fn decode_path(raw: &str) -> Result<Cow<'_, str>, RouteError> {
     let rest = raw.strip_prefix('/').ok_or(RouteError::NotAbsolute)?;
     let bytes = raw.as_bytes();
     for (i, &b) in bytes.iter().enumerate() {
@@ -37,18 +38,22 @@ pub(crate) fn decode_segments(raw: &str) -> Result<Vec<String>, RouteError> {
     if decoded.contains('\\') {
         return Err(RouteError::Backslash);
     }
-    let mut segments: Vec<String> = decoded.split('/').map(ToOwned::to_owned).collect();
-    if segments.len() > 1 && segments.last().is_some_and(String::is_empty) {
-        segments.pop();
+    Ok(decoded)
+}
+
+/// The segments of a path [`decode_path`] decoded; `/` is no segment at all, and one
+/// trailing `/` is dropped (macaron trims it).
+pub(crate) fn segments(decoded: &str) -> Result<Vec<&str>, RouteError> {
+    let trimmed = decoded.strip_suffix('/').unwrap_or(decoded);
+    if trimmed.is_empty() {
+        return Ok(Vec::new());
     }
-    if segments.len() == 1 && segments.first().is_some_and(String::is_empty) {
-        segments.clear(); // "/"
-    }
+    let segments: Vec<&str> = trimmed.split('/').collect();
     for segment in &segments {
         if segment.is_empty() {
             return Err(RouteError::EmptySegment);
         }
-        if segment == "." || segment == ".." {
+        if *segment == "." || *segment == ".." {
             return Err(RouteError::DotSegment);
         }
     }
@@ -61,14 +66,22 @@ fn hex_digit(b: Option<&u8>) -> Option<u8> {
 }
 
 /// Values of query parameter `key` (form-decoded), in order.
-pub(crate) fn query_values<'q>(query: &'q str, key: &'q str) -> impl Iterator<Item = String> + 'q {
+pub(crate) fn query_values<'q>(
+    query: &'q str,
+    key: &'q str,
+) -> impl Iterator<Item = Cow<'q, str>> + 'q {
     query.split('&').filter_map(move |pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (form_decode(k) == key).then(|| form_decode(v))
     })
 }
 
-fn form_decode(s: &str) -> String {
+/// `+` as a space, then percent-decoded (invalid UTF-8 replaced); borrowed when neither
+/// occurs, as in almost every query.
+fn form_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains(['+', '%']) {
+        return Cow::Borrowed(s);
+    }
     let spaced = s.replace('+', " ");
-    percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
+    Cow::Owned(percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
 }

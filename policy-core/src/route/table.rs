@@ -3,7 +3,7 @@
 //! (policy-core/gogs/semantics.toml).
 
 use crate::access::Access;
-use crate::route::RouteClass;
+use crate::route::{strip_suffix_ignore_ascii_case, RouteClass};
 
 /// One Gogs version's routing, as its source builds it.
 pub(crate) struct Version {
@@ -122,13 +122,17 @@ impl Version {
     /// Gogs' `isNameAllowed` for user names: reserved names and patterns, compared in
     /// lowercase after trimming spaces.
     pub(crate) fn is_reserved(&self, name: &str) -> bool {
-        let lower = name.trim().to_ascii_lowercase();
-        self.reserved.contains(&lower.as_str())
+        // The inventory's names and patterns are lowercase ASCII (the build checks).
+        let name = name.trim();
+        let starts_with = |prefix: &str| {
+            name.get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+        };
+        self.reserved.iter().any(|r| r.eq_ignore_ascii_case(name))
             || self.reserved_patterns.iter().any(|p| {
                 p.strip_prefix('*')
-                    .is_some_and(|suffix| lower.ends_with(suffix))
-                    || p.strip_suffix('*')
-                        .is_some_and(|prefix| lower.starts_with(prefix))
+                    .is_some_and(|suffix| strip_suffix_ignore_ascii_case(name, suffix).is_some())
+                    || p.strip_suffix('*').is_some_and(starts_with)
             })
     }
 }

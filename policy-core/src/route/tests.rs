@@ -1,4 +1,5 @@
 use super::*;
+use alloc::borrow::Cow;
 use alloc::string::ToString;
 
 fn all() -> Vec<&'static Version> {
@@ -144,6 +145,7 @@ fn owners_gogs_does_not_reserve_are_owners() {
     // Gogs' reserved names never own anything: `/api/x/info/refs` is no repository.
     for owner in [
         "api", "admin", "user", "org", "explore", "repo", "assets", "-", "ADMIN",
+        "alice.KEYS",
     ] {
         let path = alloc::format!("/{owner}/specs.git/info/refs");
         assert!(
@@ -350,6 +352,7 @@ fn names_resolve_like_gogs() {
         "/ACME/APP/info/refs",
         "/acme/app.GIT/info/refs",
         "/acme/app.wiki.git/info/refs",
+        "/acme/App.WIKI.Git/info/refs",
         "/acme/app/",
     ] {
         assert_eq!(repo("GET", path).1, "acme/app", "{path}");
@@ -476,7 +479,9 @@ fn lfs() {
 
 #[test]
 fn query_values_decode() {
-    let v: Vec<String> =
-        query_values("a=1&service=git%2Dupload-pack&b&service=x+y", "service").collect();
-    assert_eq!(v, ["git-upload-pack", "x y"]);
+    let v: Vec<_> =
+        query_values("a=1&service=git%2Dupload-pack&b&service=x+y&service=plain", "service")
+            .collect();
+    assert_eq!(v, ["git-upload-pack", "x y", "plain"]);
+    assert!(matches!(v.last(), Some(Cow::Borrowed(_))));
 }

@@ -18,7 +18,7 @@
 
 mod ticket;
 
-use alloc::{format, string::String, vec::Vec};
+use alloc::{borrow::Cow, format, string::String, vec::Vec};
 use base64ct::{Base64, Base64UrlUnpadded, Encoding};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
@@ -315,7 +315,7 @@ impl Sso {
             let return_to = query_values(facts.query, "redirect_to")
                 .next()
                 .filter(|to| local_path(to))
-                .unwrap_or_else(|| String::from("/"));
+                .map_or_else(|| String::from("/"), Cow::into_owned);
             return Some(Owned::SignIn { return_to });
         }
         None
@@ -598,7 +598,7 @@ impl Sso {
         let one = |name: &str| {
             let mut values = query_values(facts.query, name);
             match (values.next(), values.next()) {
-                (Some(value), None) => Some(value),
+                (Some(value), None) => Some(value.into_owned()),
                 _ => None,
             }
         };
