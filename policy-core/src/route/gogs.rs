@@ -42,7 +42,11 @@ pub(crate) fn interpret(
     request: &Request<'_>,
     needs: &mut Vec<Need>,
 ) -> Result<(), RouteError> {
-    if version.literal_patterns.binary_search(&request.path).is_ok() {
+    if version
+        .literal_patterns
+        .binary_search(&request.path)
+        .is_ok()
+    {
         return Err(RouteError::PatternPath);
     }
     // Go's methods are case-sensitive; a method no route registers reaches none.

@@ -210,7 +210,10 @@ pub(crate) fn repo_name(owner: &str, repo: &str, strip_wiki: bool) -> Result<Rep
 pub(crate) fn strip_suffix_ignore_ascii_case<'s>(s: &'s str, suffix: &str) -> Option<&'s str> {
     let start = s.len().checked_sub(suffix.len())?;
     let tail = s.get(start..)?;
-    tail.eq_ignore_ascii_case(suffix).then(|| s.get(..start)).flatten()
+    match tail.eq_ignore_ascii_case(suffix) {
+        true => s.get(..start),
+        false => None,
+    }
 }
 
 /// The Gogs versions a policy can follow, by inventory name.

@@ -144,7 +144,15 @@ fn owners_gogs_does_not_reserve_are_owners() {
     }
     // Gogs' reserved names never own anything: `/api/x/info/refs` is no repository.
     for owner in [
-        "api", "admin", "user", "org", "explore", "repo", "assets", "-", "ADMIN",
+        "api",
+        "admin",
+        "user",
+        "org",
+        "explore",
+        "repo",
+        "assets",
+        "-",
+        "ADMIN",
         "alice.KEYS",
     ] {
         let path = alloc::format!("/{owner}/specs.git/info/refs");
@@ -479,9 +487,11 @@ fn lfs() {
 
 #[test]
 fn query_values_decode() {
-    let v: Vec<_> =
-        query_values("a=1&service=git%2Dupload-pack&b&service=x+y&service=plain", "service")
-            .collect();
+    let v: Vec<_> = query_values(
+        "a=1&service=git%2Dupload-pack&b&service=x+y&service=plain",
+        "service",
+    )
+    .collect();
     assert_eq!(v, ["git-upload-pack", "x y", "plain"]);
     assert!(matches!(v.last(), Some(Cow::Borrowed(_))));
 }
