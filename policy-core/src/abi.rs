@@ -7,8 +7,12 @@
 //! the engine linked natively, so rate limits, audit records and responses are made by the
 //! same host code either way. Header values that hold secrets cross too (the module must
 //! hand the origin credential over); they are never printed.
+//!
+//! The output types hold `Cow`s: the module encodes a verdict borrowed from its own (no
+//! copy of every string per decision) and the host decodes owned values. Borrowed or
+//! owned, the encoding is the same.
 
-use alloc::{collections::BTreeMap, string::String, vec::Vec};
+use alloc::{borrow::Cow, collections::BTreeMap, string::String, vec::Vec};
 use serde::{Deserialize, Serialize};
 
 use crate::access::Access;
@@ -20,7 +24,7 @@ use crate::route::{RepoName, RouteClass};
 use crate::time::UnixTime;
 
 /// The interface version this crate speaks. Bump it with any change to these types.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 /// Every operation answers `Ok` or a message (for `init`, the positioned policy error).
 pub type Answer<T> = Result<T, String>;
@@ -149,86 +153,86 @@ impl<'a> WireRequest<'a> {
 
 /// [`Verdict`] on the wire.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum WireVerdict {
-    Decided(WireDecision),
-    Pending(WirePending),
-    Exchange(WireExchange),
+pub enum WireVerdict<'a> {
+    Decided(WireDecision<'a>),
+    Pending(WirePending<'a>),
+    Exchange(WireExchange<'a>),
 }
 
 /// [`crate::TokenExchange`] on the wire.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WireExchange {
-    pub url: String,
-    pub headers: Vec<WireHeader>,
-    pub body: String,
+pub struct WireExchange<'a> {
+    pub url: Cow<'a, str>,
+    pub headers: Vec<WireHeader<'a>>,
+    pub body: Cow<'a, str>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WirePending {
-    pub checks: Vec<RateCheck>,
+pub struct WirePending<'a> {
+    pub checks: Cow<'a, [RateCheck]>,
     pub now_nanos: u64,
-    pub allowed: WireDecision,
+    pub allowed: WireDecision<'a>,
     pub explain: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WireDecision {
+pub struct WireDecision<'a> {
     pub allow: bool,
     pub status: u16,
-    pub reason: String,
-    pub message: String,
-    pub rule: Option<String>,
-    pub identity: Option<WireIdentity>,
+    pub reason: Cow<'a, str>,
+    pub message: Cow<'a, str>,
+    pub rule: Option<Cow<'a, str>>,
+    pub identity: Option<WireIdentity<'a>>,
     pub class: Option<RouteClass>,
     pub repo: Option<String>,
     pub access: Option<Access>,
-    pub strip: Vec<String>,
-    pub set: Vec<WireHeader>,
-    pub headers: Vec<WireHeader>,
+    pub strip: Cow<'a, [String]>,
+    pub set: Vec<WireHeader<'a>>,
+    pub headers: Vec<WireHeader<'a>>,
     pub retry_after: Option<u64>,
-    pub policy_revision: Option<String>,
-    pub shadow: Option<WireShadow>,
-    pub explain: Vec<(String, String)>,
+    pub policy_revision: Option<Cow<'a, str>>,
+    pub shadow: Option<WireShadow<'a>>,
+    pub explain: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WireShadow {
+pub struct WireShadow<'a> {
     pub allow: bool,
     pub status: u16,
-    pub reason: String,
-    pub rule: Option<String>,
+    pub reason: Cow<'a, str>,
+    pub rule: Option<Cow<'a, str>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WireHeader {
-    pub name: String,
-    pub value: String,
-    pub redacted: Option<String>,
+pub struct WireHeader<'a> {
+    pub name: Cow<'a, str>,
+    pub value: Cow<'a, str>,
+    pub redacted: Option<Cow<'a, str>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WireIdentity {
-    pub user: String,
-    pub groups: Vec<String>,
-    pub via: WireVia,
+pub struct WireIdentity<'a> {
+    pub user: Cow<'a, str>,
+    pub groups: Cow<'a, [String]>,
+    pub via: WireVia<'a>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum WireVia {
+pub enum WireVia<'a> {
     Jwt {
-        issuer: String,
+        issuer: Cow<'a, str>,
         alg: Algorithm,
-        kid: Option<String>,
-        binding: Option<String>,
-        claims: BTreeMap<String, String>,
+        kid: Option<Cow<'a, str>>,
+        binding: Option<Cow<'a, str>>,
+        claims: Cow<'a, BTreeMap<String, String>>,
     },
     ApiKey {
-        key: String,
+        key: Cow<'a, str>,
     },
     Session {
-        issuer: String,
-        binding: Option<String>,
-        claims: BTreeMap<String, String>,
+        issuer: Cow<'a, str>,
+        binding: Option<Cow<'a, str>>,
+        claims: Cow<'a, BTreeMap<String, String>>,
     },
 }
 
@@ -236,72 +240,80 @@ pub enum WireVia {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WireError(pub String);
 
-impl From<&Verdict> for WireVerdict {
-    fn from(verdict: &Verdict) -> Self {
+impl<'a> From<&'a Verdict> for WireVerdict<'a> {
+    fn from(verdict: &'a Verdict) -> Self {
         match verdict {
             Verdict::Decided(d) => WireVerdict::Decided(d.into()),
             Verdict::Pending(p) => WireVerdict::Pending(WirePending {
-                checks: p.checks.clone(),
+                checks: Cow::Borrowed(&p.checks),
                 now_nanos: p.now.as_nanos(),
                 allowed: (&p.allowed).into(),
                 explain: p.explain,
             }),
             Verdict::Exchange(e) => WireVerdict::Exchange(WireExchange {
-                url: e.url.clone(),
+                url: Cow::Borrowed(&e.url),
                 headers: e.headers.iter().map(wire_header).collect(),
-                body: e.body.clone(),
+                body: Cow::Borrowed(&e.body),
             }),
         }
     }
 }
 
-impl TryFrom<WireVerdict> for Verdict {
+impl TryFrom<WireVerdict<'_>> for Verdict {
     type Error = WireError;
-    fn try_from(wire: WireVerdict) -> Result<Self, WireError> {
+    fn try_from(wire: WireVerdict<'_>) -> Result<Self, WireError> {
         Ok(match wire {
             WireVerdict::Decided(d) => Verdict::Decided(d.try_into()?),
             WireVerdict::Pending(p) => Verdict::Pending(PendingRate {
-                checks: p.checks,
+                checks: p.checks.into_owned(),
                 now: UnixTime::from_nanos(p.now_nanos),
                 allowed: p.allowed.try_into()?,
                 explain: p.explain,
             }),
             WireVerdict::Exchange(e) => Verdict::Exchange(crate::TokenExchange {
-                url: e.url,
+                url: e.url.into_owned(),
                 headers: e.headers.into_iter().map(header).collect(),
-                body: e.body,
+                body: e.body.into_owned(),
             }),
         })
     }
 }
 
-fn wire_header(h: &Header) -> WireHeader {
+fn borrowed(s: &Option<String>) -> Option<Cow<'_, str>> {
+    s.as_deref().map(Cow::Borrowed)
+}
+
+fn owned(s: Option<Cow<'_, str>>) -> Option<String> {
+    s.map(Cow::into_owned)
+}
+
+fn wire_header(h: &Header) -> WireHeader<'_> {
     WireHeader {
-        name: String::from(h.name()),
-        value: String::from(h.value()),
-        redacted: h.redacted.clone(),
+        name: Cow::Borrowed(h.name()),
+        value: Cow::Borrowed(h.value()),
+        redacted: borrowed(&h.redacted),
     }
 }
 
-fn header(w: WireHeader) -> Header {
+fn header(w: WireHeader<'_>) -> Header {
     Header {
-        name: w.name,
-        value: w.value,
-        redacted: w.redacted,
+        name: w.name.into_owned(),
+        value: w.value.into_owned(),
+        redacted: owned(w.redacted),
     }
 }
 
-impl From<&Decision> for WireDecision {
-    fn from(d: &Decision) -> Self {
+impl<'a> From<&'a Decision> for WireDecision<'a> {
+    fn from(d: &'a Decision) -> Self {
         WireDecision {
             allow: d.allow,
             status: d.status,
-            reason: String::from(d.reason.code()),
-            message: d.message.clone(),
-            rule: d.rule.clone(),
+            reason: Cow::Borrowed(d.reason.code()),
+            message: Cow::Borrowed(&d.message),
+            rule: borrowed(&d.rule),
             identity: d.identity.as_ref().map(|i| WireIdentity {
-                user: i.user.clone(),
-                groups: i.groups.clone(),
+                user: Cow::Borrowed(&i.user),
+                groups: Cow::Borrowed(&i.groups),
                 via: match &i.via {
                     Via::Jwt {
                         issuer,
@@ -310,50 +322,57 @@ impl From<&Decision> for WireDecision {
                         binding,
                         claims,
                     } => WireVia::Jwt {
-                        issuer: issuer.clone(),
+                        issuer: Cow::Borrowed(issuer),
                         alg: *alg,
-                        kid: kid.clone(),
-                        binding: binding.clone(),
-                        claims: claims.clone(),
+                        kid: borrowed(kid),
+                        binding: borrowed(binding),
+                        claims: Cow::Borrowed(claims),
                     },
-                    Via::ApiKey { key } => WireVia::ApiKey { key: key.clone() },
+                    Via::ApiKey { key } => WireVia::ApiKey {
+                        key: Cow::Borrowed(key),
+                    },
                     Via::Session {
                         issuer,
                         binding,
                         claims,
                     } => WireVia::Session {
-                        issuer: issuer.clone(),
-                        binding: binding.clone(),
-                        claims: claims.clone(),
+                        issuer: Cow::Borrowed(issuer),
+                        binding: borrowed(binding),
+                        claims: Cow::Borrowed(claims),
                     },
                 },
             }),
             class: d.class,
             repo: d.repo.as_ref().map(alloc::string::ToString::to_string),
             access: d.access,
-            strip: d.strip.clone(),
+            strip: Cow::Borrowed(&d.strip),
             set: d.set.iter().map(wire_header).collect(),
             headers: d.headers.iter().map(wire_header).collect(),
             retry_after: d.retry_after,
-            policy_revision: d.policy_revision.clone(),
+            policy_revision: borrowed(&d.policy_revision),
             shadow: d.shadow.as_ref().map(|s| WireShadow {
                 allow: s.allow,
                 status: s.status,
-                reason: String::from(s.reason.code()),
-                rule: s.rule.clone(),
+                reason: Cow::Borrowed(s.reason.code()),
+                rule: borrowed(&s.rule),
             }),
             explain: d
                 .explain
                 .iter()
-                .map(|s| (s.rule.clone(), s.outcome.clone()))
+                .map(|s| {
+                    (
+                        Cow::Borrowed(s.rule.as_str()),
+                        Cow::Borrowed(s.outcome.as_str()),
+                    )
+                })
                 .collect(),
         }
     }
 }
 
-impl TryFrom<WireDecision> for Decision {
+impl TryFrom<WireDecision<'_>> for Decision {
     type Error = WireError;
-    fn try_from(w: WireDecision) -> Result<Self, WireError> {
+    fn try_from(w: WireDecision<'_>) -> Result<Self, WireError> {
         let reason_of = |code: &str| {
             Reason::from_code(code)
                 .ok_or_else(|| WireError(alloc::format!("unknown reason `{code}`")))
@@ -364,7 +383,7 @@ impl TryFrom<WireDecision> for Decision {
                 allow: s.allow,
                 status: s.status,
                 reason: reason_of(&s.reason)?,
-                rule: s.rule,
+                rule: owned(s.rule),
             }),
             None => None,
         };
@@ -379,12 +398,12 @@ impl TryFrom<WireDecision> for Decision {
             allow: w.allow,
             status: w.status,
             reason,
-            message: w.message,
-            rule: w.rule,
+            message: w.message.into_owned(),
+            rule: owned(w.rule),
             // The module verified this identity; its decision is as trusted as the module.
             identity: w.identity.map(|i| Identity {
-                user: i.user,
-                groups: i.groups,
+                user: i.user.into_owned(),
+                groups: i.groups.into_owned(),
                 via: match i.via {
                     WireVia::Jwt {
                         issuer,
@@ -393,37 +412,42 @@ impl TryFrom<WireDecision> for Decision {
                         binding,
                         claims,
                     } => Via::Jwt {
-                        issuer,
+                        issuer: issuer.into_owned(),
                         alg,
-                        kid,
-                        binding,
-                        claims,
+                        kid: owned(kid),
+                        binding: owned(binding),
+                        claims: claims.into_owned(),
                     },
-                    WireVia::ApiKey { key } => Via::ApiKey { key },
+                    WireVia::ApiKey { key } => Via::ApiKey {
+                        key: key.into_owned(),
+                    },
                     WireVia::Session {
                         issuer,
                         binding,
                         claims,
                     } => Via::Session {
-                        issuer,
-                        binding,
-                        claims,
+                        issuer: issuer.into_owned(),
+                        binding: owned(binding),
+                        claims: claims.into_owned(),
                     },
                 },
             }),
             class: w.class,
             repo,
             access: w.access,
-            strip: w.strip,
+            strip: w.strip.into_owned(),
             set: w.set.into_iter().map(header).collect(),
             headers: w.headers.into_iter().map(header).collect(),
             retry_after: w.retry_after,
-            policy_revision: w.policy_revision,
+            policy_revision: owned(w.policy_revision),
             shadow,
             explain: w
                 .explain
                 .into_iter()
-                .map(|(rule, outcome)| ExplainStep { rule, outcome })
+                .map(|(rule, outcome)| ExplainStep {
+                    rule: rule.into_owned(),
+                    outcome: outcome.into_owned(),
+                })
                 .collect(),
         })
     }
@@ -431,7 +455,20 @@ impl TryFrom<WireDecision> for Decision {
 
 /// Encodes a wire value.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_allocvec(value).unwrap_or_default()
+    let mut bytes = Vec::new();
+    encode_into(value, &mut bytes);
+    bytes
+}
+
+/// Encodes a wire value into `bytes`, replacing what it held and reusing its capacity (the
+/// module and its hosts keep one buffer each instead of allocating per call). A value
+/// that cannot be encoded leaves `bytes` empty, which decodes as nothing.
+pub fn encode_into<T: Serialize>(value: &T, bytes: &mut Vec<u8>) {
+    bytes.clear();
+    match postcard::to_extend(value, core::mem::take(bytes)) {
+        Ok(encoded) => *bytes = encoded,
+        Err(_) => bytes.clear(),
+    }
 }
 
 /// Decodes a wire value, borrowing from `bytes` where the type borrows.
@@ -467,7 +504,10 @@ mod tests {
             ),
         ] {
             let wire = encode(&WireVerdict::from(&verdict));
-            let back: Verdict = decode::<WireVerdict>(&wire).unwrap().try_into().unwrap();
+            let decoded = decode::<WireVerdict>(&wire).unwrap();
+            // Borrowed by the module, owned by the host: the same bytes.
+            assert_eq!(encode(&decoded), wire);
+            let back: Verdict = decoded.try_into().unwrap();
             let json = |v: Verdict| v.resolve_with(&mut |_, _| None).to_json();
             assert_eq!(json(back), json(verdict));
         }

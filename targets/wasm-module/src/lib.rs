@@ -10,10 +10,12 @@
 //! | export | input | answer (`Result<_, String>`) |
 //! | --- | --- | --- |
 //! | `tollgate_abi_version` | – | `u32` (the return value itself) |
+//! | `tollgate_input` | `len` | where the host writes `len` input bytes (the return value) |
 //! | `tollgate_init` | `abi::Init` (policy TOML, file name) | `abi::Loaded` (JWKS URLs, user header) |
 //! | `tollgate_set_keys` | `abi::SetKeys` (issuer, JWKS or none) | key count |
 //! | `tollgate_set_secrets` | `abi::SetSecrets` | secret count |
 //! | `tollgate_decide` | `abi::Decide` (request, time, explain) | `abi::WireVerdict`: the decision, or an allow pending a rate limit |
+//! | `tollgate_complete_sign_in` | `abi::CompleteSignIn` (callback, provider's answer) | `abi::WireDecision` |
 //!
 //! An `Err` answer (a bad policy, a malformed input) is a denial to every host.
 

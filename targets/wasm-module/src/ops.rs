@@ -8,7 +8,7 @@ use policy_core::abi::{
     self, Answer, CompleteSignIn, Decide, Init, Loaded, SetKeys, SetSecrets, WireDecision,
     WireVerdict,
 };
-use policy_core::{Engine, KeySet, KeyStore, SecretStore, TokenCache, UnixTime};
+use policy_core::{Decision, Engine, KeySet, KeyStore, SecretStore, TokenCache, UnixTime, Verdict};
 
 /// The exported operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,16 +77,25 @@ thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
 }
 
-/// Runs one operation on an encoded input, returning the encoded answer.
-pub fn call(op: Op, input: &[u8]) -> Vec<u8> {
+/// Runs one operation on an encoded input, encoding its answer into `output` (cleared
+/// first).
+pub fn call(op: Op, input: &[u8], output: &mut Vec<u8>) {
     STATE.with(|state| {
         let mut state = state.borrow_mut();
         match op {
-            Op::Init => abi::encode(&init(&mut state, input)),
-            Op::SetKeys => abi::encode(&set_keys(&mut state, input)),
-            Op::SetSecrets => abi::encode(&set_secrets(&mut state, input)),
-            Op::Decide => abi::encode(&decide(&state, input)),
-            Op::CompleteSignIn => abi::encode(&complete_sign_in(&state, input)),
+            Op::Init => abi::encode_into(&init(&mut state, input), output),
+            Op::SetKeys => abi::encode_into(&set_keys(&mut state, input), output),
+            Op::SetSecrets => abi::encode_into(&set_secrets(&mut state, input), output),
+            Op::Decide => match decide(&state, input) {
+                Ok(verdict) => abi::encode_into(&Answer::Ok(WireVerdict::from(&verdict)), output),
+                Err(message) => abi::encode_into(&Answer::<WireVerdict>::Err(message), output),
+            },
+            Op::CompleteSignIn => match complete_sign_in(&state, input) {
+                Ok(decision) => {
+                    abi::encode_into(&Answer::Ok(WireDecision::from(&decision)), output)
+                }
+                Err(message) => abi::encode_into(&Answer::<WireDecision>::Err(message), output),
+            },
         }
     })
 }
@@ -143,7 +152,7 @@ fn engine(state: &State) -> Answer<&Engine> {
         .ok_or_else(|| "no policy loaded: call tollgate_init first".to_owned())
 }
 
-fn complete_sign_in(state: &State, input: &[u8]) -> Answer<WireDecision> {
+fn complete_sign_in(state: &State, input: &[u8]) -> Answer<Decision> {
     let input: CompleteSignIn<'_> = abi::decode(input).map_err(|e| e.0)?;
     let engine = engine(state)?;
     let now = UnixTime::from_nanos(input.now_nanos);
@@ -154,10 +163,10 @@ fn complete_sign_in(state: &State, input: &[u8]) -> Answer<WireDecision> {
     } else {
         engine.complete_sign_in(&facts, response, now, &state.keys, &state.secrets)
     };
-    Ok(WireDecision::from(&decision))
+    Ok(decision)
 }
 
-fn decide(state: &State, input: &[u8]) -> Answer<WireVerdict> {
+fn decide(state: &State, input: &[u8]) -> Answer<Verdict> {
     let input: Decide<'_> = abi::decode(input).map_err(|e| e.0)?;
     let engine = engine(state)?;
     let now = UnixTime::from_nanos(input.now_nanos);
@@ -167,5 +176,5 @@ fn decide(state: &State, input: &[u8]) -> Answer<WireVerdict> {
     } else {
         engine.decide_cached(&facts, now, &state.keys, &state.secrets, &state.tokens)
     };
-    Ok(WireVerdict::from(&verdict))
+    Ok(verdict)
 }

@@ -18,13 +18,12 @@ const MEMORY_LIMIT: usize = 64 << 20;
 
 struct Exports {
     memory: Memory,
-    alloc: TypedFunc<u32, u32>,
-    free: TypedFunc<(u32, u32), ()>,
-    init: TypedFunc<(u32, u32), u64>,
-    set_keys: TypedFunc<(u32, u32), u64>,
-    set_secrets: TypedFunc<(u32, u32), u64>,
-    decide: TypedFunc<(u32, u32), u64>,
-    complete_sign_in: TypedFunc<(u32, u32), u64>,
+    input: TypedFunc<u32, u32>,
+    init: TypedFunc<u32, u64>,
+    set_keys: TypedFunc<u32, u64>,
+    set_secrets: TypedFunc<u32, u64>,
+    decide: TypedFunc<u32, u64>,
+    complete_sign_in: TypedFunc<u32, u64>,
 }
 
 /// One instance of the module with a policy loaded. Not shared between threads: give each
@@ -35,6 +34,8 @@ pub struct PolicyInstance {
     exports: Exports,
     budget_ticks: u64,
     loaded: Loaded,
+    /// Each call's input, encoded here before it is copied into the module.
+    encoded: Vec<u8>,
 }
 
 impl std::fmt::Debug for PolicyInstance {
@@ -69,6 +70,7 @@ impl PolicyInstance {
             exports,
             budget_ticks: module.budget_ticks,
             loaded: Loaded::default(),
+            encoded: Vec::new(),
         };
         this.loaded = this.call("init", &Init { policy, file })?;
         Ok(this)
@@ -170,8 +172,8 @@ impl PolicyInstance {
         input: &I,
     ) -> Result<O, WasmError> {
         let fail = |message: String| WasmError::Call { op, message };
-        let bytes = abi::encode(input);
-        let len = u32::try_from(bytes.len()).map_err(|_| fail("input too large".into()))?;
+        abi::encode_into(input, &mut self.encoded);
+        let len = u32::try_from(self.encoded.len()).map_err(|_| fail("input too large".into()))?;
         // Every call starts with the whole budget.
         self.store.set_epoch_deadline(self.budget_ticks);
         let e = &self.exports;
@@ -179,9 +181,9 @@ impl PolicyInstance {
             op,
             message: format!("{err:#}"),
         };
-        let ptr = e.alloc.call(&mut self.store, len).map_err(trap)?;
+        let at = e.input.call(&mut self.store, len).map_err(trap)?;
         e.memory
-            .write(&mut self.store, ptr as usize, &bytes)
+            .write(&mut self.store, at as usize, &self.encoded)
             .map_err(|err| fail(err.to_string()))?;
         let func = match op {
             "init" => &e.init,
@@ -190,17 +192,14 @@ impl PolicyInstance {
             "complete_sign_in" => &e.complete_sign_in,
             _ => &e.decide,
         };
-        let packed = func.call(&mut self.store, (ptr, len)).map_err(trap)?;
-        e.free.call(&mut self.store, (ptr, len)).map_err(trap)?;
-        let (out_ptr, out_len) = ((packed >> 32) as u32, packed as u32);
-        let mut out = vec![0u8; out_len as usize];
-        e.memory
-            .read(&self.store, out_ptr as usize, &mut out)
-            .map_err(|err| fail(err.to_string()))?;
-        e.free
-            .call(&mut self.store, (out_ptr, out_len))
-            .map_err(trap)?;
-        match abi::decode::<Answer<O>>(&out).map_err(|err| fail(err.0))? {
+        let packed = func.call(&mut self.store, len).map_err(trap)?;
+        let (out_ptr, out_len) = ((packed >> 32) as usize, packed as u32 as usize);
+        // Decoded where the module left it: the answer owns everything it keeps.
+        let out = out_ptr
+            .checked_add(out_len)
+            .and_then(|end| e.memory.data(&self.store).get(out_ptr..end))
+            .ok_or_else(|| fail(format!("answer at {out_ptr}+{out_len} is outside memory")))?;
+        match abi::decode::<Answer<O>>(out).map_err(|err| fail(err.0))? {
             Ok(value) => Ok(value),
             Err(message) => Err(WasmError::Refused { op, message }),
         }
@@ -214,16 +213,13 @@ impl Exports {
             .ok_or_else(|| load_error("module exports no memory"))?;
         let op = |store: &mut Store<StoreLimits>, name: &str| {
             instance
-                .get_typed_func::<(u32, u32), u64>(store, name)
+                .get_typed_func::<u32, u64>(store, name)
                 .map_err(load_error)
         };
         Ok(Exports {
             memory,
-            alloc: instance
-                .get_typed_func::<u32, u32>(&mut *store, "tollgate_alloc")
-                .map_err(load_error)?,
-            free: instance
-                .get_typed_func::<(u32, u32), ()>(&mut *store, "tollgate_free")
+            input: instance
+                .get_typed_func::<u32, u32>(&mut *store, "tollgate_input")
                 .map_err(load_error)?,
             init: op(store, "tollgate_init")?,
             set_keys: op(store, "tollgate_set_keys")?,
