@@ -191,7 +191,7 @@ impl OriginConfig {
         let token = secrets
             .secret(&secret_name)
             .ok_or_else(|| MissingSecret(secret_name.clone()))?;
-        let shown = format!("<secret {secret_name}>");
+        let shown = ["<secret ", &secret_name, ">"].concat();
         let header = match class {
             // Gogs' API reads `Authorization: token <sha>`.
             RouteClass::Api => Header::secret(
@@ -200,14 +200,14 @@ impl OriginConfig {
                 ["token ", &shown].concat(),
             ),
             // Git HTTP only understands Basic; Gogs tries the password as a token.
-            _ => Header::secret(
-                "authorization",
-                format!(
-                    "Basic {}",
-                    Base64::encode_string(format!("{account}:{token}").as_bytes())
-                ),
-                format!("Basic base64({account}:{shown})"),
-            ),
+            _ => {
+                let basic = Base64::encode_string([&account, ":", &token].concat().as_bytes());
+                Header::secret(
+                    "authorization",
+                    ["Basic ", &basic].concat(),
+                    ["Basic base64(", &account, ":", &shown, ")"].concat(),
+                )
+            }
         };
         Ok(alloc::vec![header])
     }
