@@ -343,7 +343,7 @@ impl<'a> From<&'a Decision> for WireDecision<'a> {
                 },
             }),
             class: d.class,
-            repo: d.repo.as_ref().map(alloc::string::ToString::to_string),
+            repo: d.repo.as_ref().map(RepoName::full_name),
             access: d.access,
             strip: Cow::Borrowed(&d.strip),
             set: d.set.iter().map(wire_header).collect(),

@@ -81,6 +81,12 @@ impl RepoName {
         })
     }
 
+    /// `owner/name`, as [`fmt::Display`] writes it but without the formatting machinery
+    /// (the policy module builds one per decision).
+    pub fn full_name(&self) -> String {
+        [self.owner.as_str(), "/", self.name.as_str()].concat()
+    }
+
     pub fn owner(&self) -> &str {
         &self.owner
     }
