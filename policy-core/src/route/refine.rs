@@ -36,22 +36,36 @@ pub(crate) fn is_safe_method(method: &str) -> bool {
 /// the path as sent, so `GIT-RECEIVE-PACK` would pass as a pull; the edge lowercases too.
 /// A `service` parameter other than `git-upload-pack`, in any of its repeats, is a push.
 fn git_service(request: &Request<'_>) -> Access {
-    let mut action = request.after_repo.join("/");
-    if !action.is_ascii() {
+    let action = request.after_repo;
+    if !action.iter().all(|segment| segment.is_ascii()) {
         // Go's strings.ToLower folds some non-ASCII letters into ASCII ones (the Kelvin
         // sign into `k`): no git path needs them, so they can only be an attempt.
         return Access::Write;
     }
-    action.make_ascii_lowercase();
-    let pushes = action.ends_with("git-receive-pack")
-        || (action.ends_with("info/refs")
+    let ends_with = |suffix| joined_ends_with_ignore_ascii_case(action, suffix);
+    let pushes = ends_with("git-receive-pack")
+        || (ends_with("info/refs")
             && query_values(request.query, "service").any(|s| s != "git-upload-pack"))
-        || (!is_safe_method(request.method) && !action.ends_with("git-upload-pack"));
+        || (!is_safe_method(request.method) && !ends_with("git-upload-pack"));
     if pushes {
         Access::Write
     } else {
         Access::Read
     }
+}
+
+/// Does `segments.join("/")`, lowercased, end with `suffix` (lowercase)? Without joining:
+/// this runs for every git request.
+fn joined_ends_with_ignore_ascii_case(segments: &[&str], suffix: &str) -> bool {
+    // The last segment backwards, then `/` and the one before it backwards, and so on.
+    let mut joined_backwards = segments.iter().rev().enumerate().flat_map(|(i, segment)| {
+        let separator = (i > 0).then_some(b'/');
+        separator.into_iter().chain(segment.bytes().rev())
+    });
+    suffix
+        .bytes()
+        .rev()
+        .all(|wanted| joined_backwards.next().map(|b| b.to_ascii_lowercase()) == Some(wanted))
 }
 
 /// internal/route/repo/repo.go `Action`: `desc` edits the repository (owners only); an
@@ -61,5 +75,46 @@ fn repo_action(request: &Request<'_>) -> Access {
         Some("desc") => Access::Owner,
         Some("unwatch") if query_values(request.query, "user_id").next().is_some() => Access::Owner,
         _ => Access::Read,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joined_suffix_matches_joining() {
+        let cases: &[&[&str]] = &[
+            &[],
+            &[""],
+            &["info", "refs"],
+            &["xinfo", "refs"],
+            &["INFO", "Refs"],
+            &["info/refs"],
+            &["refs"],
+            &["nfo", "refs"],
+            &["git-receive-pack"],
+            &["GIT-RECEIVE-PACK"],
+            &["objects", "git-upload-pack"],
+            &["a", "b", "git-upload-pack", "x"],
+            &["git-receive-pack", ""],
+        ];
+        for segments in cases {
+            let joined = segments.join("/").to_ascii_lowercase();
+            for suffix in [
+                "info/refs",
+                "git-receive-pack",
+                "git-upload-pack",
+                "/",
+                "",
+                "s",
+            ] {
+                assert_eq!(
+                    joined_ends_with_ignore_ascii_case(segments, suffix),
+                    joined.ends_with(suffix),
+                    "{segments:?} {suffix}"
+                );
+            }
+        }
     }
 }
