@@ -86,16 +86,18 @@ pub fn call(op: Op, input: &[u8], output: &mut Vec<u8>) {
             Op::Init => abi::encode_into(&init(&mut state, input), output),
             Op::SetKeys => abi::encode_into(&set_keys(&mut state, input), output),
             Op::SetSecrets => abi::encode_into(&set_secrets(&mut state, input), output),
-            Op::Decide => match decide(&state, input) {
-                Ok(verdict) => abi::encode_into(&Answer::Ok(WireVerdict::from(&verdict)), output),
-                Err(message) => abi::encode_into(&Answer::<WireVerdict>::Err(message), output),
-            },
-            Op::CompleteSignIn => match complete_sign_in(&state, input) {
-                Ok(decision) => {
-                    abi::encode_into(&Answer::Ok(WireDecision::from(&decision)), output)
-                }
-                Err(message) => abi::encode_into(&Answer::<WireDecision>::Err(message), output),
-            },
+            // The answer is encoded borrowed from the verdict; `Err(&String)` encodes as
+            // `Err(String)` does.
+            Op::Decide => abi::encode_into(
+                &decide(&state, input).as_ref().map(WireVerdict::from),
+                output,
+            ),
+            Op::CompleteSignIn => abi::encode_into(
+                &complete_sign_in(&state, input)
+                    .as_ref()
+                    .map(WireDecision::from),
+                output,
+            ),
         }
     })
 }
