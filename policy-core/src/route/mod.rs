@@ -199,9 +199,10 @@ fn valid_name(name: &str) -> bool {
 /// the API and web UI only strip `.git`.
 pub(crate) fn repo_name(owner: &str, repo: &str, strip_wiki: bool) -> Result<RepoName, RouteError> {
     let name = strip_suffix_ignore_ascii_case(repo, ".git").unwrap_or(repo);
-    let name = match strip_wiki {
-        true => strip_suffix_ignore_ascii_case(name, ".wiki").unwrap_or(name),
-        false => name,
+    let name = if strip_wiki {
+        strip_suffix_ignore_ascii_case(name, ".wiki").unwrap_or(name)
+    } else {
+        name
     };
     if !valid_name(owner) || !valid_name(name) || name == "." || name == ".." {
         return Err(RouteError::BadName);
@@ -216,9 +217,10 @@ pub(crate) fn repo_name(owner: &str, repo: &str, strip_wiki: bool) -> Result<Rep
 pub(crate) fn strip_suffix_ignore_ascii_case<'s>(s: &'s str, suffix: &str) -> Option<&'s str> {
     let start = s.len().checked_sub(suffix.len())?;
     let tail = s.get(start..)?;
-    match tail.eq_ignore_ascii_case(suffix) {
-        true => s.get(..start),
-        false => None,
+    if tail.eq_ignore_ascii_case(suffix) {
+        s.get(..start)
+    } else {
+        None
     }
 }
 
