@@ -24,7 +24,7 @@ use crate::route::{RepoName, RouteClass};
 use crate::time::UnixTime;
 
 /// The interface version this crate speaks. Bump it with any change to these types.
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 9;
 
 /// Every operation answers `Ok` or a message (for `init`, the positioned policy error).
 pub type Answer<T> = Result<T, String>;
@@ -184,7 +184,7 @@ pub struct WireDecision<'a> {
     pub rule: Option<Cow<'a, str>>,
     pub identity: Option<WireIdentity<'a>>,
     pub class: Option<RouteClass>,
-    pub repo: Option<String>,
+    pub repo: Option<WireRepo<'a>>,
     pub access: Option<Access>,
     pub strip: Cow<'a, [String]>,
     pub set: Vec<WireHeader<'a>>,
@@ -193,6 +193,13 @@ pub struct WireDecision<'a> {
     pub policy_revision: Option<Cow<'a, str>>,
     pub shadow: Option<WireShadow<'a>>,
     pub explain: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+/// [`RepoName`] on the wire: its two resolved parts, not a string to parse again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireRepo<'a> {
+    pub owner: Cow<'a, str>,
+    pub name: Cow<'a, str>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -343,7 +350,10 @@ impl<'a> From<&'a Decision> for WireDecision<'a> {
                 },
             }),
             class: d.class,
-            repo: d.repo.as_ref().map(RepoName::full_name),
+            repo: d.repo.as_ref().map(|r| WireRepo {
+                owner: Cow::Borrowed(r.owner()),
+                name: Cow::Borrowed(r.name()),
+            }),
             access: d.access,
             strip: Cow::Borrowed(&d.strip),
             set: d.set.iter().map(wire_header).collect(),
@@ -387,13 +397,6 @@ impl TryFrom<WireDecision<'_>> for Decision {
             }),
             None => None,
         };
-        let repo = match w.repo {
-            Some(r) => Some(
-                RepoName::from_display(&r)
-                    .ok_or_else(|| WireError(alloc::format!("not a repository: `{r}`")))?,
-            ),
-            None => None,
-        };
         Ok(Decision {
             allow: w.allow,
             status: w.status,
@@ -433,7 +436,9 @@ impl TryFrom<WireDecision<'_>> for Decision {
                 },
             }),
             class: w.class,
-            repo,
+            repo: w
+                .repo
+                .map(|r| RepoName::resolved(r.owner.into_owned(), r.name.into_owned())),
             access: w.access,
             strip: w.strip.into_owned(),
             set: w.set.into_iter().map(header).collect(),

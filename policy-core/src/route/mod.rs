@@ -70,21 +70,11 @@ impl RepoName {
         repo_name(owner, name, false).ok()
     }
 
-    /// `owner/name` exactly as [`fmt::Display`] wrote it (the policy module's wire form):
-    /// already resolved, so nothing is normalised again.
+    /// A name another engine already resolved (the policy module's wire form): nothing
+    /// is normalised again.
     #[cfg(feature = "abi")]
-    pub(crate) fn from_display(full: &str) -> Option<RepoName> {
-        let (owner, name) = full.split_once('/')?;
-        Some(RepoName {
-            owner: owner.into(),
-            name: name.into(),
-        })
-    }
-
-    /// `owner/name`, as [`fmt::Display`] writes it but without the formatting machinery
-    /// (the policy module builds one per decision).
-    pub fn full_name(&self) -> String {
-        [self.owner.as_str(), "/", self.name.as_str()].concat()
+    pub(crate) fn resolved(owner: String, name: String) -> RepoName {
+        RepoName { owner, name }
     }
 
     pub fn owner(&self) -> &str {

@@ -354,13 +354,6 @@ fn requests_no_route_takes_are_refused() {
 }
 
 #[test]
-fn full_name_is_the_display_form() {
-    let repo = RepoName::parse("Acme/App.git").unwrap();
-    assert_eq!(repo.full_name(), "acme/app");
-    assert_eq!(repo.full_name(), repo.to_string());
-}
-
-#[test]
 fn names_resolve_like_gogs() {
     for path in [
         "/Acme/App.git/info/refs",
