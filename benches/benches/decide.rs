@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use policy_core::abi::{self, Decide, Init, SetSecrets, WireRequest, WireVerdict};
 use policy_core::{NoKeys, RateState};
 use tollgate_benches::{case, corpus_policy};
 use tollgate_conformance::{build_wasm_module, corpus_secrets, map_rate_state};
+use tollgate_policy::Op;
 use tollgate_wasmtime::{CompiledModule, PolicyInstance};
 
 /// (label, corpus file, case name)
@@ -163,6 +165,80 @@ fn wasmtime(c: &mut Criterion) {
     group.finish();
 }
 
+/// Where a module call's time goes beyond the decision, each half measured natively: the
+/// module's operation linked natively (decode the request, decide, encode the answer), and
+/// the host's half around the call (encode the request, decode the answer into a
+/// `Verdict`, drop it). Compare with `decide/native` and `decide/wasmtime`.
+fn module_abi(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decide/module-abi");
+    for (label, file, name) in CASES
+        .iter()
+        .filter(|(label, _, _)| ["api-key", "anonymous-denied"].contains(label))
+    {
+        let (policy, source) = corpus_policy(file);
+        let case = case(&policy, name).clone();
+        let pairs = case.request.header_pairs();
+        let facts = case.request.facts(&pairs);
+        let decide = |facts| Decide {
+            request: WireRequest::from_facts(facts),
+            now_nanos: case.now.as_nanos(),
+            explain: false,
+        };
+
+        let mut answer = Vec::new();
+        module_op::<_, abi::Loaded>(
+            Op::Init,
+            &Init {
+                policy: &source,
+                file,
+            },
+            &mut answer,
+        );
+        let secrets = corpus_secrets();
+        let secrets = SetSecrets {
+            secrets: secrets
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            placeholder: false,
+        };
+        module_op::<_, usize>(Op::SetSecrets, &secrets, &mut answer);
+        let input = abi::encode(&decide(&facts));
+        group.bench_function(BenchmarkId::new("module-ops-native", label), |b| {
+            b.iter(|| {
+                tollgate_policy::call(Op::Decide, &input, &mut answer);
+                answer.len()
+            })
+        });
+
+        // The answer the host half decodes, whichever of the two a filter picked.
+        tollgate_policy::call(Op::Decide, &input, &mut answer);
+        let mut encoded = Vec::new();
+        group.bench_function(BenchmarkId::new("host-half", label), |b| {
+            b.iter(|| {
+                abi::encode_into(&decide(&facts), &mut encoded);
+                let wire = abi::decode::<abi::Answer<WireVerdict>>(&answer)
+                    .expect("answer")
+                    .expect("verdict");
+                policy_core::Verdict::try_from(wire).expect("verdict")
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Runs one of the module's operations natively and checks it answered `Ok` with an `O`.
+fn module_op<I: serde::Serialize, O: serde::de::DeserializeOwned>(
+    op: Op,
+    input: &I,
+    answer: &mut Vec<u8>,
+) -> O {
+    tollgate_policy::call(op, &abi::encode(input), answer);
+    abi::decode::<abi::Answer<O>>(answer)
+        .expect("answer")
+        .unwrap_or_else(|e| panic!("{op:?}: {e}"))
+}
+
 fn policy_compile(c: &mut Criterion) {
     let (_, source) = corpus_policy("tokens.toml");
     c.bench_function("policy/compile tokens.toml", |b| {
@@ -177,6 +253,7 @@ criterion_group!(
     native_cached,
     native_explained,
     wasmtime,
+    module_abi,
     policy_compile
 );
 criterion_main!(benches);
