@@ -22,6 +22,7 @@ mod reload;
 mod server;
 mod sign_in;
 mod webhooks;
+mod workers;
 
 pub use config::{PolicyFile, PolicyUrlConfig, RateStoreConfig, ServeConfig, WasmConfig};
 pub use policy_url::{fetch_once as fetch_policy_once, PolicyUrl};

@@ -11,18 +11,17 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tollgate_host_kit::{Gate, KeyRing, ShardedRates};
 
-use crate::client_conn;
 use crate::config::ServeConfig;
-use crate::metrics::{Limit, Metrics};
+use crate::metrics::Metrics;
 use crate::origin_io::StallingWritesFail;
 use crate::policy_url::PolicyUrl;
 use crate::proxy::{self, Body, Origin, OriginClient, Shared, Timeouts};
 use crate::reload::{DeciderMaker, Reloaded, Reloader, SecretMap, Trigger};
 use crate::webhooks::Webhooks;
+use crate::workers::{self, Worker};
 use tollgate_host_kit::audit_log::AuditLog;
 use tollgate_host_kit::RedisRates;
 
@@ -33,8 +32,9 @@ const KEY_SCHEDULE_EVERY: Duration = Duration::from_secs(1);
 
 /// Builds a runtime and serves until SIGINT or SIGTERM.
 pub fn run(config: ServeConfig) -> Result<(), String> {
-    // Requests are served by the worker threads; this runtime only runs key fetches,
-    // pruning, the admin listener and shutdown, so one thread is enough.
+    // Requests are served by the worker threads; this runtime only accepts connections
+    // for them and runs key fetches, pruning, the admin listener and shutdown, so one
+    // thread is enough.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -196,16 +196,16 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
+    let mut handles = Vec::with_capacity(workers);
     for index in 0..workers {
-        let worker = Worker {
-            listener: listener.try_clone().map_err(|e| format!("listener: {e}"))?,
-            shared: Arc::clone(&shared),
-            connection_slots: Arc::clone(&connection_slots),
-            connect_timeout: config.origin_connect_timeout,
-            header_timeout: config.header_timeout,
-            shutdown_grace: config.shutdown_grace,
-            stop: stopped.clone(),
-        };
+        let (worker, handle) = Worker::new(
+            Arc::clone(&shared),
+            origin_client(config.origin_connect_timeout, shared.timeouts.stream_idle)?,
+            config.header_timeout,
+            config.shutdown_grace,
+            stopped.clone(),
+        );
+        handles.push(handle);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("tollgate-worker-{index}"))
@@ -213,7 +213,14 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
                 .map_err(|e| format!("worker thread: {e}"))?,
         );
     }
-    drop(listener);
+    let listener = TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
+    let acceptor = tokio::spawn(workers::accept(
+        listener,
+        handles,
+        Arc::clone(&shared),
+        connection_slots,
+        stopped,
+    ));
     shutdown.await;
     eprintln!(
         "tollgate: shutting down; waiting up to {:?} for requests in flight",
@@ -236,6 +243,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
             eprintln!("tollgate: {e}");
         }
     }
+    acceptor.abort();
     background.abort();
     if let Some(task) = puller {
         task.abort();
@@ -246,77 +254,6 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
     shared.audit.close();
     eprintln!("tollgate: stopped");
     Ok(())
-}
-
-/// One worker thread: its own single-threaded runtime and origin connection pool, accepting
-/// from the shared listening socket. A request is handled start to finish on one thread,
-/// so no step of it wakes another (on 2 cores, cross-thread wakeups of a work-stealing
-/// runtime cost more than the decision itself).
-struct Worker {
-    listener: std::net::TcpListener,
-    shared: Arc<Shared>,
-    /// One permit per client connection open, shared by all workers.
-    connection_slots: Arc<tokio::sync::Semaphore>,
-    connect_timeout: Duration,
-    header_timeout: Duration,
-    shutdown_grace: Duration,
-    stop: tokio::sync::watch::Receiver<bool>,
-}
-
-impl Worker {
-    fn run(self) -> Result<(), String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("worker runtime: {e}"))?;
-        runtime.block_on(self.accept())
-    }
-
-    async fn accept(mut self) -> Result<(), String> {
-        let listener =
-            TcpListener::from_std(self.listener).map_err(|e| format!("listener: {e}"))?;
-        let client = origin_client(self.connect_timeout, self.shared.timeouts.stream_idle)?;
-        let graceful = GracefulShutdown::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            eprintln!("tollgate: accept: {e}");
-                            continue;
-                        }
-                    };
-                    let Ok(slot) = Arc::clone(&self.connection_slots).try_acquire_owned() else {
-                        self.shared.metrics.shed(Limit::Connections);
-                        tokio::spawn(refuse_connection(stream));
-                        continue;
-                    };
-                    // Small responses (denials, git negotiation) go out at once.
-                    let _ = stream.set_nodelay(true);
-                    let (shared, client) = (Arc::clone(&self.shared), client.clone());
-                    let (watcher, header_timeout) = (graceful.watcher(), self.header_timeout);
-                    tokio::spawn(async move {
-                        shared.metrics.connections(1);
-                        let conn_shared = Arc::clone(&shared);
-                        client_conn::serve(conn_shared, client, stream, peer, header_timeout, watcher)
-                            .await;
-                        shared.metrics.connections(-1);
-                        drop(slot);
-                    });
-                }
-                _ = self.stop.changed() => break,
-            }
-        }
-        drop(listener);
-        if tokio::time::timeout(self.shutdown_grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            eprintln!("tollgate: requests still in flight after the grace period; closing");
-        }
-        Ok(())
-    }
 }
 
 /// Follows the key ring's schedule (it says what is due; checking costs nothing when
@@ -391,12 +328,12 @@ async fn next_hangup(hangups: &mut Hangups) -> Option<()> {
     std::future::pending().await
 }
 
-/// Connections the kernel queues for the workers to accept: the standard library's 128
+/// Connections the kernel queues for the acceptor: the standard library's 128
 /// would make a burst of clients (or of half-open attackers) wait on SYN retransmissions
 /// while the workers are idle; the kernel caps this at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// The client listener, non-blocking, for the workers to share.
+/// The client listener, non-blocking, for the acceptor.
 fn client_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -406,14 +343,6 @@ fn client_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpL
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)?.into_std()
-}
-
-/// Answers a connection over the limit with a 503 and closes it, giving the client at
-/// most a second to take it.
-async fn refuse_connection(mut stream: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 28\r\nConnection: close\r\n\r\ntoo many connections; retry\n";
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(REFUSAL)).await;
 }
 
 /// How many client connections to hold: `configured`, or what the file-descriptor limit
