@@ -31,10 +31,10 @@ pub(crate) struct WorkerHandle {
 struct Handoff {
     stream: std::net::TcpStream,
     peer: SocketAddr,
-    /// The connection's place under `--max-connections`.
-    _slot: OwnedSemaphorePermit,
+    /// The connection's place under `--max-connections`, held while it lives.
+    slot: OwnedSemaphorePermit,
     /// Counts the connection against its worker for as long as it lives.
-    _open: OpenConnection,
+    open: OpenConnection,
 }
 
 /// One of a worker's open connections; dropped when the connection ends, however it ends.
@@ -115,13 +115,14 @@ impl Worker {
                     };
                     let (shared, origin) = (Arc::clone(&self.shared), self.origin.clone());
                     let (watcher, header_timeout) = (graceful.watcher(), self.header_timeout);
-                    let (peer, slot, open) = (handoff.peer, handoff._slot, handoff._open);
+                    let (peer, slot, open) = (handoff.peer, handoff.slot, handoff.open);
                     tokio::spawn(async move {
                         shared.metrics.connections(1);
                         let conn_shared = Arc::clone(&shared);
                         client_conn::serve(conn_shared, origin, stream, peer, header_timeout, watcher)
                             .await;
                         shared.metrics.connections(-1);
+                        // The slot and the count end with the connection.
                         drop((slot, open));
                     });
                 }
@@ -190,13 +191,13 @@ fn hand_off(
         let sent = worker.connections.send(Handoff {
             stream,
             peer,
-            _slot: slot,
-            _open: OpenConnection::new(&worker.open),
+            slot,
+            open: OpenConnection::new(&worker.open),
         });
         // A worker that has stopped gives the connection back.
         handoff = sent
             .err()
-            .map(|returned| (returned.0.stream, returned.0._slot));
+            .map(|returned| (returned.0.stream, returned.0.slot));
     }
 }
 
