@@ -229,9 +229,10 @@ pub(crate) fn classify(
     body: Option<&[u8]>,
 ) -> Result<Route, RouteError> {
     let decoded = path::decode_path(raw_path)?;
-    let mut segments = path::segments(&decoded)?;
+    let trimmed = path::trim_trailing_slash(&decoded);
+    let mut segments = path::segments(trimmed)?;
     // The segments joined again: `/a/b/` is `/a/b`.
-    let joined = ["/", decoded.strip_suffix('/').unwrap_or(&decoded)].concat();
+    let joined = ["/", trimmed].concat();
     if segments.is_empty() {
         segments.push(""); // macaron matches `/` as one empty segment
     }

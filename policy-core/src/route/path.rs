@@ -41,10 +41,14 @@ pub(crate) fn decode_path(raw: &str) -> Result<Cow<'_, str>, RouteError> {
     Ok(decoded)
 }
 
-/// The segments of a path [`decode_path`] decoded; `/` is no segment at all, and one
-/// trailing `/` is dropped (macaron trims it).
-pub(crate) fn segments(decoded: &str) -> Result<Vec<&str>, RouteError> {
-    let trimmed = decoded.strip_suffix('/').unwrap_or(decoded);
+/// One trailing `/` of a path [`decode_path`] decoded dropped, as macaron trims it: `a/b/`
+/// is `a/b`.
+pub(crate) fn trim_trailing_slash(decoded: &str) -> &str {
+    decoded.strip_suffix('/').unwrap_or(decoded)
+}
+
+/// The segments of a path [`trim_trailing_slash`] trimmed; `/` is no segment at all.
+pub(crate) fn segments(trimmed: &str) -> Result<Vec<&str>, RouteError> {
     if trimmed.is_empty() {
         return Ok(Vec::new());
     }
