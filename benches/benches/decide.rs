@@ -5,11 +5,10 @@
 use std::collections::HashMap;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use policy_core::abi::{self, Decide, Init, SetSecrets, WireRequest, WireVerdict};
+use policy_core::abi::{self, Decide, Init, Module, Op, SetSecrets, WireRequest, WireVerdict};
 use policy_core::{NoKeys, RateState};
 use tollgate_benches::{case, corpus_policy};
 use tollgate_conformance::{build_wasm_module, corpus_secrets, map_rate_state};
-use tollgate_policy::Op;
 use tollgate_wasmtime::{CompiledModule, PolicyInstance};
 
 /// (label, corpus file, case name)
@@ -185,8 +184,10 @@ fn module_abi(c: &mut Criterion) {
             explain: false,
         };
 
+        let mut module = Module::default();
         let mut answer = Vec::new();
         module_op::<_, abi::Loaded>(
+            &mut module,
             Op::Init,
             &Init {
                 policy: &source,
@@ -202,17 +203,17 @@ fn module_abi(c: &mut Criterion) {
                 .collect(),
             placeholder: false,
         };
-        module_op::<_, usize>(Op::SetSecrets, &secrets, &mut answer);
+        module_op::<_, usize>(&mut module, Op::SetSecrets, &secrets, &mut answer);
         let input = abi::encode(&decide(&facts));
         group.bench_function(BenchmarkId::new("module-ops-native", label), |b| {
             b.iter(|| {
-                tollgate_policy::call(Op::Decide, &input, &mut answer);
+                module.call(Op::Decide, &input, &mut answer);
                 answer.len()
             })
         });
 
         // The answer the host half decodes, whichever of the two a filter picked.
-        tollgate_policy::call(Op::Decide, &input, &mut answer);
+        module.call(Op::Decide, &input, &mut answer);
         let mut encoded = Vec::new();
         group.bench_function(BenchmarkId::new("host-half", label), |b| {
             b.iter(|| {
@@ -229,11 +230,12 @@ fn module_abi(c: &mut Criterion) {
 
 /// Runs one of the module's operations natively and checks it answered `Ok` with an `O`.
 fn module_op<I: serde::Serialize, O: serde::de::DeserializeOwned>(
+    module: &mut Module,
     op: Op,
     input: &I,
     answer: &mut Vec<u8>,
 ) -> O {
-    tollgate_policy::call(op, &abi::encode(input), answer);
+    module.call(op, &abi::encode(input), answer);
     abi::decode::<abi::Answer<O>>(answer)
         .expect("answer")
         .unwrap_or_else(|e| panic!("{op:?}: {e}"))

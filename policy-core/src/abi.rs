@@ -23,6 +23,9 @@ use crate::rate::{PendingRate, RateCheck};
 use crate::route::{RepoName, RouteClass};
 use crate::time::UnixTime;
 
+mod module;
+pub use module::{Module, Op};
+
 /// The interface version this crate speaks. Bump it with any change to these types.
 pub const ABI_VERSION: u32 = 9;
 

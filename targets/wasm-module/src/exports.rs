@@ -8,9 +8,13 @@
 
 use std::cell::RefCell;
 
-use crate::ops::{call, Op};
+use policy_core::abi::{Module, Op};
 
+// wasm32-unknown-unknown has one thread; thread_local! gives interior mutability with no
+// `unsafe` and no locking.
 thread_local! {
+    /// The policy, keys, secrets and verified tokens, kept between calls.
+    static MODULE: RefCell<Module> = RefCell::new(Module::default());
     /// Where the host writes its input; grown to the largest input seen.
     static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Where the last answer was encoded.
@@ -36,9 +40,11 @@ pub extern "C" fn tollgate_input(len: u32) -> u32 {
 fn run(op: Op, len: u32) -> u64 {
     INPUT.with_borrow(|input| {
         OUTPUT.with_borrow_mut(|output| {
-            // A length beyond what `tollgate_input` made room for reads no input at all,
-            // which every operation refuses as malformed.
-            call(op, input.get(..len as usize).unwrap_or_default(), output);
+            MODULE.with_borrow_mut(|module| {
+                // A length beyond what `tollgate_input` made room for reads no input at
+                // all, which every operation refuses as malformed.
+                module.call(op, input.get(..len as usize).unwrap_or_default(), output);
+            });
             ((output.as_ptr() as usize as u64) << 32) | output.len() as u64
         })
     })

@@ -17,9 +17,7 @@
 //! | `tollgate_decide` | `abi::Decide` (request, time, explain) | `abi::WireVerdict`: the decision, or an allow pending a rate limit |
 //! | `tollgate_complete_sign_in` | `abi::CompleteSignIn` (callback, provider's answer) | `abi::WireDecision` |
 //!
-//! An `Err` answer (a bad policy, a malformed input) is a denial to every host.
+//! An `Err` answer (a bad policy, a malformed input) is a denial to every host. The
+//! operations themselves are `policy_core::abi::Module`; this crate only exports them.
 
 mod exports;
-mod ops;
-
-pub use ops::{call, Op};
