@@ -120,8 +120,9 @@ pub struct WireRequest<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub query: &'a str,
+    /// Borrowed from the facts by the host, collected by the module: the same bytes.
     #[serde(borrow)]
-    pub headers: Vec<(&'a str, &'a str)>,
+    pub headers: Cow<'a, [(&'a str, &'a str)]>,
     pub body: Option<&'a [u8]>,
     pub client_ip: Option<&'a str>,
     pub entropy: Option<[u8; 32]>,
@@ -133,7 +134,7 @@ impl<'a> WireRequest<'a> {
             method: facts.method,
             path: facts.path,
             query: facts.query,
-            headers: facts.headers.to_vec(),
+            headers: Cow::Borrowed(facts.headers),
             body: facts.body,
             client_ip: facts.client_ip,
             entropy: facts.entropy,
