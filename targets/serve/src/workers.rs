@@ -177,27 +177,27 @@ pub(crate) async fn accept(
 /// Gives the connection to the least busy worker still running; with none, it is closed.
 fn hand_off(
     workers: &[WorkerHandle],
-    stream: std::net::TcpStream,
+    mut stream: std::net::TcpStream,
     peer: SocketAddr,
-    slot: OwnedSemaphorePermit,
+    mut slot: OwnedSemaphorePermit,
 ) {
-    let mut order: Vec<&WorkerHandle> = workers.iter().collect();
-    order.sort_by_key(|w| w.open.load(Ordering::Relaxed));
-    let mut handoff = Some((stream, slot));
-    for worker in order {
-        let Some((stream, slot)) = handoff.take() else {
-            return;
-        };
-        let sent = worker.connections.send(Handoff {
+    // A worker that stops between the pick and the send gives the connection back, and is
+    // passed over from then on.
+    while let Some(worker) = workers
+        .iter()
+        .filter(|w| !w.connections.is_closed())
+        .min_by_key(|w| w.open.load(Ordering::Relaxed))
+    {
+        let handoff = Handoff {
             stream,
             peer,
             slot,
             open: OpenConnection::new(&worker.open),
-        });
-        // A worker that has stopped gives the connection back.
-        handoff = sent
-            .err()
-            .map(|returned| (returned.0.stream, returned.0.slot));
+        };
+        match worker.connections.send(handoff) {
+            Ok(()) => return,
+            Err(returned) => (stream, slot) = (returned.0.stream, returned.0.slot),
+        }
     }
 }
 
