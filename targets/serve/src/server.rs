@@ -159,9 +159,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
         .await;
     shared.report_fetches(&reports);
 
-    let listener =
-        client_listener(config.listen).map_err(|e| format!("listen on {}: {e}", config.listen))?;
-    let listen_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Bound now, so a port in use fails the start at once; listening waits until
+    // everything else is running, so a port that accepts means a server fully started.
+    let client_socket =
+        client_socket(config.listen).map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    let listen_addr = client_socket.local_addr().map_err(|e| e.to_string())?;
     let admin = match config.admin_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -174,20 +176,13 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
     let workers = config.workers.max(1);
     let max_connections = connection_capacity(config.max_connections);
     let connection_slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    eprintln!(
-        "tollgate: listening on {listen_addr} ({workers} worker threads, up to {max_connections} connections), origin {}, deciding {}{}",
-        config.origin,
-        if config.wasm.is_some() {
-            "in the policy module (wasmtime)"
-        } else {
-            "natively"
-        },
-        admin_addr
-            .map(|a| format!(", metrics on http://{a}/metrics"))
-            .unwrap_or_default()
-    );
 
-    let background = tokio::spawn(background(Arc::clone(&shared), config.policy_watch));
+    let hangups = hangup_signals(shared.reloader.is_some());
+    let background = tokio::spawn(background(
+        Arc::clone(&shared),
+        config.policy_watch,
+        hangups,
+    ));
     let puller = shared
         .policy_url
         .as_ref()
@@ -206,14 +201,23 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
             stopped.clone(),
         );
         handles.push(handle);
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("tollgate-worker-{index}"))
-                .spawn(move || worker.run())
-                .map_err(|e| format!("worker thread: {e}"))?,
-        );
+        threads.push(worker.spawn(index)?);
     }
-    let listener = TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
+    let listener = client_socket
+        .listen(LISTEN_BACKLOG)
+        .map_err(|e| format!("listen on {listen_addr}: {e}"))?;
+    eprintln!(
+        "tollgate: listening on {listen_addr} ({workers} worker threads, up to {max_connections} connections), origin {}, deciding {}{}",
+        config.origin,
+        if config.wasm.is_some() {
+            "in the policy module (wasmtime)"
+        } else {
+            "natively"
+        },
+        admin_addr
+            .map(|a| format!(", metrics on http://{a}/metrics"))
+            .unwrap_or_default()
+    );
     let acceptor = tokio::spawn(workers::accept(
         listener,
         handles,
@@ -259,13 +263,12 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()>) -> R
 /// Follows the key ring's schedule (it says what is due; checking costs nothing when
 /// nothing is), drops expired rate-limit state, and reloads the policy on SIGHUP and,
 /// every `policy_watch`, when its file changed.
-async fn background(shared: Arc<Shared>, policy_watch: Option<Duration>) {
+async fn background(shared: Arc<Shared>, policy_watch: Option<Duration>, mut hangups: Hangups) {
     let mut keys = tokio::time::interval(KEY_SCHEDULE_EVERY);
     let mut prune = tokio::time::interval(RATE_PRUNE_EVERY);
     let mut watch = tokio::time::interval(policy_watch.unwrap_or(Duration::MAX / 4));
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let watching = policy_watch.is_some() && shared.reloader.is_some();
-    let mut hangups = hangup_signals(shared.reloader.is_some());
     loop {
         tokio::select! {
             _ = keys.tick() => {
@@ -333,8 +336,8 @@ async fn next_hangup(hangups: &mut Hangups) -> Option<()> {
 /// while the workers are idle; the kernel caps this at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// The client listener, non-blocking, for the acceptor.
-fn client_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// The client socket, bound but not yet listening.
+fn client_socket(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -342,7 +345,7 @@ fn client_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpL
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)?.into_std()
+    Ok(socket)
 }
 
 /// How many client connections to hold: `configured`, or what the file-descriptor limit

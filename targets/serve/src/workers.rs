@@ -89,15 +89,24 @@ impl Worker {
         (worker, handle)
     }
 
-    /// Serves on the calling thread until told to stop, then lets requests in flight
-    /// finish for the grace period.
-    pub(crate) fn run(self) -> Result<(), String> {
+    /// Starts the worker's thread, which serves until told to stop, then lets requests
+    /// in flight finish for the grace period. The runtime is built here, before the
+    /// thread, so that a started worker already holds everything it keeps open.
+    pub(crate) fn spawn(
+        self,
+        index: usize,
+    ) -> Result<std::thread::JoinHandle<Result<(), String>>, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("worker runtime: {e}"))?;
-        runtime.block_on(self.serve());
-        Ok(())
+        std::thread::Builder::new()
+            .name(format!("tollgate-worker-{index}"))
+            .spawn(move || {
+                runtime.block_on(self.serve());
+                Ok(())
+            })
+            .map_err(|e| format!("worker thread: {e}"))
     }
 
     async fn serve(mut self) {
