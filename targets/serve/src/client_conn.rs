@@ -95,11 +95,12 @@ fn answer_request_timeout(
     opened: Instant,
 ) {
     use std::io::Write;
+    // Counted before the client can see the answer, so the two never disagree.
+    shared.metrics.failure(Failure::ClientHeaderTimeout);
     // A fresh connection's send buffer takes these bytes at once; the socket is
     // non-blocking (shared with the closed original), so this never waits.
     let sent = socket.write(REQUEST_TIMEOUT).unwrap_or(0);
     let _ = socket.shutdown(std::net::Shutdown::Both);
-    shared.metrics.failure(Failure::ClientHeaderTimeout);
     exchange::record_unanswered(
         shared,
         Failure::ClientHeaderTimeout,
