@@ -22,9 +22,9 @@ fn an_unreachable_origin_is_a_502_recorded_as_such() {
     let outcome = faults.outcome(0);
     assert_eq!(outcome["failure"], "origin_connect", "{outcome}");
     assert_eq!(outcome["origin_status"], Value::Null, "{outcome}");
-    assert_eq!(
-        faults.metric("tollgate_exchange_failures_total{kind=\"origin_connect\"}"),
-        1
+    faults.assert_metric(
+        "tollgate_exchange_failures_total{kind=\"origin_connect\"}",
+        1,
     );
     drop(answer);
     faults.assert_nothing_held(0);
@@ -77,13 +77,13 @@ fn an_origin_that_never_accepts_is_a_504_after_the_connect_timeout() {
     );
     let outcome = faults.outcome(0);
     assert_eq!(outcome["failure"], "origin_connect_timeout", "{outcome}");
-    assert_eq!(
-        faults.metric("tollgate_exchange_failures_total{kind=\"origin_connect_timeout\"}"),
-        1
+    faults.assert_metric(
+        "tollgate_exchange_failures_total{kind=\"origin_connect_timeout\"}",
+        1,
     );
-    assert_eq!(
-        faults.metric("tollgate_exchange_failures_total{kind=\"origin_connect\"}"),
-        0
+    faults.assert_metric(
+        "tollgate_exchange_failures_total{kind=\"origin_connect\"}",
+        0,
     );
     drop(answer);
     faults.assert_nothing_held(0);
@@ -147,9 +147,9 @@ fn an_origin_that_stops_reading_an_upload_is_a_504_after_the_idle_timeout() {
         outcome["bytes_from_client"].as_u64().unwrap_or(0) > 0,
         "{outcome}"
     );
-    assert_eq!(
-        faults.metric("tollgate_exchange_failures_total{kind=\"origin_not_reading\"}"),
-        1
+    faults.assert_metric(
+        "tollgate_exchange_failures_total{kind=\"origin_not_reading\"}",
+        1,
     );
     faults.assert_nothing_held(0);
 }
@@ -167,9 +167,9 @@ fn an_origin_that_never_answers_is_a_504_after_the_header_timeout() {
     );
     let outcome = faults.outcome(0);
     assert_eq!(outcome["failure"], "origin_headers_timeout", "{outcome}");
-    assert_eq!(
-        faults.metric("tollgate_exchange_failures_total{kind=\"origin_headers_timeout\"}"),
-        1
+    faults.assert_metric(
+        "tollgate_exchange_failures_total{kind=\"origin_headers_timeout\"}",
+        1,
     );
     drop(answer);
     faults.assert_nothing_held(0);
@@ -180,7 +180,12 @@ fn a_body_that_stalls_or_resets_is_cut_and_recorded() {
     let faults = Faults::start(true, &[]);
     for (n, mode, failure) in [(0, "stall", "origin_stalled"), (1, "reset", "origin_reset")] {
         let answer = client().get(faults.url(mode)).send().expect("answer");
-        assert_eq!(answer.status(), 200, "{mode}");
+        assert_eq!(
+            answer.status(),
+            200,
+            "{mode}\nserve said: {}",
+            faults.stderr()
+        );
         assert!(
             answer.bytes().is_err(),
             "{mode}: the cut body read as complete"
@@ -239,9 +244,9 @@ fn a_client_that_stalls_mid_upload_gets_408() {
     let outcome = faults.outcome(0);
     assert_eq!(outcome["failure"], "client_stalled", "{outcome}");
     assert_eq!(outcome["bytes_from_client"], 10, "{outcome}");
-    assert_eq!(
-        faults.metric("tollgate_exchange_failures_total{kind=\"client_stalled\"}"),
-        1
+    faults.assert_metric(
+        "tollgate_exchange_failures_total{kind=\"client_stalled\"}",
+        1,
     );
     drop(stream);
     faults.assert_nothing_held(0);
@@ -267,9 +272,9 @@ fn a_client_that_stalls_mid_head_gets_408_counted_and_audited() {
         "{answer}\nserve said: {}",
         faults.stderr()
     );
-    assert_eq!(
-        faults.metric("tollgate_exchange_failures_total{kind=\"client_header_timeout\"}"),
-        1
+    faults.assert_metric(
+        "tollgate_exchange_failures_total{kind=\"client_header_timeout\"}",
+        1,
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     let record = loop {
@@ -293,9 +298,9 @@ fn a_client_that_stalls_mid_head_gets_408_counted_and_audited() {
     let mut nothing = Vec::new();
     let _ = silent.read_to_end(&mut nothing);
     assert!(nothing.is_empty(), "{}", String::from_utf8_lossy(&nothing));
-    assert_eq!(
-        faults.metric("tollgate_exchange_failures_total{kind=\"client_header_timeout\"}"),
-        1
+    faults.assert_metric(
+        "tollgate_exchange_failures_total{kind=\"client_header_timeout\"}",
+        1,
     );
     drop((stream, silent));
     faults.assert_nothing_held(0);
@@ -351,7 +356,7 @@ fn requests_beyond_the_in_flight_limit_are_shed() {
             .and_then(|v| v.to_str().ok()),
         Some("1")
     );
-    assert_eq!(faults.metric("tollgate_shed_total{limit=\"in_flight\"}"), 1);
+    faults.assert_metric("tollgate_shed_total{limit=\"in_flight\"}", 1);
     for thread in hanging {
         assert_eq!(thread.join().expect("thread").expect("answer"), 504);
     }
@@ -422,11 +427,9 @@ fn a_hanging_jwks_endpoint_holds_neither_the_start_nor_a_request_for_long() {
         waited < Duration::from_secs(4),
         "the request waited {waited:?}"
     );
-    assert_eq!(
-        faults.metric(
-            "tollgate_decisions_total{status=\"401\",reason=\"token_issuer_keys_unavailable\"}"
-        ),
-        1
+    faults.assert_metric(
+        "tollgate_decisions_total{status=\"401\",reason=\"token_issuer_keys_unavailable\"}",
+        1,
     );
     assert!(faults.metric("tollgate_jwks_fetches_total{issuer=\"stuck\",result=\"error\"}") >= 2);
     let stderr = std::fs::read_to_string(faults.dir.path().join("stderr")).unwrap_or_default();

@@ -117,10 +117,7 @@ fn half_open_connections_under_the_default_limit_leave_normal_clients_served() {
         "{:?}",
         asked.elapsed()
     );
-    assert_eq!(
-        faults.metric("tollgate_shed_total{limit=\"connections\"}"),
-        0
-    );
+    faults.assert_metric("tollgate_shed_total{limit=\"connections\"}", 0);
     // Every held connection is answered 408 and closed at the header timeout.
     let answered = held
         .into_iter()

@@ -109,11 +109,11 @@ impl Faults {
         }
     }
 
-    /// Waits (5 s at most) until a fault left nothing behind: no client connection open,
+    /// Waits (15 s at most) until a fault left nothing behind: no client connection open,
     /// no request in flight, and no more descriptors than at the start, but for
     /// `pooled` kept-alive origin connections.
     pub fn assert_nothing_held(&self, pooled: usize) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let (connections, in_flight, fds) = (
                 self.metric("tollgate_connections_open"),
@@ -143,6 +143,23 @@ impl Faults {
         reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", self.admin_port))
             .and_then(|r| r.text())
             .expect("metrics")
+    }
+
+    /// Waits (10 s at most) for the metric to read `expected`: serve counts some
+    /// outcomes when an exchange ends, which may be just after the client has its answer.
+    pub fn assert_metric(&self, line_start: &str, expected: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = self.metric(line_start);
+            if value == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{line_start}` is {value}, not {expected}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn metric(&self, line_start: &str) -> u64 {
