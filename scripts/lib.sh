@@ -29,7 +29,24 @@ stop_scratch() {
     rm -rf "$work"
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port: a port free a moment ago, below the kernel's ephemeral range (as the Rust
+# tests' free_port), so no outgoing connection takes it before the server binds it.
+free_port() {
+    python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+ports = list(range(10000, low)) if low >= 11000 else []
+random.shuffle(ports)
+for port in ports + [0]:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(s.getsockname()[1])
+    break
+PY
+}
 
 # wait_port PORT: until something listens on 127.0.0.1:PORT (10 s at most).
 wait_port() {

@@ -95,8 +95,11 @@ pub fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
+        // A connection to itself (its source port the one polled) means nothing listens.
+        if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            if stream.local_addr().ok() != Some(addr) {
+                return;
+            }
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited before listening: {status}");
