@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
@@ -52,20 +53,13 @@ pub fn path_with_node22() -> std::ffi::OsString {
 /// and below the kernel's ephemeral range where it can, so that no outgoing connection
 /// (nor another test's `bind(:0)`) takes it between this call and the server's bind.
 pub fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let Some((first, count)) = ports_below_ephemeral() else {
+    static PORTS: OnceLock<Option<PortsBelowEphemeral>> = OnceLock::new();
+    let Some(ports) = PORTS.get_or_init(PortsBelowEphemeral::read) else {
         return kernel_chosen_port();
     };
-    // Each test process starts somewhere else in the range.
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id().wrapping_mul(7919) % count,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
-    for _ in 0..count {
-        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % count;
-        let port = u16::try_from(first + offset).expect("a port");
+    for _ in 0..ports.count {
+        let offset = ports.next.fetch_add(1, Ordering::Relaxed) % ports.count;
+        let port = u16::try_from(ports.first + offset).expect("a port");
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
@@ -73,14 +67,28 @@ pub fn free_port() -> u16 {
     kernel_chosen_port()
 }
 
-/// Ports from 10000 up to the start of the kernel's ephemeral range, when that leaves
-/// at least a thousand.
-fn ports_below_ephemeral() -> Option<(u32, u32)> {
-    const FIRST: u32 = 10_000;
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
-    let low: u32 = range.split_whitespace().next()?.parse().ok()?;
-    let count = low.checked_sub(FIRST)?;
-    (count >= 1_000).then_some((FIRST, count))
+/// Ports from 10000 up to the start of the kernel's ephemeral range, handed out in turn.
+struct PortsBelowEphemeral {
+    first: u32,
+    count: u32,
+    /// Offset of the next port to try, from a PID-derived start so that each test
+    /// process starts somewhere else in the range.
+    next: AtomicU32,
+}
+
+impl PortsBelowEphemeral {
+    /// The range, when it holds at least a thousand ports.
+    fn read() -> Option<Self> {
+        const FIRST: u32 = 10_000;
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+        let low: u32 = range.split_whitespace().next()?.parse().ok()?;
+        let count = low.checked_sub(FIRST).filter(|&count| count >= 1_000)?;
+        Some(PortsBelowEphemeral {
+            first: FIRST,
+            count,
+            next: AtomicU32::new(std::process::id().wrapping_mul(7919) % count),
+        })
+    }
 }
 
 fn kernel_chosen_port() -> u16 {
